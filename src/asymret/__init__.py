@@ -1,0 +1,2 @@
+"""asymret — asymmetric image retrieval."""
+__version__ = "0.1.0"

@@ -1,0 +1,200 @@
+"""CMCE transformations ψ_i: gallery model i's space → the query model's space, scikit-learn style.
+
+    psi = CMCETransform(losses={"similarity": 1.0, "dual-ce": 1.0}, head=query_encoder.classifier)
+    psi.fit(gallery_train_emb, query_train_emb)          # Embeddings of the same training images (ids aligned)
+    gallery_in_query_space = psi.transform(gallery_emb)   # Embeddings that live in the query space
+
+The query model is never touched.  Losses (weights selectable): similarity (1 − cos or L2) between ψ(φ_i(x)) and
+φ_q(x); KL between the class distributions a shared head gives both; dual classification (CE of both through the
+shared head).  The shared head defaults to the query model's own normalised-softmax classifier, frozen.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..encoders.heads import CosineClassifier
+from ..manifest import SpaceMismatchError, atomic_torch_save, hash_arrays, read_manifest, stable_hash, write_manifest
+from ..space import Embeddings, Space
+from ..training import TrainConfig, TrainHistory, batch_indices, train
+from .losses.base import CompatLoss, SharedHeadCELoss, SharedHeadKLLoss, SimilarityLoss, WeightedSum
+
+
+class TransformationNet(nn.Module):
+    """ψ: R^{d_in} → R^{d_out}, L2-normalised output.
+
+    - ``linear``: one linear map;
+    - ``mlp``: Linear → BN → ReLU → Linear (as apple/ml-fct's transformation);
+    - ``residual``: a linear projection plus a residual bottleneck MLP (Wang et al. 2020's unified representation).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, kind: str = "mlp", hidden_dim: int = 512, num_layers: int = 2) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "linear":
+            self.body: nn.Module = nn.Linear(in_dim, out_dim)
+        elif kind in ("mlp", "residual"):
+            layers: list[nn.Module] = []
+            dim = in_dim
+            for _ in range(max(1, num_layers - 1)):
+                layers += [nn.Linear(dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
+                dim = hidden_dim
+            layers.append(nn.Linear(dim, out_dim))
+            self.body = nn.Sequential(*layers)
+            self.skip = nn.Linear(in_dim, out_dim, bias=False) if kind == "residual" else None
+        else:
+            raise ValueError(f"unknown transformation kind {kind!r} (linear, mlp, residual)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if getattr(self, "skip", None) is not None:
+            out = out + self.skip(x)
+        return F.normalize(out, dim=1)
+
+
+def build_cmce_loss(weights: Mapping[str, float], head: CosineClassifier | None, similarity: str = "cos",
+                    kl_temperature: float = 1.0, train_head: bool = False) -> WeightedSum:
+    """The weighted CMCE loss from ``{"similarity": w, "kl": w, "dual-ce": w}``; head-based terms need ``head``."""
+    terms: dict[str, tuple[CompatLoss, float]] = {}
+    for name, weight in weights.items():
+        if name == "similarity":
+            terms[name] = (SimilarityLoss(similarity), weight)
+        elif name in ("kl", "dual-ce"):
+            if head is None:
+                raise ValueError(f"the {name!r} loss needs the shared head (the query model's classifier): pass head=")
+            shared = head if train_head else copy.deepcopy(head).frozen()
+            terms[name] = (SharedHeadKLLoss(shared, kl_temperature) if name == "kl" else SharedHeadCELoss(shared, train_head), weight)
+        else:
+            raise ValueError(f"unknown CMCE loss {name!r} (similarity, kl, dual-ce)")
+    return WeightedSum(terms)
+
+
+class CMCETransform:
+    """One learned ψ_i with ``fit`` / ``transform`` / ``save`` / ``load``."""
+
+    def __init__(
+        self,
+        kind: str = "mlp",
+        hidden_dim: int = 512,
+        num_layers: int = 2,
+        losses: Mapping[str, float] | None = None,
+        head: CosineClassifier | None = None,
+        similarity: str = "cos",
+        train: TrainConfig | None = None,
+        name: str = "",
+    ) -> None:
+        self.kind, self.hidden_dim, self.num_layers = kind, hidden_dim, num_layers
+        self.loss_weights = dict(losses or {"similarity": 1.0, "dual-ce": 1.0 if head is not None else 0.0})
+        self.loss_weights = {k: v for k, v in self.loss_weights.items() if v}
+        self.head, self.similarity = head, similarity
+        self.train_config = train or TrainConfig(epochs=30, batch_size=256, lr=2e-3, weight_decay=1e-4)
+        self.name = name
+        self.net: TransformationNet | None = None
+        self.source_space: Space | None = None
+        self.target_space: Space | None = None
+        self.history: TrainHistory | None = None
+
+    # ------------------------------------------------------------------ scikit-learn-like API
+    def fit(self, gallery: Embeddings, query: Embeddings, labels: np.ndarray | None = None) -> "CMCETransform":
+        """Learn ψ from gallery-model and query-model embeddings of the same training images (matched by id)."""
+        if not isinstance(gallery, Embeddings) or not isinstance(query, Embeddings):
+            raise TypeError("fit expects Embeddings (vectors + ids + space) for both sides, so that rows and spaces can be checked")
+        common = np.intersect1d(gallery.ids, query.ids)
+        if len(common) < len(gallery.ids) * 0.5:
+            raise ValueError(f"only {len(common)} of {len(gallery)} gallery training images have query embeddings: are they of the same images?")
+        gallery, query = gallery.align(common), query.align(common)
+        if labels is None:
+            labels = gallery.labels if gallery.labels is not None else query.labels
+        else:
+            labels = np.asarray(labels)
+        if self.head is not None and query.space.dim != self.head.weight.shape[1]:
+            raise SpaceMismatchError("the shared head's dimension differs from the query space's")
+        self.source_space, self.target_space = gallery.space, query.space
+        seed = self.train_config.seed
+        torch.manual_seed(seed)
+        self.net = TransformationNet(gallery.space.dim, query.space.dim, self.kind, self.hidden_dim, self.num_layers)
+        loss = build_cmce_loss(self.loss_weights, self.head, self.similarity)
+        if loss.uses_labels and labels is None:
+            raise ValueError("the dual-ce loss needs labels (none given and none attached to the embeddings)")
+        source = torch.from_numpy(gallery.vectors)
+        target = torch.from_numpy(query.vectors)
+        y = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        net = self.net
+
+        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
+            return loss(net(source[rows]), target[rows], None if y is None else y[rows])
+
+        params = list(net.parameters()) + [p for p in loss.parameters() if p.requires_grad]
+        batch_size = min(self.train_config.batch_size, len(source))
+        self.history = train(params, compute_loss, lambda epoch, gen: batch_indices(len(source), batch_size, gen),
+                             self.train_config, modules=[net], description=f"fit ψ {self.name or gallery.space.name}")
+        return self
+
+    @torch.no_grad()
+    def transform(self, gallery: Embeddings) -> Embeddings:
+        """Map gallery-model embeddings into the query space (refuses embeddings of another gallery model)."""
+        self._check_fitted()
+        self.source_space.check_compatible(gallery.space, what=f"embeddings given to ψ {self.name!r}")
+        self.net.eval()
+        out = torch.cat([self.net(torch.from_numpy(gallery.vectors[i : i + 8192])) for i in range(0, len(gallery), 8192)]) if len(gallery) else torch.zeros(0, self.target_space.dim)
+        return Embeddings(out.numpy(), gallery.ids, self.output_space(), gallery.labels)
+
+    def fit_transform(self, gallery: Embeddings, query: Embeddings, labels: np.ndarray | None = None) -> Embeddings:
+        return self.fit(gallery, query, labels).transform(gallery)
+
+    # ------------------------------------------------------------------ identity
+    def fingerprint(self) -> str:
+        self._check_fitted()
+        return stable_hash({"config": self.config(), "weights": hash_arrays(self.net.state_dict().values()),
+                            "source": self.source_space.fingerprint, "target": self.target_space.fingerprint})
+
+    def output_space(self) -> Space:
+        """The query space, with this ψ named in the provenance."""
+        self._check_fitted()
+        return Space(self.target_space.fingerprint, self.target_space.dim, True, self.target_space.name,
+                     provenance=((self.name or self.source_space.name, self.fingerprint()),))
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "losses": self.loss_weights,
+                "similarity": self.similarity, "train": self.train_config.to_dict(), "name": self.name}
+
+    def _check_fitted(self) -> None:
+        if self.net is None:
+            raise RuntimeError("this CMCETransform is not fitted: call fit() or load()")
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike) -> Path:
+        self._check_fitted()
+        directory = Path(directory)
+        atomic_torch_save(directory / "transform.pt", {"config": self.config(), "state_dict": self.net.state_dict(),
+                                                       "in_dim": self.source_space.dim, "out_dim": self.target_space.dim})
+        write_manifest(directory, "transformation", {
+            "fingerprint": self.fingerprint(), "source_space": self.source_space.to_dict(),
+            "target_space": self.target_space.to_dict(), "config": self.config(),
+            "history": None if self.history is None else self.history.to_dict(),
+        })
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "CMCETransform":
+        directory = Path(directory)
+        manifest = read_manifest(directory, kind="transformation")
+        payload = torch.load(directory / "transform.pt", map_location="cpu", weights_only=False)
+        config = payload["config"]
+        psi = cls(config["kind"], config["hidden_dim"], config["num_layers"], config["losses"], None, config["similarity"],
+                  TrainConfig(**config["train"]), config["name"])
+        psi.net = TransformationNet(payload["in_dim"], payload["out_dim"], config["kind"], config["hidden_dim"], config["num_layers"])
+        psi.net.load_state_dict(payload["state_dict"])
+        psi.net.eval()
+        psi.source_space = Space.from_dict(manifest["source_space"])
+        psi.target_space = Space.from_dict(manifest["target_space"])
+        if psi.fingerprint() != manifest["fingerprint"]:
+            raise ValueError(f"{directory}: weights do not match the manifest's fingerprint")
+        return psi

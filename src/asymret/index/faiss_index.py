@@ -1,0 +1,485 @@
+"""FAISS implementation of the gallery index.
+
+Items are stored at sequential FAISS positions (0..N-1); string ids and uncertainties live in numpy arrays
+indexed by position.  Uncertainty rejection builds a bitmap of the kept positions and passes it to FAISS as an
+``IDSelectorBitmap`` in the search parameters (``SearchParametersIVF``/``HNSW``/``PQ``/``PreTransform``/
+``IndexRefineSearchParameters`` as the index type needs), so that FAISS returns ``k`` results among the kept
+items.  For index types that do not support selectors (e.g. ``PQ8``, fast-scan, NSG) the search over-fetches
+``k + n_rejected`` results and filters, which returns the same top-k.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from ..manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    SpaceMismatchError,
+    atomic_write_bytes,
+    hash_file,
+    read_manifest,
+    write_manifest,
+)
+from ..space import Embeddings, Space
+from . import GalleryIndexBase, SearchResult, compute_rejected_mask, describe_space
+
+__all__ = ["FaissGalleryIndex"]
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.npy"
+UNCERTAINTY_FILE = "uncertainty.npy"
+
+_METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+_METRIC_ALIASES = {"ip": "ip", "inner_product": "ip", "cosine": "ip", "l2": "l2", "euclidean": "l2"}
+
+
+def _metric_name(metric: str | int) -> str:
+    if isinstance(metric, (int, np.integer)):
+        for name, value in _METRICS.items():
+            if value == metric:
+                return name
+        raise ValueError(f"unsupported FAISS metric type {metric}; use inner product or L2")
+    try:
+        return _METRIC_ALIASES[str(metric).lower()]
+    except KeyError:
+        raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}") from None
+
+
+def _digest(data: Any, length: int = 16) -> str:
+    """Same hash as :func:`asymret.manifest.hash_file` of a file holding ``data``."""
+    return hashlib.sha256(data).hexdigest()[:length]
+
+
+class FaissGalleryIndex(GalleryIndexBase):
+    """Gallery index on a FAISS index built from a factory string (default exact inner product, ``"Flat"``).
+
+    Trained factories (``"IVF1024,Flat"``, ``"IVF256,PQ16"``, ``"PQ16"``...) are trained on the first batch given
+    to :meth:`add` unless :meth:`train` was called.  ``nprobe`` (IVF) and ``ef_search`` (HNSW) set the search-time
+    parameters of the underlying index.
+    """
+
+    def __init__(
+        self,
+        space: Space,
+        factory: str = "Flat",
+        metric: str = "ip",
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> None:
+        if not isinstance(space, Space):
+            raise TypeError(f"space must be an asymret.space.Space, got {type(space).__name__}")
+        self._metric = _metric_name(metric)
+        try:
+            index = faiss.index_factory(int(space.dim), factory, _METRICS[self._metric])
+        except RuntimeError as error:
+            raise ValueError(f"invalid FAISS factory string {factory!r} for dim {space.dim}: {_faiss_message(error)}") from None
+        self._init_state(space, index, factory, np.zeros(0, dtype=str), np.zeros(0, dtype=np.float32))
+        self.set_search_parameters(nprobe=nprobe, ef_search=ef_search)
+
+    def _init_state(self, space: Space, index: faiss.Index, factory: str, ids: np.ndarray, uncertainty: np.ndarray) -> None:
+        self._space = space
+        self._index = index
+        self._factory = factory
+        self._ids = ids
+        self._uncertainty = uncertainty
+        self._selection_cache: tuple[Any, np.ndarray, np.ndarray] | None = None
+        self._selectors_supported: bool | None = None  # None = not tried yet
+        self._is_idmap = isinstance(faiss.downcast_index(index), (faiss.IndexIDMap, faiss.IndexIDMap2))
+
+    @classmethod
+    def from_faiss(
+        cls,
+        index: faiss.Index,
+        space: Space,
+        ids: np.ndarray | None = None,
+        uncertainty: np.ndarray | None = None,
+        factory: str = "custom",
+    ) -> "FaissGalleryIndex":
+        """Wrap an existing, already filled FAISS ``index`` (the same object, not a copy).
+
+        Its vectors must be at sequential positions 0..ntotal-1 in ``space``; ``ids`` default to the positions
+        as strings, ``uncertainty`` to zeros.  The metric is taken from the index.
+        """
+        if not isinstance(space, Space):
+            raise TypeError(f"space must be an asymret.space.Space, got {type(space).__name__}")
+        if index.d != space.dim:
+            raise SpaceMismatchError(f"FAISS index has dimension {index.d}, space {describe_space(space)} has {space.dim}")
+        n = int(index.ntotal)
+        ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
+        if ids.shape != (n,):
+            raise ValueError(f"{ids.size} ids for a FAISS index holding {n} vectors")
+        if len(np.unique(ids)) != n:
+            raise ValueError("ids contain duplicates")
+        unc = np.zeros(n, dtype=np.float32) if uncertainty is None else np.asarray(uncertainty, dtype=np.float32).reshape(-1)
+        if unc.shape != (n,):
+            raise ValueError(f"{unc.size} uncertainty values for a FAISS index holding {n} vectors")
+        self = cls.__new__(cls)
+        self._metric = _metric_name(index.metric_type)
+        self._init_state(space, index, factory, ids, unc)
+        return self
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def space(self) -> Space:
+        return self._space
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids
+
+    @property
+    def uncertainty(self) -> np.ndarray:
+        return self._uncertainty
+
+    @property
+    def factory(self) -> str:
+        return self._factory
+
+    @property
+    def metric(self) -> str:
+        return self._metric
+
+    @property
+    def faiss_index(self) -> faiss.Index:
+        """The underlying FAISS index (positions 0..N-1)."""
+        return self._index
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __repr__(self) -> str:
+        return (
+            f"FaissGalleryIndex({len(self)} items, factory={self._factory!r}, metric={self._metric!r}, "
+            f"space={describe_space(self._space)})"
+        )
+
+    def set_search_parameters(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Set IVF ``nprobe`` / HNSW ``efSearch`` on the underlying index (ignored when ``None``)."""
+        space = faiss.ParameterSpace()
+        for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
+            if value is None:
+                continue
+            try:
+                space.set_index_parameter(self._index, name, int(value))
+            except RuntimeError as error:
+                raise ValueError(
+                    f"cannot set {name}={value} on a {self._factory!r} index: {_faiss_message(error)}"
+                ) from None
+
+    # ------------------------------------------------------------------ building
+    def train(self, embeddings: Embeddings) -> None:
+        """Train the FAISS index (IVF centroids, PQ codebooks) on ``embeddings`` of the index space."""
+        if not isinstance(embeddings, Embeddings):
+            raise TypeError(f"train() takes asymret.space.Embeddings, got {type(embeddings).__name__}")
+        self._check_same_space(embeddings.space, "training embeddings")
+        self._train(np.ascontiguousarray(embeddings.vectors, dtype=np.float32))
+
+    def _train(self, vectors: np.ndarray) -> None:
+        n = len(vectors)
+        ivf = _extract_ivf(self._index)
+        if ivf is not None and n < ivf.nlist:
+            raise ValueError(
+                f"factory {self._factory!r} needs training with at least nlist={ivf.nlist} vectors "
+                f"(ideally >= {39 * ivf.nlist}), got {n}; add a larger first batch or call train() on a sample"
+            )
+        try:
+            self._index.train(vectors)
+        except RuntimeError as error:
+            raise ValueError(
+                f"training the {self._factory!r} index on {n} vectors failed (too few vectors?): {_faiss_message(error)}"
+            ) from None
+
+    def add(self, embeddings: Embeddings, uncertainty: np.ndarray | None = None) -> None:
+        vectors, ids, unc = self._validate_additions(embeddings, uncertainty)
+        if not len(ids):
+            return
+        if not self._index.is_trained:
+            self._train(vectors)
+        start = int(self._index.ntotal)
+        if start != len(self._ids):
+            raise RuntimeError(f"FAISS index holds {start} vectors but {len(self._ids)} ids are known")
+        if self._is_idmap:
+            self._index.add_with_ids(vectors, np.arange(start, start + len(ids), dtype=np.int64))
+        else:
+            self._index.add(vectors)
+        self._ids = np.concatenate([self._ids, ids]) if len(self._ids) else ids.copy()
+        self._uncertainty = np.concatenate([self._uncertainty, unc]) if len(self._uncertainty) else unc.copy()
+        self._selection_cache = None
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self,
+        queries: Embeddings | np.ndarray,
+        k: int = 10,
+        reject_fraction: float | None = None,
+        reject_threshold: float | None = None,
+        space: Space | None = None,
+    ) -> SearchResult:
+        vectors, query_ids = self._validate_queries(queries, space)
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        nq, n = len(vectors), len(self)
+        rejecting = reject_fraction is not None or reject_threshold is not None
+        rejected, bitmap = self._selection(reject_fraction, reject_threshold) if rejecting else (None, None)
+        n_rejected = int(rejected.sum()) if rejected is not None else 0
+
+        if nq == 0 or n == 0 or n_rejected == n:
+            positions = np.full((nq, k), -1, dtype=np.int64)
+            scores = np.full((nq, k), self._missing_score, dtype=np.float32)
+        elif n_rejected == 0:
+            scores, positions = self._index.search(vectors, k)
+        else:
+            scores, positions = None, None
+            if self._selectors_supported is not False:
+                try:
+                    scores, positions = self._search_with_selector(vectors, k, bitmap)
+                except RuntimeError:
+                    self._selectors_supported = False
+                else:
+                    found = positions >= 0
+                    if rejected[positions[found]].any():  # the index silently ignored the selector
+                        self._selectors_supported = False
+                        scores, positions = None, None
+                    else:
+                        self._selectors_supported = True
+            if positions is None:
+                scores, positions = self._search_overfetch(vectors, k, rejected, n_rejected)
+        return self._result(scores, positions, query_ids, n_rejected)
+
+    @property
+    def _missing_score(self) -> float:
+        return -np.inf if self._metric == "ip" else np.inf
+
+    def _result(self, scores: np.ndarray, positions: np.ndarray, query_ids, n_rejected: int) -> SearchResult:
+        positions = np.asarray(positions, dtype=np.int64)
+        missing = positions < 0
+        scores = np.asarray(scores, dtype=np.float32)
+        if missing.any():
+            scores = scores.copy()
+            scores[missing] = self._missing_score
+        if len(self._ids):
+            ids = self._ids[np.where(missing, 0, positions)]
+            ids[missing] = ""
+        else:
+            ids = np.full(positions.shape, "", dtype="<U1")
+        return SearchResult(ids=ids, scores=scores, positions=positions, query_ids=query_ids, n_rejected=n_rejected)
+
+    def _selection(self, reject_fraction, reject_threshold) -> tuple[np.ndarray, np.ndarray]:
+        """Rejected mask and little-endian bitmap of the kept positions (cached until the next add)."""
+        key = (
+            None if reject_fraction is None else float(reject_fraction),
+            None if reject_threshold is None else float(reject_threshold),
+            len(self),
+        )
+        if self._selection_cache is not None and self._selection_cache[0] == key:
+            return self._selection_cache[1], self._selection_cache[2]
+        rejected = compute_rejected_mask(self._uncertainty, reject_fraction, reject_threshold)
+        bitmap = np.packbits(~rejected, bitorder="little")
+        self._selection_cache = (key, rejected, bitmap)
+        return rejected, bitmap
+
+    def _search_with_selector(self, vectors: np.ndarray, k: int, bitmap: np.ndarray):
+        selector = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(bitmap))
+        keepalive: list[Any] = [bitmap, selector]
+        params = _search_parameters(self._index, selector, keepalive)
+        scores, positions = self._index.search(vectors, k, params=params)
+        del keepalive
+        return scores, positions
+
+    def _search_overfetch(self, vectors: np.ndarray, k: int, rejected: np.ndarray, n_rejected: int):
+        """Top-k among kept items by fetching ``k + n_rejected`` results and dropping rejected ones."""
+        fetch = min(len(self), k + n_rejected)
+        scores, positions = self._index.search(vectors, fetch)
+        keep = (positions >= 0) & ~rejected[np.where(positions >= 0, positions, 0)]
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept results first, rank order preserved
+        positions = np.take_along_axis(positions, order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        kept = np.take_along_axis(keep, order, axis=1)
+        positions[~kept] = -1
+        if positions.shape[1] < k:
+            pad = k - positions.shape[1]
+            positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=self._missing_score)
+        return scores, positions
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write ``index.faiss``, ``ids.npy``, ``uncertainty.npy`` and, last, ``manifest.json`` to ``directory``.
+
+        Each file is written atomically; an existing manifest is removed first, so a directory whose save was
+        interrupted has no manifest and cannot be loaded.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MANIFEST_NAME).unlink(missing_ok=True)
+        files: dict[str, dict[str, Any]] = {}
+
+        index_bytes = faiss.serialize_index(self._index)  # uint8 numpy array
+        atomic_write_bytes(directory / INDEX_FILE, memoryview(index_bytes))
+        files[INDEX_FILE] = {"bytes": int(index_bytes.nbytes), "sha256": _digest(memoryview(index_bytes))}
+        del index_bytes
+        for name, array in ((IDS_FILE, self._ids), (UNCERTAINTY_FILE, self._uncertainty)):
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            data = buffer.getbuffer()
+            atomic_write_bytes(directory / name, data)
+            files[name] = {"bytes": int(data.nbytes), "sha256": _digest(data)}
+
+        write_manifest(
+            directory,
+            kind=self.manifest_kind,
+            fields={
+                "backend": "faiss",
+                "space": self._space.to_dict(),
+                "query_space_fingerprint": self._space.fingerprint,
+                "provenance": [list(item) for item in self._space.provenance],
+                "factory": self._factory,
+                "metric": self._metric,
+                "count": len(self),
+                "dim": int(self._space.dim),
+                "normalized": bool(self._space.normalized),
+                "faiss_index_type": type(faiss.downcast_index(self._index)).__name__,
+                "uncertainty_stats": _stats(self._uncertainty),
+                "files": files,
+            },
+        )
+
+    @classmethod
+    def load(
+        cls, directory: str | os.PathLike, expect_space: Space | None = None, verify_hashes: bool = True
+    ) -> "FaissGalleryIndex":
+        """Load an index written by :meth:`save`.
+
+        Raises ``FileNotFoundError`` if the manifest or a file is missing, ``ValueError`` if a file is corrupted
+        (size, hash or count mismatch), :class:`SpaceMismatchError` if ``expect_space`` is given and differs.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"gallery index directory {directory} does not exist")
+        manifest = read_manifest(directory, kind=cls.manifest_kind)
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{directory}: unsupported format_version {manifest.get('format_version')} (expected {FORMAT_VERSION})")
+        if manifest.get("backend", "faiss") != "faiss":
+            raise ValueError(f"{directory} holds a {manifest.get('backend')!r} gallery index, not a FAISS one")
+        try:
+            space = Space.from_dict(manifest["space"])
+            count, dim = int(manifest["count"]), int(manifest["dim"])
+            files = manifest["files"]
+            factory, metric = manifest["factory"], _metric_name(manifest["metric"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{directory / MANIFEST_NAME} is incomplete or malformed: {error!r}") from None
+        if expect_space is not None:
+            try:
+                expect_space.check_compatible(space, what="stored gallery index")
+            except SpaceMismatchError as error:
+                raise SpaceMismatchError(
+                    f"{error} -- stored index {directory} is in space {describe_space(space)}; "
+                    f"expected {describe_space(expect_space)}"
+                ) from None
+        if dim != space.dim:
+            raise ValueError(f"{directory}: manifest dim {dim} != space dim {space.dim}")
+
+        for name in (INDEX_FILE, IDS_FILE, UNCERTAINTY_FILE):
+            path = directory / name
+            if not path.is_file():
+                raise FileNotFoundError(f"gallery index {directory} is missing {name} (listed in its manifest)")
+            info = files.get(name, {})
+            size = path.stat().st_size
+            if "bytes" in info and size != int(info["bytes"]):
+                raise ValueError(f"{path} is corrupted: {size} bytes, manifest says {info['bytes']}")
+            if verify_hashes and "sha256" in info:
+                digest = hash_file(path, length=len(info["sha256"]))
+                if digest != info["sha256"]:
+                    raise ValueError(f"{path} is corrupted: sha256 {digest} != {info['sha256']} in the manifest")
+
+        try:
+            index = faiss.read_index(str(directory / INDEX_FILE))
+        except RuntimeError as error:
+            raise ValueError(f"{directory / INDEX_FILE} is not a readable FAISS index: {_faiss_message(error)}") from None
+        try:
+            ids = np.load(directory / IDS_FILE, allow_pickle=False)
+            uncertainty = np.load(directory / UNCERTAINTY_FILE, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise ValueError(f"{directory}: cannot read ids/uncertainty arrays: {error}") from None
+        if ids.dtype.kind != "U" or ids.ndim != 1:
+            raise ValueError(f"{directory / IDS_FILE} must hold a 1-D string array, got {ids.dtype} {ids.shape}")
+        uncertainty = np.asarray(uncertainty, dtype=np.float32)
+        counts = {"manifest": count, "index.faiss": int(index.ntotal), "ids.npy": len(ids), "uncertainty.npy": uncertainty.size}
+        if len(set(counts.values())) != 1:
+            raise ValueError(f"gallery index {directory} is inconsistent: item counts {counts}")
+        if index.d != dim:
+            raise ValueError(f"{directory / INDEX_FILE} has dimension {index.d}, manifest says {dim}")
+        if _metric_name(index.metric_type) != metric:
+            raise ValueError(f"{directory / INDEX_FILE} uses metric {_metric_name(index.metric_type)}, manifest says {metric}")
+
+        self = cls.__new__(cls)
+        self._metric = metric
+        self._init_state(space, index, factory, ids, uncertainty.reshape(-1))
+        return self
+
+
+# ---------------------------------------------------------------------- helpers
+def _faiss_message(error: BaseException) -> str:
+    """The informative last line of a FAISS C++ exception."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line:
+            return line.split("Error:", 1)[-1].strip() or line
+    return lines[-1] if lines else repr(error)
+
+
+def _extract_ivf(index: faiss.Index):
+    try:
+        return faiss.extract_index_ivf(index)
+    except (RuntimeError, AttributeError):
+        return None
+
+
+def _search_parameters(index: faiss.Index, selector: faiss.IDSelector, keepalive: list[Any]) -> faiss.SearchParameters:
+    """Search parameters carrying ``selector`` for this index type, keeping its own search-time settings."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        params = faiss.SearchParametersPreTransform()
+        params.index_params = _search_parameters(index.index, selector, keepalive)
+        keepalive.append(params.index_params)
+        return params
+    if isinstance(index, faiss.IndexRefine):
+        params = faiss.IndexRefineSearchParameters()
+        params.k_factor = index.k_factor
+        params.sel = selector
+        params.base_index_params = _search_parameters(index.base_index, selector, keepalive)
+        keepalive.append(params.base_index_params)
+        return params
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=int(index.nprobe), max_codes=int(index.max_codes))
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(
+            sel=selector,
+            efSearch=int(index.hnsw.efSearch),
+            check_relative_distance=bool(index.hnsw.check_relative_distance),
+            bounded_queue=bool(index.hnsw.search_bounded_queue),
+        )
+    if isinstance(index, faiss.IndexPQ):
+        params = faiss.SearchParametersPQ(sel=selector)
+        params.search_type = index.search_type
+        params.polysemous_ht = index.polysemous_ht
+        return params
+    return faiss.SearchParameters(sel=selector)
+
+
+def _stats(values: np.ndarray) -> dict[str, float] | None:
+    if not len(values):
+        return None
+    return {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean())}

@@ -1,0 +1,162 @@
+"""The embedding store: a dataset's embeddings under one model, on disk, in shards, resumable.
+
+Layout: ``root/<model fingerprint>-<output>/<dataset fingerprint>/``
+  ``shard_00000.npy``       float32 vectors of rows [i·S, (i+1)·S) that could be read
+  ``shard_00000.json``      the ids of those rows and the ids that failed to load (written after the vectors:
+                            its presence marks the shard finished)
+  ``manifest.json``         written last, when every shard is finished: fingerprints, count, dim, failures
+
+Shards are independent (a machine can compute any subset: ``shards=``), an interrupted run recomputes only the
+unfinished shards, and asking again for the same (model, dataset) reads the stored result.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from ..data.dataset import ImageDataset, ImageLoadError
+from ..encoders.encoder import Encoder
+from ..manifest import atomic_save_npy, atomic_write_json, read_manifest, write_manifest
+from ..progress import log, progress_bar
+from ..space import Embeddings, Space
+
+OUTPUTS = ("embedding", "pooled")
+
+
+@dataclass
+class ExtractionReport:
+    computed_shards: int
+    reused_shards: int
+    failed_ids: list[str]
+
+
+def load_batch(dataset: ImageDataset, rows: Iterable[int]) -> tuple[list[np.ndarray], list[int], list[tuple[str, str]]]:
+    """Pixels of ``rows``; unreadable images are returned as (id, reason) failures instead of raising."""
+    images, kept, failed = [], [], []
+    for row in rows:
+        try:
+            images.append(dataset.load(int(row)))
+            kept.append(int(row))
+        except ImageLoadError as error:
+            failed.append((str(dataset.ids[row]), str(error)))
+    return images, kept, failed
+
+
+class EmbeddingStore:
+    """Extracts and caches embeddings (``output="embedding"``) or pooled backbone features (``"pooled"``)."""
+
+    def __init__(self, root: str | os.PathLike, shard_size: int = 4096, batch_size: int = 128) -> None:
+        self.root = Path(root)
+        self.shard_size = int(shard_size)
+        self.batch_size = int(batch_size)
+
+    # ------------------------------------------------------------------ paths and spaces
+    @staticmethod
+    def space_of(encoder: Encoder, output: str) -> Space:
+        if output == "embedding":
+            return encoder.space()
+        if output == "pooled":
+            return Space(encoder.backbone_fingerprint(), encoder.feature_dim, normalized=False, name=f"{encoder.name}:pooled")
+        raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
+
+    def directory(self, encoder: Encoder, dataset: ImageDataset, output: str = "embedding") -> Path:
+        return self.root / f"{self.space_of(encoder, output).fingerprint}-{output}" / dataset.fingerprint()
+
+    def num_shards(self, dataset: ImageDataset) -> int:
+        return max(1, -(-len(dataset) // self.shard_size))
+
+    # ------------------------------------------------------------------ extraction
+    def extract(
+        self,
+        encoder: Encoder,
+        dataset: ImageDataset,
+        output: str = "embedding",
+        shards: Iterable[int] | None = None,
+    ) -> ExtractionReport:
+        """Compute the missing shards (all, or only ``shards``) and write the manifest once all are there."""
+        space = self.space_of(encoder, output)
+        directory = self.directory(encoder, dataset, output)
+        directory.mkdir(parents=True, exist_ok=True)
+        wanted = list(range(self.num_shards(dataset))) if shards is None else sorted(set(shards))
+        todo = [s for s in wanted if not (directory / f"shard_{s:05d}.json").is_file()]
+        failed: list[str] = []
+        encoder.eval()
+        forward = encoder if output == "embedding" else encoder.pooled
+        rows_todo = sum(len(self._shard_rows(dataset, s)) for s in todo)
+        with progress_bar(rows_todo, f"embed {dataset.name} with {encoder.name}") as advance, torch.no_grad():
+            for shard in todo:
+                vectors, ids, shard_failed = [], [], []
+                rows = self._shard_rows(dataset, shard)
+                for start in range(0, len(rows), self.batch_size):
+                    images, kept, bad = load_batch(dataset, rows[start : start + self.batch_size])
+                    for item_id, reason in bad:
+                        log.warning("skipping unreadable image %s: %s", item_id, reason)
+                    shard_failed += [item_id for item_id, _ in bad]
+                    if images:
+                        vectors.append(forward(encoder.preprocess(images)).float().numpy())
+                        ids += dataset.ids[kept].tolist()
+                    advance(len(rows[start : start + self.batch_size]))
+                matrix = np.concatenate(vectors) if vectors else np.zeros((0, space.dim), np.float32)
+                self._write_shard(directory, shard, matrix.astype(np.float32), ids, shard_failed)
+                failed += shard_failed
+        reused = len(wanted) - len(todo)
+        if all((directory / f"shard_{s:05d}.json").is_file() for s in range(self.num_shards(dataset))):
+            self._finalize(directory, encoder, dataset, output, space)
+        return ExtractionReport(len(todo), reused, failed)
+
+    def _shard_rows(self, dataset: ImageDataset, shard: int) -> np.ndarray:
+        return np.arange(shard * self.shard_size, min(len(dataset), (shard + 1) * self.shard_size))
+
+    def _write_shard(self, directory: Path, shard: int, vectors: np.ndarray, ids: list[str], failed: list[str]) -> None:
+        atomic_save_npy(directory / f"shard_{shard:05d}.npy", vectors)
+        atomic_write_json(directory / f"shard_{shard:05d}.json", {"ids": ids, "failed": failed, "count": len(ids)})
+
+    def _finalize(self, directory: Path, encoder: Encoder, dataset: ImageDataset, output: str, space: Space) -> None:
+        metas = [json.loads((directory / f"shard_{s:05d}.json").read_text()) for s in range(self.num_shards(dataset))]
+        write_manifest(directory, "embedding-set", {
+            "space": space.to_dict(),
+            "output": output,
+            "encoder": {"name": encoder.name, "fingerprint": encoder.fingerprint(), "config": encoder.config},
+            "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "size": len(dataset)},
+            "count": sum(m["count"] for m in metas),
+            "dim": space.dim,
+            "normalized": space.normalized,
+            "dtype": "float32",
+            "num_shards": len(metas),
+            "shard_size": self.shard_size,
+            "failed_ids": [item for m in metas for item in m["failed"]],
+        })
+
+    # ------------------------------------------------------------------ reading
+    def get(self, encoder: Encoder, dataset: ImageDataset, output: str = "embedding") -> Embeddings:
+        """The stored embeddings, extracting whatever is missing first."""
+        directory = self.directory(encoder, dataset, output)
+        if not (directory / "manifest.json").is_file():
+            self.extract(encoder, dataset, output)
+        return self.load(directory, dataset)
+
+    @staticmethod
+    def load(directory: str | os.PathLike, dataset: ImageDataset | None = None) -> Embeddings:
+        """Read a finished embedding set; with ``dataset``, check it is that dataset's and attach labels."""
+        directory = Path(directory)
+        manifest = read_manifest(directory, kind="embedding-set")
+        if dataset is not None and manifest["dataset"]["fingerprint"] != dataset.fingerprint():
+            raise ValueError(f"{directory} holds embeddings of another dataset ({manifest['dataset']['name']})")
+        vectors, ids = [], []
+        for shard in range(manifest["num_shards"]):
+            vectors.append(np.load(directory / f"shard_{shard:05d}.npy"))
+            ids += json.loads((directory / f"shard_{shard:05d}.json").read_text())["ids"]
+        matrix = np.concatenate(vectors) if vectors else np.zeros((0, manifest["dim"]), np.float32)
+        if len(matrix) != manifest["count"] or len(ids) != manifest["count"]:
+            raise ValueError(f"{directory}: shards hold {len(matrix)} vectors, manifest says {manifest['count']} (corrupt store)")
+        labels = None
+        if dataset is not None:
+            row_of = {item: row for row, item in enumerate(dataset.ids.tolist())}
+            labels = dataset.labels[[row_of[item] for item in ids]]
+        return Embeddings(matrix, np.array(ids), Space.from_dict(manifest["space"]), labels)

@@ -1,0 +1,120 @@
+"""The one training loop.  Encoders, CMCE transformations and compatibility-trained query models all train here.
+
+A caller supplies the parameters to optimise, a function that turns a batch into a loss, and a function that
+yields an epoch's batches; the loop owns the optimiser, the schedule, seeding, progress and the loss history.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .progress import log, progress_bar
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adamw | sgd
+    schedule: str = "cosine"  # cosine | constant
+    warmup_epochs: float = 0.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainHistory:
+    epoch_losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch_losses": self.epoch_losses, "seconds": self.seconds}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True, drop_last: bool = True) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def train(
+    parameters: Iterable[nn.Parameter],
+    compute_loss: Callable[[Any], torch.Tensor],
+    epoch_batches: Callable[[int, torch.Generator], Sequence[Any]],
+    config: TrainConfig,
+    modules: Sequence[nn.Module] = (),
+    description: str = "train",
+) -> TrainHistory:
+    """Run ``config.epochs`` epochs of ``compute_loss`` over ``epoch_batches(epoch, generator)``.
+
+    ``modules`` are switched to train mode for the loop and back to eval mode after it.
+    """
+    seed_everything(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    params = [p for p in parameters if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: no parameter requires grad")
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    elif config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}")
+    history = TrainHistory()
+    first = epoch_batches(0, generator)
+    steps_per_epoch = max(1, len(first))
+    total_steps = steps_per_epoch * config.epochs
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+
+    def lr_at(step: int) -> float:
+        if warmup and step < warmup:
+            return config.lr * (step + 1) / warmup
+        if config.schedule == "constant":
+            return config.lr
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    for module in modules:
+        module.train()
+    start, step = time.perf_counter(), 0
+    try:
+        with progress_bar(total_steps, description) as advance:
+            for epoch in range(config.epochs):
+                batches = first if epoch == 0 else epoch_batches(epoch, generator)
+                total, count = 0.0, 0
+                for batch in batches:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr_at(step)
+                    loss = compute_loss(batch)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"{description}: loss became {float(loss)} at epoch {epoch}, step {step}")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total, count, step = total + float(loss.detach()), count + 1, step + 1
+                    advance(1)
+                history.epoch_losses.append(total / max(1, count))
+    finally:
+        for module in modules:
+            module.eval()
+    history.seconds = time.perf_counter() - start
+    log.info("%s: %d epochs in %.1fs, loss %.4f → %.4f", description, config.epochs, history.seconds,
+             history.epoch_losses[0], history.epoch_losses[-1])
+    return history

@@ -1,0 +1,120 @@
+"""Tests for asymret.eval.report: table formatting, JSON round trip, plots."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from asymret.eval.report import (
+    ResultRow,
+    format_mean_std,
+    markdown_table,
+    mean_std,
+    plot_recall_bars,
+    plot_risk_coverage,
+    read_results_json,
+    write_results_json,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _rows():
+    return [
+        ResultRow(
+            setting="CUB",
+            kind="asymmetric",
+            query_model="effnet-lite0",
+            gallery_model="resnet50",
+            metrics={"recall@1": [0.870, 0.876], "map@r": [0.25, 0.25, 0.25]},
+            extra={"flops": 1.2e9, "train_seconds": 42.0},
+        ),
+        ResultRow("CUB", "symmetric", "resnet50", "resnet50", {"recall@1": [0.9]}),
+        ResultRow("CUB", "cmce", "effnet-lite0", "ensemble|3", {"recall@1": [0.88, 0.89]}),
+    ]
+
+
+def test_mean_std_convention():
+    assert mean_std([0.5]) == (0.5, 0.0)
+    mean, std = mean_std([1.0, 2.0, 3.0])
+    assert mean == 2.0 and std == pytest.approx(1.0)  # sample std (ddof=1)
+    assert mean_std([1.0, float("nan"), 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    assert all(math.isnan(v) for v in mean_std([]))
+
+
+def test_format_cells():
+    assert format_mean_std([0.870, 0.876]) == "87.3 ± 0.4"  # mean 0.873, std 0.00424
+    assert format_mean_std([0.9]) == "90.0 ± 0.0"
+    assert format_mean_std([0.870, 0.876], percent=False) == "0.873 ± 0.004"
+    assert format_mean_std([]) == "–"
+
+
+def test_markdown_table_exact():
+    table = markdown_table(_rows(), metrics=("recall@1", "map@r"))
+    lines = table.splitlines()
+    assert lines[0] == "| setting | query side | gallery side | recall@1 | map@r | seeds |"
+    assert lines[1] == "|---|---|---|---:|---:|---:|"
+    assert lines[2] == "| CUB | effnet-lite0 | resnet50 | 87.3 ± 0.4 | 25.0 ± 0.0 | 3 |"
+    assert lines[3] == "| CUB | resnet50 | resnet50 | 90.0 ± 0.0 | – | 1 |"
+    assert lines[4] == "| CUB | effnet-lite0 | ensemble\\|3 | 88.5 ± 0.7 | – | 2 |"
+    assert len(lines) == 5 and table.endswith("\n")
+    # default metrics: five metric columns
+    assert markdown_table(_rows()).splitlines()[0].count("|") == 10
+
+
+def test_row_add_and_summary():
+    row = ResultRow("SOP", "baseline", "a", "b")
+    row.add({"recall@1": 0.5, "map@r": 0.1, "num_queries": 10})
+    row.add({"recall@1": 0.7, "map@r": 0.3, "num_queries": 10})
+    assert row.num_seeds == 2
+    assert row.mean("recall@1") == pytest.approx(0.6)
+    assert row.std("recall@1") == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+def test_results_json_round_trip(tmp_path):
+    path = tmp_path / "sub" / "results.json"
+    meta = {"command": "asymret eval ...", "machine": "test", "date": "2024-01-01", "seeds": [0, 1, 2]}
+    rows = _rows()
+    write_results_json(path, rows, meta)
+    raw = json.loads(path.read_text())
+    assert raw["meta"] == meta
+    first = raw["rows"][0]
+    assert first["metrics"]["recall@1"]["values"] == [0.870, 0.876]
+    assert first["metrics"]["recall@1"]["mean"] == pytest.approx(0.873)
+    assert first["metrics"]["recall@1"]["std"] == pytest.approx(np.std([0.870, 0.876], ddof=1))
+    assert first["extra"] == {"flops": 1.2e9, "train_seconds": 42.0}
+    meta_back, rows_back = read_results_json(path)
+    assert meta_back == meta
+    assert rows_back == rows
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_read_rejects_foreign_json(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"rows": []}))
+    with pytest.raises(ValueError):
+        read_results_json(path)
+
+
+def test_plot_recall_bars(tmp_path):
+    path = tmp_path / "bars.png"
+    plot_recall_bars(_rows() + [ResultRow("X", "other", "q", "g", {"map@r": [0.1]})], path, title="R@1")
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    with pytest.raises(ValueError):
+        plot_recall_bars(_rows(), tmp_path / "none.png", metric="recall@8")
+
+
+def test_plot_risk_coverage(tmp_path):
+    path = tmp_path / "risk.png"
+    cov = np.linspace(0.5, 1.0, 11)
+    curves = {
+        "uncertainty": (cov, 0.3 - 0.2 * (1 - cov), np.full(11, 0.01)),
+        "random": (cov, np.full(11, 0.3), np.full(11, 0.02)),
+    }
+    plot_risk_coverage(curves, path)
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["risk.png"]
