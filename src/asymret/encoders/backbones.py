@@ -110,6 +110,7 @@ _SMALL_FAMILIES = {
     "convnet-xs": (ConvNet, (8, 16, 32), 28),
     "convnet-s": (ConvNet, (16, 32, 64), 28),
     "convnet-m": (ConvNet, (32, 64, 128), 28),
+    "resnet-tiny": (MiniResNet, (16, 32, 64), 28),
     "resnet-mini": (MiniResNet, (32, 64, 128), 28),
     "resnet-small": (MiniResNet, (64, 128, 256), 28),
 }

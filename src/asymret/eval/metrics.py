@@ -118,23 +118,6 @@ def _exclusion_pairs(q_code: np.ndarray, g_code: np.ndarray) -> tuple[np.ndarray
     return rows, cols
 
 
-def _sort_desc_then_index(scores: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort each row by (decreasing float32 score, increasing column) with one uint64 key sort.
-
-    The float32 bits are mapped to an order-preserving uint32 (``-0.0`` folded onto ``0.0``), inverted for a
-    decreasing order, and packed above the column index, so an ordinary (unstable, SIMD) sort is exact.
-    """
-    scores = np.ascontiguousarray(scores, dtype=np.float32) + np.float32(0.0)  # -0.0 -> 0.0
-    bits = scores.view(np.uint32)
-    ascending = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))
-    keys = ((~ascending).astype(np.uint64) << np.uint64(32)) | cols.astype(np.uint64)
-    keys.sort(axis=1)
-    cols = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    ascending = ~(keys >> np.uint64(32)).astype(np.uint32)
-    bits = np.where(ascending >> 31, ascending & np.uint32(0x7FFFFFFF), ~ascending)
-    return cols, bits.view(np.float32)
-
-
 def _sort_rows(scores: np.ndarray, indices: np.ndarray, *first_keys: np.ndarray) -> np.ndarray:
     """Per-row permutation sorting by (*first_keys, -score, index)."""
     keys = (indices, -scores.astype(np.float64)) + tuple(reversed(first_keys))
@@ -172,7 +155,9 @@ def _exact_topk_numpy(
         rows, cols = np.nonzero(selected)  # row-major: exactly kth per row, ascending index
         cols = cols.reshape(stop - start, kth)
         vals = sims[rows, cols.reshape(-1)].reshape(stop - start, kth)
-        cols, vals = _sort_desc_then_index(vals, cols)
+        order = np.argsort(-vals, axis=1, kind="stable")  # stable: equal scores keep ascending index
+        cols = np.take_along_axis(cols, order, axis=1)
+        vals = np.take_along_axis(vals, order, axis=1)
         cols[~np.isfinite(vals)] = -1
         out_idx[start:stop, :kth] = cols
         out_score[start:stop, :kth] = vals

