@@ -80,3 +80,57 @@ def train_query_model(
         "dataset_fingerprint": dataset.fingerprint(), "online_teacher": online, "augmentation": bool(use_augmentation),
     }
     return history
+
+
+# ---------------------------------------------------------------------------------------------- methods by name
+QUERY_METHODS: dict[str, dict] = {
+    # name: loss registry name, what the method needs, and its default loss arguments
+    "distill-l2": {"loss": "distill-l2"},
+    "distill-cos": {"loss": "distill-cos"},
+    "bct": {"loss": "bct", "gallery_head": True},
+    "aml": {"loss": "aml", "kwargs": {"margin": 0.5}},
+    "csd": {"loss": "csd", "bank": True, "kwargs": {"k": 64, "temperature": 0.05}},
+    "raml": {"loss": "raml", "online_teacher": True, "kwargs": {"lambda1": 1.0, "lambda2": 1.0}},
+    "rop": {"loss": "rop", "bank": True, "kwargs": {"k": 96, "tau": 0.1}},
+    "monotonic": {"loss": "monotonic", "bank": True, "kwargs": {"num_knots": 16, "k": 96}},
+}
+
+
+def train_compatible_query(
+    method: str,
+    query: Encoder,
+    dataset: ImageDataset,
+    teacher: Encoder,
+    config: TrainConfig,
+    store=None,
+    **loss_kwargs,
+) -> TrainHistory:
+    """Train ``query`` to be compatible with the frozen gallery model ``teacher`` by a named method.
+
+    The method decides the loss and what it needs: the teacher's classifier (BCT), a feature bank of the teacher's
+    training-set embeddings (CSD, ROP, monotonic), an online teacher with coupled augmentation (RAML; use the same
+    architecture at a lower query resolution, as the paper).  Cached teacher embeddings come from ``store``.
+    Afterwards ``query.classifier`` is the teacher's classifier: the query now lives in the teacher's space.
+    """
+    from ..store.embeddings import EmbeddingStore  # local: store imports encoders, which this module sits beside
+    from .losses import create_loss
+
+    key = method.strip().lower().replace("_", "-")
+    if key not in QUERY_METHODS:
+        raise ValueError(f"unknown compatibility method {method!r}; available: {', '.join(QUERY_METHODS)}")
+    spec = QUERY_METHODS[key]
+    kwargs = {**spec.get("kwargs", {}), **loss_kwargs}
+    if spec.get("gallery_head"):
+        if teacher.classifier is None:
+            raise ValueError(f"{method} needs the gallery model's classifier; {teacher.name} was saved without one")
+        kwargs.update(gallery_head=teacher.classifier, num_classes=teacher.classifier.num_classes, dim=query.embedding_dim)
+    loss = create_loss(spec["loss"], **kwargs)
+    if store is None:
+        import tempfile
+
+        store = EmbeddingStore(tempfile.mkdtemp(prefix="asymret-store-"))
+    bank = store.get(teacher, dataset) if spec.get("bank") else None
+    teacher_side: Embeddings | Encoder = teacher if spec.get("online_teacher") else store.get(teacher, dataset)
+    history = train_query_model(query, dataset, teacher_side, loss, config, bank=bank, method=key)
+    query.classifier = teacher.classifier
+    return history

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,24 @@ class Encoder(nn.Module):
         self.pool = GeM() if config.get("pool", "avg") == "gem" else AvgPool()
         self.neck = _make_neck(config.get("neck", "linear"), spec.feature_dim, config.get("embedding_dim"))
         self.embedding_dim = int(config.get("embedding_dim") or spec.feature_dim)
-        self.classifier: CosineClassifier | None = None
+        self.classifier = None
         self.eval()
+
+    # The classifier is kept outside the module tree: it is not part of the embedding function, so it stays out
+    # of state_dict() and of the fingerprint, and it is saved beside the weights.
+    @property
+    def classifier(self) -> CosineClassifier | None:
+        return self.__dict__.get("_classifier")
+
+    @classifier.setter
+    def classifier(self, head: CosineClassifier | None) -> None:
+        self.__dict__["_classifier"] = head
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "classifier":  # nn.Module would register it as a submodule
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ forward passes
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,6 +104,13 @@ class Encoder(nn.Module):
         self.eval()
         out = [self(self.preprocess(images[i : i + batch_size])).numpy() for i in range(0, len(images), batch_size)]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.embedding_dim), np.float32)
+
+    def at_resolution(self, input_size: int, name: str | None = None) -> "Encoder":
+        """A copy of this encoder (same weights) that takes ``input_size`` inputs — RAML's low-resolution student."""
+        clone = copy.deepcopy(self)
+        clone.preprocess = replace(self.preprocess, input_size=int(input_size))
+        clone.config = {**self.config, "input_size": int(input_size), "name": name or f"{self.name}@{input_size}"}
+        return clone
 
     # ------------------------------------------------------------------ identity
     def describe(self) -> dict[str, Any]:
@@ -114,6 +138,12 @@ class Encoder(nn.Module):
         return self.config.get("name") or self.config["arch"]
 
     def space(self) -> Space:
+        """The space this encoder embeds into: its own, or — once compatibility-trained — the gallery model's."""
+        trained = self.config.get("compat_training")
+        if trained:
+            target = Space.from_dict(trained["teacher_space"])
+            return Space(target.fingerprint, self.embedding_dim, True, target.name,
+                         provenance=((f"query model {self.name}", self.fingerprint()),))
         return Space(fingerprint=self.fingerprint(), dim=self.embedding_dim, normalized=True, name=self.name)
 
     def complexity(self) -> dict[str, float]:

@@ -13,13 +13,12 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from ..compat.losses.base import SimilarityLoss
-from ..compat.query_train import train_query_model
+from ..compat.query_train import train_compatible_query
 from ..compat.transform import CMCETransform
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder, create_encoder, load_encoder
@@ -123,40 +122,67 @@ class Experiment:
             train = train.sample(int(round(spec.train_fraction * len(train))), seed=seed * 1000 + index + 1)
         return train
 
-    def train_or_load(self, spec: ModelSpec, seed: int, index: int) -> tuple[Encoder, float]:
-        """Train the model ``spec`` for ``seed`` (or load it if this exact recipe was trained before)."""
-        data = self._model_data(spec, seed, index)
-        recipe = {"spec": asdict(spec), "seed": seed, "dim": self.config.embedding_dim, "data": data.fingerprint()}
-        directory = self.workdir / "models" / f"seed{seed}" / spec.name.replace(":", "_")
+    def _cached_encoder(self, directory: Path, recipe: dict, build: Callable[[], Encoder]) -> tuple[Encoder, float]:
+        """Load the encoder trained from exactly ``recipe`` at ``directory``, or build+train+save it."""
         cached = _cached(directory, "encoder", recipe)
         if cached is not None:
             return load_encoder(directory), float(cached.get("train_seconds", 0.0))
-        encoder = create_encoder(spec.arch, embedding_dim=self.config.embedding_dim, neck=spec.neck, input_size=spec.input_size,
-                                 pretrained=spec.pretrained, name=spec.name, seed=seed * 7919 + index)
-        train_cfg = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay, seed=seed * 7919 + index)
         start = time.perf_counter()
-        train_encoder(encoder, data, train_cfg, freeze_backbone=spec.freeze_backbone, store=self.store)
+        encoder = build()
         seconds = time.perf_counter() - start
         encoder.save(directory, extra={"recipe": recipe, "recipe_hash": stable_hash(recipe), "train_seconds": seconds})
         return encoder, seconds
 
-    def train_kd(self, teacher: Encoder, seed: int) -> tuple[Encoder, float]:
-        """The distillation baseline: the query architecture regressing the teacher's embeddings (cosine)."""
+    def train_or_load(self, spec: ModelSpec, seed: int, index: int) -> tuple[Encoder, float]:
+        """Train the model ``spec`` for ``seed`` (or load it if this exact recipe was trained before)."""
+        data = self._model_data(spec, seed, index)
+        recipe = {"spec": asdict(spec), "seed": seed, "dim": self.config.embedding_dim, "data": data.fingerprint()}
+
+        def build() -> Encoder:
+            encoder = create_encoder(spec.arch, embedding_dim=self.config.embedding_dim, neck=spec.neck, input_size=spec.input_size,
+                                     pretrained=spec.pretrained, name=spec.name, seed=seed * 7919 + index)
+            train_cfg = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
+                                    seed=seed * 7919 + index)
+            train_encoder(encoder, data, train_cfg, freeze_backbone=spec.freeze_backbone, store=self.store)
+            return encoder
+
+        return self._cached_encoder(self.workdir / "models" / f"seed{seed}" / _slug(spec.name), recipe, build)
+
+    def train_compatible(self, method: str, teacher: Encoder, seed: int, epochs: int | None = None,
+                         student_resolution: int | None = None) -> tuple[Encoder, float]:
+        """A query model trained against the frozen ``teacher`` with a compatibility ``method`` (distill-cos = KD).
+
+        The student is the query architecture from scratch, or — with ``student_resolution`` (RAML) — the
+        teacher's own architecture and weights at a lower input resolution.
+        """
         spec = self.config.query
+        epochs = epochs or self.config.kd_epochs
         data = self.train
-        recipe = {"kd": asdict(spec), "teacher": teacher.fingerprint(), "epochs": self.config.kd_epochs, "seed": seed, "data": data.fingerprint()}
-        name = f"kd:{spec.arch}←{teacher.name.split(':')[-1]}"
-        directory = self.workdir / "models" / f"seed{seed}" / "kd"
-        cached = _cached(directory, "encoder", recipe)
-        if cached is not None:
-            return load_encoder(directory), float(cached.get("train_seconds", 0.0))
-        student = create_encoder(spec.arch, embedding_dim=self.config.embedding_dim, input_size=spec.input_size, name=name, seed=seed * 7919 + 99)
-        cfg = TrainConfig(epochs=self.config.kd_epochs, batch_size=spec.batch_size, lr=spec.lr, seed=seed * 7919 + 99)
-        start = time.perf_counter()
-        train_query_model(student, data, self.store.get(teacher, data), SimilarityLoss("cos"), cfg, method="distill-cos")
-        seconds = time.perf_counter() - start
-        student.save(directory, extra={"recipe": recipe, "recipe_hash": stable_hash(recipe), "train_seconds": seconds})
-        return student, seconds
+        recipe = {"method": method, "query": asdict(spec), "teacher": teacher.fingerprint(), "epochs": epochs, "seed": seed,
+                  "data": data.fingerprint(), "student_resolution": student_resolution}
+        base = teacher.name.split(":")[-1]
+        if student_resolution:
+            name = f"{method}:{base}@{student_resolution}←{base}@{teacher.preprocess.input_size}"
+        else:
+            name = f"{method}:{spec.arch}←{base}"
+
+        def build() -> Encoder:
+            student_seed = seed * 7919 + 99
+            if student_resolution:
+                student = teacher.at_resolution(student_resolution, name=name)
+            else:
+                student = create_encoder(spec.arch, embedding_dim=self.config.embedding_dim, input_size=spec.input_size, name=name,
+                                         seed=student_seed)
+            cfg = TrainConfig(epochs=epochs, batch_size=spec.batch_size, lr=spec.lr if not student_resolution else spec.lr / 3,
+                              seed=student_seed)
+            train_compatible_query(method, student, data, teacher, cfg, store=self.store)
+            return student
+
+        return self._cached_encoder(self.workdir / "models" / f"seed{seed}" / _slug(name), recipe, build)
+
+    def train_kd(self, teacher: Encoder, seed: int) -> tuple[Encoder, float]:
+        """The distillation baseline of the CMCE paper: the query architecture regressing the teacher (cosine)."""
+        return self.train_compatible("distill-cos", teacher, seed)
 
     def fit_psi(self, gallery_model: Encoder, query_model: Encoder, seed: int, index: int) -> CMCETransform:
         train = self.train
@@ -164,7 +190,7 @@ class Experiment:
         cfg = self.config
         recipe = {"g": gallery_model.fingerprint(), "q": query_model.fingerprint(), "kind": cfg.psi_kind, "hidden": cfg.psi_hidden,
                   "epochs": cfg.psi_epochs, "losses": cfg.psi_losses, "seed": seed, "data": train.fingerprint()}
-        directory = self.workdir / "transforms" / f"seed{seed}" / gallery_model.name.replace(":", "_")
+        directory = self.workdir / "transforms" / f"seed{seed}" / f"{_slug(gallery_model.name)}-to-{_slug(query_model.name)}"
         if _cached(directory, "transformation", recipe) is not None:
             return CMCETransform.load(directory)
         psi = CMCETransform(kind=cfg.psi_kind, hidden_dim=cfg.psi_hidden, losses=cfg.psi_losses, head=query_model.classifier,
@@ -279,6 +305,10 @@ class Experiment:
         }
         write_report(list(rows.values()), meta, curves, Path(out_dir))
         return list(rows.values()), meta
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name)
 
 
 def _cached(directory: Path, kind: str, recipe: dict) -> dict | None:

@@ -66,7 +66,10 @@ class EmbeddingStore:
         raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
 
     def directory(self, encoder: Encoder, dataset: ImageDataset, output: str = "embedding") -> Path:
-        return self.root / f"{self.space_of(encoder, output).fingerprint}-{output}" / dataset.fingerprint()
+        # keyed by the model, not the space: two models may share a space (a compatibility-trained query model
+        # lives in its gallery model's space) but never their embeddings
+        key = encoder.fingerprint() if output == "embedding" else self.space_of(encoder, output).fingerprint
+        return self.root / f"{key}-{output}" / dataset.fingerprint()
 
     def num_shards(self, dataset: ImageDataset) -> int:
         return max(1, -(-len(dataset) // self.shard_size))
