@@ -307,6 +307,85 @@ def evaluate_cmd(
     out.print(table)
 
 
+@app.command("train-query")
+def train_query_cmd(
+    method: str = typer.Option(..., "--method", help="distill-l2, distill-cos, bct, aml, csd, raml, rop, monotonic"),
+    gallery_model: Path = typer.Option(..., "--gallery-model", "-g", help="the frozen gallery encoder folder"),
+    output: Path = typer.Option(..., "--out", "-o", help="folder for the trained query encoder"),
+    arch: str = typer.Option("convnet-xs", "--arch", help="query architecture (ignored with --low-resolution)"),
+    low_resolution: Optional[int] = typer.Option(None, "--low-resolution", help="RAML-style: the gallery model itself at this input size"),
+    dataset: str = DatasetOpt, root: Optional[str] = RootOpt, split: str = typer.Option("train", "--split"),
+    size: Optional[int] = SizeOpt, store: Path = StoreOpt,
+    epochs: int = typer.Option(8, "--epochs"), lr: float = typer.Option(3e-3, "--lr"),
+    batch_size: int = typer.Option(128, "--batch-size"), seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train a query model to be compatible with a frozen gallery model (the query then lives in its space)."""
+    _setup()
+    from .compat.query_train import train_compatible_query
+    from .encoders import create_encoder
+    from .manifest import SpaceMismatchError
+    from .store import EmbeddingStore
+    from .training import TrainConfig
+
+    teacher = _encoder(gallery_model)
+    data = _dataset(dataset, root, split, size, seed)
+    try:
+        if low_resolution:
+            student = teacher.at_resolution(low_resolution, name=output.name)
+        else:
+            student = create_encoder(arch, embedding_dim=teacher.embedding_dim, name=output.name, seed=seed)
+        start = time.perf_counter()
+        train_compatible_query(method, student, data, teacher,
+                               TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed), store=EmbeddingStore(store))
+    except (ValueError, SpaceMismatchError) as error:
+        _fail(str(error))
+    student.save(output, extra={"train_seconds": time.perf_counter() - start, "method": method})
+    info = student.complexity()
+    out.print(f"saved {student.name} ({method}) → {output}: embeds into {teacher.name}'s space; "
+              f"{info['params'] / 1e6:.2f}M params, {info['flops'] / 1e6:.1f} MFLOPs/image")
+
+
+@app.command("compare")
+def compare_cmd(
+    profile: str = typer.Option("default", "--profile", help="data/model profile shared with the demo: default, full, tiny"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated subset of the compatibility methods"),
+    workdir: Path = typer.Option(Path("runs/demo"), "--workdir", help="cache shared with `asymret demo`"),
+    output: Path = typer.Option(Path("docs/compare"), "--out", "-o"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="override the profile's seeds, e.g. 0,1,2"),
+    root: Optional[str] = RootOpt,
+) -> None:
+    """Every query-model compatibility method side by side with CMCE (and their combinations) on Fashion-MNIST."""
+    _setup()
+    import dataclasses
+
+    from .data import load_dataset
+    from .eval.report import markdown_table
+    from .pipeline import PROFILES, Experiment
+    from .pipeline.compare import CompareConfig, run_comparison
+
+    if profile not in PROFILES:
+        _fail(f"unknown profile {profile!r}: {', '.join(PROFILES)}")
+    config = PROFILES[profile]
+    if seeds:
+        config = dataclasses.replace(config, seeds=tuple(int(s) for s in seeds.split(",")))
+    compare = CompareConfig()
+    if methods:
+        compare = dataclasses.replace(compare, methods=tuple(m.strip() for m in methods.split(",") if m.strip()))
+    if profile == "tiny":
+        compare = dataclasses.replace(compare, raml_gallery="gallery:convnet-m")
+    try:
+        dataset = load_dataset("fashion-mnist", root)
+    except FileNotFoundError as error:
+        _fail(str(error))
+    command = "asymret " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        rows, meta = run_comparison(Experiment(config, dataset, workdir / profile), compare, output, command=command)
+    except ValueError as error:
+        _fail(str(error))
+    out.print(markdown_table(rows))
+    out.print(f"\n{len(config.seeds)} seeds, {meta['wall_seconds']:.0f} s; results in {output}/")
+
+
 @app.command("demo")
 def demo_cmd(
     profile: str = typer.Option("default", "--profile", help="default (≈10 min on 2 cores), full (all data), tiny (seconds)"),

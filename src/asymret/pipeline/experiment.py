@@ -212,6 +212,7 @@ class Experiment:
         test = self.test
         q_test = self.store.get(query, test)
         complexity = {query.name: query.complexity()} | {g.name: g.complexity() for g, _ in gallery_models}
+        self.complexity = complexity
 
         def record(key: str, kind: str, qname: str, gname: str, metrics: dict, **extra: Any) -> None:
             row = rows.setdefault(key, ResultRow(key, kind, qname, gname, extra={}))
@@ -302,7 +303,11 @@ class Experiment:
             "config": self.config.to_dict(),
             "wall_seconds": wall,
             "timings": self.timings,
+            "models": getattr(self, "complexity", {}),
         }
+        if meta["models"] and self.config.gallery:
+            cheapest = min(meta["models"][spec.name]["flops"] for spec in self.config.gallery)
+            meta["cheapest_gallery_over_query_flops"] = cheapest / meta["models"][self.config.query.name]["flops"]
         write_report(list(rows.values()), meta, curves, Path(out_dir))
         return list(rows.values()), meta
 
