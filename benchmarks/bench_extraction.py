@@ -33,7 +33,8 @@ from pathlib import Path
 # the store draws a rich progress bar on a terminal; keep it out of the timings (set before asymret is imported)
 os.environ.setdefault("ASYMRET_NO_PROGRESS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
+from asymret.machine import cpu_model  # noqa: E402
 import torch  # noqa: E402
 
 from asymret.data.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, load_fashion_mnist  # noqa: E402
@@ -48,17 +49,6 @@ LABELS = {
     "pipeline": "store.extract",
     "cache_get": "store.get (cached)",
 }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def filesystem_of(path: str | os.PathLike) -> str:

@@ -22,21 +22,11 @@ import time
 
 import faiss
 import numpy as np
+from asymret.machine import cpu_model
 
 from asymret.index import FaissGalleryIndex
 from asymret.manifest import atomic_write_json
 from asymret.space import Embeddings, Space
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def random_unit(n: int, dim: int, rng: np.random.Generator, chunk: int = 100_000) -> np.ndarray:

@@ -13,11 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from asymret.data.dataset import ArraySource, FileSource, ImageDataset
 
 os.environ.setdefault("ASYMRET_NO_PROGRESS", "1")
+
+# The models here are tiny: one intra-op thread is faster than two fighting over a shared CPU, and results do not
+# depend on the machine's core count.
+torch.set_num_threads(int(os.environ.get("ASYMRET_TEST_THREADS", "1")))
 
 TINY_CLASSES = 4
 TINY_PER_CLASS = 50

@@ -13,11 +13,13 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="asymret — asymmetric image retrieval: a light query model, a heavy (ensemble) gallery, one space.")
 out = Console()
+err = Console(stderr=True)
 
 DatasetOpt = typer.Option("fashion-mnist", "--dataset", "-d", help="dataset kind: fashion-mnist, folder, csv, cub200, cars196, sop, inshop")
 RootOpt = typer.Option(None, "--root", help="dataset root (folder, CSV file, or benchmark folder); default for fashion-mnist: the Debian package's path")
@@ -27,7 +29,9 @@ StoreOpt = typer.Option(Path("runs/embeddings"), "--store", help="embedding stor
 
 
 def _fail(message: str) -> None:
-    out.print(f"[bold red]error:[/] {message}")
+    # stderr (keeps `search --json` output parseable), no markup in the message (paths, "name [fingerprint …]"),
+    # and no hard wrapping so paths and fingerprints stay on one line
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -205,7 +209,7 @@ def build_index_cmd(
     try:
         if gallery_model:
             ensemble = CMCEEnsemble([CMCETransform.load(t) for t in transform])
-            ensemble.space.check_compatible(q_enc.space(), "the query model")
+            ensemble.space.check_compatible(q_enc.space(), "the query model's embeddings")
             gallery, uncertainty = ensemble.transform([embedding_store.get(_encoder(g), data) for g in gallery_model])
             space = ensemble.space
         else:
@@ -246,7 +250,7 @@ def search_cmd(
             pixels.append(FileSource(path.parent).load(path.name))
             names.append(str(path))
         except ImageLoadError as error:
-            out.print(f"[yellow]skipping {path}: {error}[/]")
+            err.print(f"[yellow]skipping {escape(str(path))}: {escape(str(error))}[/]", soft_wrap=True)
     if not pixels:
         _fail("no readable query image")
     queries = Embeddings(q_enc.embed_images(pixels), names, q_enc.space())
@@ -259,11 +263,11 @@ def search_cmd(
                           for q, ids, scores in zip(names, result.ids, result.scores)], indent=2))
         return
     for q, ids, scores in zip(names, result.ids, result.scores):
-        table = Table(title=q)
+        table = Table(title=escape(q))
         table.add_column("rank"), table.add_column("gallery id"), table.add_column("score", justify="right")
         for rank, (item, score) in enumerate(zip(ids, scores), 1):
             if item:
-                table.add_row(str(rank), item, f"{score:.4f}")
+                table.add_row(str(rank), escape(item), f"{score:.4f}")
         out.print(table)
 
 
@@ -382,7 +386,7 @@ def compare_cmd(
         rows, meta = run_comparison(Experiment(config, dataset, workdir / profile), compare, output, command=command)
     except ValueError as error:
         _fail(str(error))
-    out.print(markdown_table(rows))
+    out.print(markdown_table(rows), soft_wrap=True, markup=False, highlight=False)
     out.print(f"\n{len(config.seeds)} seeds, {meta['wall_seconds']:.0f} s; results in {output}/")
 
 
@@ -420,7 +424,7 @@ def demo_cmd(
     rows, meta = experiment.run(output, command=command)
     from .eval.report import markdown_table
 
-    out.print(markdown_table(rows))
+    out.print(markdown_table(rows), soft_wrap=True, markup=False, highlight=False)
     out.print(f"\n{len(config.seeds)} seeds, {meta['wall_seconds']:.0f} s; results in {output}/ (results.json, results.md, recall_at_1.png, risk_coverage.png)")
 
 

@@ -109,11 +109,10 @@ class CMCETransform:
         common = np.intersect1d(gallery.ids, query.ids)
         if len(common) < len(gallery.ids) * 0.5:
             raise ValueError(f"only {len(common)} of {len(gallery)} gallery training images have query embeddings: are they of the same images?")
+        if labels is not None:  # given in the gallery's row order: attach them so that they follow the alignment
+            gallery = Embeddings(gallery.vectors, gallery.ids, gallery.space, labels)
         gallery, query = gallery.align(common), query.align(common)
-        if labels is None:
-            labels = gallery.labels if gallery.labels is not None else query.labels
-        else:
-            labels = np.asarray(labels)
+        labels = gallery.labels if gallery.labels is not None else query.labels
         if self.head is not None and query.space.dim != self.head.weight.shape[1]:
             raise SpaceMismatchError("the shared head's dimension differs from the query space's")
         self.source_space, self.target_space = gallery.space, query.space

@@ -37,7 +37,7 @@ class Preprocess:
                 batch = torch.from_numpy(np.stack(images))
             else:  # mixed sizes: resize one by one, then stack
                 return torch.cat([self([image]) for image in images])
-        batch = batch.permute(0, 3, 1, 2).float().div_(255.0)  # B,C,H,W in [0,1]
+        batch = batch.permute(0, 3, 1, 2).float().div(255.0)  # B,C,H,W in [0,1] (out of place: a float input stays intact)
         batch = self._match_channels(batch)
         if batch.shape[-1] != self.input_size or batch.shape[-2] != self.input_size:
             batch = F.interpolate(batch, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)

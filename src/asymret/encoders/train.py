@@ -87,6 +87,7 @@ def train_encoder(
             with torch.no_grad():
                 features = torch.cat([encoder.pooled(images[i : i + 256]) for i in range(0, len(images), 256)])
         encoder.backbone.requires_grad_(False)
+        encoder.neck.requires_grad_(True)  # a previously trained encoder was left with requires_grad=False
         trainable = [encoder.neck]
 
         def compute_loss(rows: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,8 @@ from ..eval.report import ResultRow
 from ..gallery.ensemble import CMCEEnsemble, ensemble_mean
 from ..progress import log
 from ..space import Embeddings
-from .experiment import Experiment, machine_description, write_report
+from ..machine import machine_description
+from .experiment import Experiment, write_report
 
 
 @dataclass

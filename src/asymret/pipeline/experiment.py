@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from ..eval.metrics import evaluate_embeddings, retrieval_metrics, risk_coverage
 from ..eval.report import ResultRow, markdown_table, plot_recall_bars, plot_risk_coverage, write_results_json
 from ..gallery.ensemble import CMCEEnsemble, rejection_mask
 from ..index import GalleryIndex
+from ..machine import machine_description
 from ..manifest import atomic_write_bytes, read_manifest, stable_hash
 from ..progress import log
 from ..space import Embeddings
@@ -332,16 +332,6 @@ def _cached(directory: Path, kind: str, recipe: dict) -> dict | None:
 
 def _write_recipe(directory: Path, recipe: dict) -> None:
     atomic_write_bytes(directory / "recipe.json", json.dumps({"hash": stable_hash(recipe), "recipe": recipe}, indent=2, default=str).encode())
-
-
-def machine_description() -> dict[str, Any]:
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu": cpu, "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__}
 
 
 def _mean_curve(curves: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,266 @@
+"""The ``asymret`` command line end to end on a tiny image-folder dataset (in-process via typer's CliRunner).
+
+The folder loader puts every image in split "test" (the CLI has no ``--split-by``), so models, transformations and
+the index are all trained/built on that split (``--split test``): this tests the plumbing, not generalisation.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from asymret.cli import app
+from asymret.index import GalleryIndex
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+NUM_CLASSES, PER_CLASS, SIZE = 6, 20, 28
+DIM = "16"
+
+runner = CliRunner()
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _pattern(label: int) -> np.ndarray:
+    """A 28x28 float pattern in [0, 1] that identifies the class."""
+    img = np.zeros((SIZE, SIZE), np.float32)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    if label == 0:
+        img[:, ::4] = 1  # vertical stripes
+    elif label == 1:
+        img[::4, :] = 1  # horizontal stripes
+    elif label == 2:
+        img[5:23, 5:23] = 1  # filled square
+    elif label == 3:
+        img[np.abs(yy - xx) <= 1] = 1  # diagonal
+    elif label == 4:
+        img[11:17, :] = 1  # cross
+        img[:, 11:17] = 1
+    else:
+        img[(yy - 14) ** 2 + (xx - 14) ** 2 < 60] = 1  # disc
+    return img
+
+
+def write_folder_dataset(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for label in range(NUM_CLASSES):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True)
+        for i in range(PER_CLASS):
+            img = np.roll(_pattern(label), tuple(rng.integers(-2, 3, size=2)), axis=(0, 1))
+            img = np.clip(img * rng.uniform(0.6, 1.0) + rng.normal(0, 0.1, img.shape), 0, 1)
+            Image.fromarray((img * 255).astype(np.uint8), "L").save(folder / f"{i:02d}.png")
+    return root
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def ok(*args) -> str:
+    result = invoke(*args)
+    assert result.exit_code == 0, f"asymret {' '.join(map(str, args))} failed ({result.exit_code}):\n{result.output}\n{result.exception!r}"
+    return result.output
+
+
+def fails_cleanly(*args) -> str:
+    """Exit code 2, an ``error:`` line, no traceback; returns the output with whitespace collapsed."""
+    result = invoke(*args)
+    assert result.exit_code == 2, f"expected exit code 2, got {result.exit_code}:\n{result.output}\n{result.exception!r}"
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "error:" in result.output
+    assert "Traceback" not in result.output
+    return " ".join(result.output.split())
+
+
+def metric_value(output: str, name: str) -> float:
+    match = re.search(rf"{re.escape(name)}\s*│\s*([\d.]+)", output)
+    assert match, f"no {name} row in:\n{output}"
+    return float(match.group(1))
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return write_folder_dataset(tmp_path_factory.mktemp("cli-data") / "shapes")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, data_root) -> dict[str, Path]:
+    """train query + 2 gallery models → embed → fit ψ per gallery model → build the ensemble index."""
+    work = tmp_path_factory.mktemp("cli-work")
+    data = ["--dataset", "folder", "--root", data_root, "--split", "test", "--store", work / "store"]
+    paths = {name: work / name for name in ("query", "g_small", "g_medium", "psi_small", "psi_medium", "index")}
+    train = ["--dim", DIM, "--epochs", "4", "--batch-size", "32", *data]
+    ok("train-encoder", "--arch", "convnet-xs", "--out", paths["query"], "--seed", "0", *train)
+    ok("train-encoder", "--arch", "convnet-s", "--out", paths["g_small"], "--seed", "1", *train)
+    ok("train-encoder", "--arch", "convnet-m", "--out", paths["g_medium"], "--seed", "2", *train)
+    for name in ("query", "g_small", "g_medium"):
+        assert (paths[name] / "manifest.json").is_file()
+
+    output = ok("embed", "--model", paths["query"], *data)
+    assert "1 shards computed" in output
+    output = ok("embed", "--model", paths["query"], *data)  # cached the second time
+    assert "0 shards computed, 1 reused" in output
+
+    for g, psi in (("g_small", "psi_small"), ("g_medium", "psi_medium")):
+        output = ok("fit-transform", "-g", paths[g], "-q", paths["query"], "-o", paths[psi], "--epochs", "20", "--hidden", "32", *data)
+        assert "saved ψ" in output and (paths[psi] / "manifest.json").is_file()
+
+    output = ok("build-index", "-q", paths["query"], "-o", paths["index"], "-g", paths["g_small"], "-g", paths["g_medium"],
+                "-t", paths["psi_small"], "-t", paths["psi_medium"], *data)
+    assert f"indexed {NUM_CLASSES * PER_CLASS} gallery images" in output
+    return {**paths, "data": data_root, "store": work / "store"}
+
+
+def _data_args(built):
+    return ["--dataset", "folder", "--root", built["data"], "--split", "test", "--store", built["store"]]
+
+
+# ------------------------------------------------------------------------------------------------ the chain
+def test_entry_point_help():
+    script = Path(sys.executable).parent / "asymret"
+    assert script.is_file(), f"console script missing at {script}"
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    for command in ("train-encoder", "embed", "fit-transform", "build-index", "search", "evaluate", "demo"):
+        assert command in proc.stdout
+
+
+def test_models_lists_architectures():
+    output = ok("models")
+    assert "convnet-xs" in output and "convnet-m" in output
+
+
+def test_index_is_an_ensemble_index(built):
+    index = GalleryIndex.load(built["index"])
+    assert len(index) == NUM_CLASSES * PER_CLASS
+    assert index.space.dim == int(DIM)
+    assert np.ptp(index.uncertainty) > 0  # two gallery models disagree somewhere
+
+
+def test_search_table_and_json(built):
+    queries = [built["data"] / "class0" / "00.png", built["data"] / "class3" / "05.png"]
+    output = ok("search", "-i", built["index"], "-q", built["query"], "-k", "3", *queries)
+    assert "gallery id" in output
+    for q in queries:
+        assert str(q) in " ".join(output.split()) or q.name in output
+
+    result = invoke("search", "-i", built["index"], "-q", built["query"], "-k", "4", "--json", *queries)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [entry["query"] for entry in payload] == [str(q) for q in queries]
+    dataset_ids = {f"class{c}/{i:02d}.png" for c in range(NUM_CLASSES) for i in range(PER_CLASS)}
+    for entry in payload:
+        assert len(entry["results"]) == 4
+        ids = [r["id"] for r in entry["results"]]
+        scores = [r["score"] for r in entry["results"]]
+        assert set(ids) <= dataset_ids and len(set(ids)) == 4
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_search_rejects_uncertain_gallery_items(built):
+    index = GalleryIndex.load(built["index"])
+    n_drop = len(index) // 2
+    rejected = set(index.ids[np.argsort(-index.uncertainty, kind="stable")[:n_drop]].tolist())
+    assert len(rejected) == n_drop
+    queries = [built["data"] / f"class{c}" / "03.png" for c in range(NUM_CLASSES)]
+    k = 10
+    plain = json.loads(invoke("search", "-i", built["index"], "-q", built["query"], "-k", k, "--json", *queries).stdout)
+    result = invoke("search", "-i", built["index"], "-q", built["query"], "-k", k, "--json", "--reject-fraction", "0.5", *queries)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert len(payload) == len(queries)
+    for entry in payload:
+        ids = {r["id"] for r in entry["results"]}
+        assert len(ids) == k  # still k results, all among the kept half
+        assert not ids & rejected
+    # without rejection some of those uncertain items are found (else the check above would prove nothing)
+    assert any({r["id"] for r in entry["results"]} & rejected for entry in plain)
+
+
+def test_evaluate_prints_metrics(built):
+    output = ok("evaluate", "-i", built["index"], "-q", built["query"], *_data_args(built))
+    for name in ("recall@1", "recall@2", "recall@4", "recall@8", "map@r"):
+        assert 0.0 <= metric_value(output, name) <= 100.0
+    assert metric_value(output, "recall@1") > 100 / NUM_CLASSES + 15  # well above chance: it learned something
+    rejected = ok("evaluate", "-i", built["index"], "-q", built["query"], "--reject-fraction", "0.5", *_data_args(built))
+    assert 0.0 <= metric_value(rejected, "recall@1") <= 100.0
+
+
+# ------------------------------------------------------------------------------------------------ clear errors
+def test_error_missing_dataset_root(tmp_path):
+    missing = tmp_path / "no-such-folder"
+    message = fails_cleanly("train-encoder", "--arch", "convnet-xs", "--out", tmp_path / "m", "--dataset", "folder",
+                            "--root", missing, "--split", "test", "--store", tmp_path / "store")
+    assert str(missing) in message and "missing" in message
+
+
+def test_error_missing_model_folder(tmp_path, data_root):
+    message = fails_cleanly("embed", "--model", tmp_path / "no-model", "--dataset", "folder", "--root", data_root,
+                            "--store", tmp_path / "store")
+    assert "cannot load encoder" in message and "no-model" in message
+
+
+def test_error_gallery_model_transform_count_mismatch(tmp_path, data_root):
+    message = fails_cleanly("build-index", "-q", tmp_path / "q", "-o", tmp_path / "index", "-g", tmp_path / "g1",
+                            "-g", tmp_path / "g2", "-t", tmp_path / "t1", "--dataset", "folder", "--root", data_root)
+    assert "2 --gallery-model but 1 --transform" in message
+
+
+def test_error_unknown_architecture(tmp_path, data_root):
+    message = fails_cleanly("train-encoder", "--arch", "convnet-zz", "--out", tmp_path / "m", "--dataset", "folder",
+                            "--root", data_root, "--split", "test", "--store", tmp_path / "store")
+    assert "unknown architecture 'convnet-zz'" in message and "convnet-xs" in message
+    assert not (tmp_path / "m").exists()
+
+
+def test_error_query_model_from_another_space(built, tmp_path):
+    image = built["data"] / "class0" / "00.png"
+    # the gallery model's raw embeddings are not in the index's (query model's) space
+    message = fails_cleanly("search", "-i", built["index"], "-q", built["g_small"], image)
+    assert "space" in message and "g_small" in message and "query" in message
+    assert "fingerprint" in message  # the spaces are described in full (not eaten as rich markup)
+    message = fails_cleanly("evaluate", "-i", built["index"], "-q", built["g_medium"], *_data_args(built))
+    assert "space" in message and "g_medium" in message
+    # transformations fitted towards `query` cannot build an index for another query model
+    message = fails_cleanly("build-index", "-q", built["g_small"], "-o", tmp_path / "index", "-g", built["g_small"],
+                            "-g", built["g_medium"], "-t", built["psi_small"], "-t", built["psi_medium"], *_data_args(built))
+    assert "space" in message and not (tmp_path / "index").exists()
+
+
+# ------------------------------------------------------------------------------------------------ demo
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason=f"{FASHION_MNIST} not installed")
+def test_demo_tiny(tmp_path):
+    out_dir = tmp_path / "out"
+    output = ok("demo", "--profile", "tiny", "--workdir", tmp_path / "work", "--out", out_dir)
+    assert "| setting |" in output  # the markdown table, printed unwrapped
+
+    payload = json.loads((out_dir / "results.json").read_text())
+    seeds = payload["meta"]["seeds"]
+    assert len(seeds) == 2
+    rows = {row["setting"]: row for row in payload["rows"]}
+    expected = ("symmetric: ", "asymmetric, no transformation: ", "KD baseline: ", "CMCE single ψ: ", "CMCE ensemble: ",
+                "CMCE ensemble, reject ")
+    for prefix in expected:
+        matching = [name for name in rows if name.startswith(prefix)]
+        assert matching, f"no row {prefix!r}... in {list(rows)}"
+        for name in matching:
+            values = rows[name]["metrics"]["recall@1"]["values"]
+            assert len(values) == len(seeds) and all(0.0 <= v <= 1.0 for v in values), (name, values)
+    assert sum(name.startswith("symmetric: ") for name in rows) == 3  # query + 2 gallery models
+    assert sum(name.startswith("CMCE single ψ: ") for name in rows) == 2
+
+    table = (out_dir / "results.md").read_text()
+    assert "recall@1" in table and "CMCE ensemble" in table
+    for png in ("recall_at_1.png", "risk_coverage.png"):
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
