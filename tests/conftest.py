@@ -87,12 +87,13 @@ def tiny_arrays() -> dict[str, np.ndarray]:
     return make_tiny_arrays()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_dataset(tiny_arrays) -> ImageDataset:
+    """Shared by every test: treat as read-only (``subset``/``select`` give new views)."""
     return dataset_from_arrays(tiny_arrays)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_train(tiny_dataset) -> ImageDataset:
     return tiny_dataset.select(split="train")
 

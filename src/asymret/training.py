@@ -115,6 +115,7 @@ def train(
         for module in modules:
             module.eval()
     history.seconds = time.perf_counter() - start
-    log.info("%s: %d epochs in %.1fs, loss %.4f → %.4f", description, config.epochs, history.seconds,
-             history.epoch_losses[0], history.epoch_losses[-1])
+    if history.epoch_losses:
+        log.info("%s: %d epochs in %.1fs, loss %.4f → %.4f", description, config.epochs, history.seconds,
+                 history.epoch_losses[0], history.epoch_losses[-1])
     return history

@@ -233,6 +233,16 @@ def test_efficientnet_lite0_packaged_weights_classify_a_cat():
     torch.testing.assert_close(embedding.norm(dim=1), torch.ones(1))
 
 
+def test_efficientnet_lite0_save_load_round_trip(tmp_path):
+    encoder = create_encoder("efficientnet_lite0", pretrained=True, input_size=64, embedding_dim=16)
+    encoder.save(tmp_path / "enc")
+    loaded = load_encoder(tmp_path / "enc")  # rebuilt without the packaged weights, then the checkpoint's
+    assert loaded.fingerprint() == encoder.fingerprint() and loaded.weights_id == encoder.weights_id
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), encoder(x), rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------------------------------ training
 def _accuracy(encoder, dataset) -> float:
     images = [dataset.load(i) for i in range(len(dataset))]

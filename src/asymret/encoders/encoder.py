@@ -154,7 +154,9 @@ class Encoder(nn.Module):
         x = torch.zeros(1, self.preprocess.channels, self.preprocess.input_size, self.preprocess.input_size)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)
-        return {"params": float(sum(p.numel() for p in self.parameters())), "flops": float(counter.get_total_flops())}
+        unused = tuple(f"backbone.{prefix}" for prefix in getattr(self.backbone, "unused_parameters", ()))
+        params = sum(p.numel() for name, p in self.named_parameters() if not (unused and name.startswith(unused)))
+        return {"params": float(params), "flops": float(counter.get_total_flops())}
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

@@ -40,6 +40,16 @@ _METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 _METRIC_ALIASES = {"ip": "ip", "inner_product": "ip", "cosine": "ip", "l2": "l2", "euclidean": "l2"}
 
 
+def _numpy_search(index: faiss.Index, vectors: np.ndarray, k: int, params: Any = None):
+    """``index.search`` on numpy arrays, with search parameters.
+
+    pytorch-metric-learning imports ``faiss.contrib.torch_utils``, which replaces ``Index.search`` with a wrapper
+    that drops the ``params`` argument; the original numpy method is kept as ``search_numpy``.
+    """
+    search = getattr(index, "search_numpy", index.search)
+    return search(vectors, k) if params is None else search(vectors, k, params=params)
+
+
 def _metric_name(metric: str | int) -> str:
     if isinstance(metric, (int, np.integer)):
         for name, value in _METRICS.items():
@@ -239,7 +249,7 @@ class FaissGalleryIndex(GalleryIndexBase):
             positions = np.full((nq, k), -1, dtype=np.int64)
             scores = np.full((nq, k), self._missing_score, dtype=np.float32)
         elif n_rejected == 0:
-            scores, positions = self._index.search(vectors, k)
+            scores, positions = _numpy_search(self._index, vectors, k)
         else:
             scores, positions = None, None
             if self._selectors_supported is not False:
@@ -294,14 +304,14 @@ class FaissGalleryIndex(GalleryIndexBase):
         selector = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(bitmap))
         keepalive: list[Any] = [bitmap, selector]
         params = _search_parameters(self._index, selector, keepalive)
-        scores, positions = self._index.search(vectors, k, params=params)
+        scores, positions = _numpy_search(self._index, vectors, k, params=params)
         del keepalive
         return scores, positions
 
     def _search_overfetch(self, vectors: np.ndarray, k: int, rejected: np.ndarray, n_rejected: int):
         """Top-k among kept items by fetching ``k + n_rejected`` results and dropping rejected ones."""
         fetch = min(len(self), k + n_rejected)
-        scores, positions = self._index.search(vectors, fetch)
+        scores, positions = _numpy_search(self._index, vectors, fetch)
         keep = (positions >= 0) & ~rejected[np.where(positions >= 0, positions, 0)]
         order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept results first, rank order preserved
         positions = np.take_along_axis(positions, order, axis=1)

@@ -86,7 +86,9 @@ class EmbeddingStore:
         space = self.space_of(encoder, output)
         directory = self.directory(encoder, dataset, output)
         directory.mkdir(parents=True, exist_ok=True)
-        wanted = list(range(self.num_shards(dataset))) if shards is None else sorted(set(shards))
+        wanted = list(range(self.num_shards(dataset))) if shards is None else sorted(set(int(s) for s in shards))
+        if wanted and (wanted[0] < 0 or wanted[-1] >= self.num_shards(dataset)):
+            raise ValueError(f"shards must be in 0..{self.num_shards(dataset) - 1} for {dataset.name} (got {wanted})")
         todo = [s for s in wanted if not (directory / f"shard_{s:05d}.json").is_file()]
         failed: list[str] = []
         encoder.eval()
