@@ -222,7 +222,7 @@ def plot_recall_bars(
         raise ValueError(f"no row has values for {metric!r}")
     means = np.array([100 * row.mean(metric) for row in shown])
     stds = np.array([100 * row.std(metric) for row in shown])
-    labels = [f"{row.setting}: {row.query_model} → {row.gallery_model}" for row in shown]
+    labels = [row.setting for row in shown]  # the setting already names both sides
     colours = _kind_colours([row.kind for row in shown])
 
     figure = _new_figure(8.0, 1.0 + 0.4 * len(shown))
@@ -230,15 +230,15 @@ def plot_recall_bars(
     positions = np.arange(len(shown))[::-1]  # first row on top
     axes.barh(positions, means, xerr=stds, color=[colours[row.kind] for row in shown], capsize=3,
               error_kw={"elinewidth": 1})
-    for y, m in zip(positions, means):
-        axes.text(m, y, f" {m:.1f}", va="center", ha="left", fontsize=8)
+    for y, m, s in zip(positions, means, stds):
+        axes.text(m + s, y, f"  {m:.1f}", va="center", ha="left", fontsize=8)
     axes.set_yticks(positions)
     axes.set_yticklabels(labels, fontsize=8)
     axes.set_xlabel(f"{metric} (%)")
     axes.set_xlim(0, min(100.0, max(float(np.nanmax(means + stds)) * 1.15, 1.0)))
     from matplotlib.patches import Patch
 
-    axes.legend(handles=[Patch(color=c, label=k) for k, c in colours.items()], loc="lower right", fontsize=8)
+    axes.legend(handles=[Patch(color=c, label=k) for k, c in colours.items()], loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     if title:
         axes.set_title(title)
     axes.grid(axis="x", alpha=0.3)
