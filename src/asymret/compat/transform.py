@@ -192,6 +192,8 @@ class CMCETransform:
         psi.net = TransformationNet(payload["in_dim"], payload["out_dim"], config["kind"], config["hidden_dim"], config["num_layers"])
         psi.net.load_state_dict(payload["state_dict"])
         psi.net.eval()
+        if manifest.get("history"):
+            psi.history = TrainHistory(list(manifest["history"]["epoch_losses"]), float(manifest["history"]["seconds"]))
         psi.source_space = Space.from_dict(manifest["source_space"])
         psi.target_space = Space.from_dict(manifest["target_space"])
         if psi.fingerprint() != manifest["fingerprint"]:

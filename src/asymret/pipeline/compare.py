@@ -23,7 +23,7 @@ from ..gallery.ensemble import CMCEEnsemble, ensemble_mean
 from ..progress import log
 from ..space import Embeddings
 from ..machine import machine_description
-from .experiment import Experiment, write_report
+from .experiment import Experiment, psi_seconds, write_report
 
 
 @dataclass
@@ -94,16 +94,15 @@ def run_comparison(experiment: Experiment, compare: CompareConfig, out_dir: str 
                    train_seconds=seconds)
 
         # CMCE: the query model untouched, ψ per gallery model
-        t0 = time.perf_counter()
         transforms = [experiment.fit_psi(m, query, seed, i) for i, m in enumerate(gallery_models)]
-        psi_seconds = time.perf_counter() - t0
         g_tests = [experiment.store.get(m, test) for m in gallery_models]
         teacher_psi = transforms[gallery_models.index(teacher)]
         record(f"CMCE single ψ: {query.name} → ψ({teacher.name})", "cmce", query.name, f"ψ({teacher.name})",
-               evaluate_embeddings(q_test, teacher_psi.transform(t_test), cfg.ks), query_flops=q_info["flops"])
+               evaluate_embeddings(q_test, teacher_psi.transform(t_test), cfg.ks), query_flops=q_info["flops"],
+               train_seconds=psi_seconds([teacher_psi]))
         gallery_emb, _ = CMCEEnsemble(transforms).transform(g_tests)
         record(f"CMCE ensemble: {query.name} → mean ψ(all gallery models)", "cmce", query.name, "ensemble",
-               evaluate_embeddings(q_test, gallery_emb, cfg.ks), query_flops=q_info["flops"], train_seconds=psi_seconds)
+               evaluate_embeddings(q_test, gallery_emb, cfg.ks), query_flops=q_info["flops"], train_seconds=psi_seconds(transforms))
 
         # combination 1: CMCE ψ fitted on top of a compatibility-trained query model
         combo = students.get(compare.combination_method)
@@ -112,7 +111,8 @@ def run_comparison(experiment: Experiment, compare: CompareConfig, out_dir: str 
             combo_transforms = [experiment.fit_psi(m, combo, seed, i) for i, m in enumerate(gallery_models)]
             combo_gallery, _ = CMCEEnsemble(combo_transforms).transform(g_tests)
             record(f"combination: CMCE ensemble on the {compare.combination_method} query model", "combination", combo.name,
-                   "ensemble → its space", evaluate_embeddings(combo_test, combo_gallery, cfg.ks), query_flops=combo.complexity()["flops"])
+                   "ensemble → its space", evaluate_embeddings(combo_test, combo_gallery, cfg.ks), query_flops=combo.complexity()["flops"],
+                   train_seconds=psi_seconds(combo_transforms))
 
             # combination 2: ensemble gallery in the gallery model's own space (ψ_i: other models → teacher), distilled query
             others = [(i, m) for i, m in enumerate(gallery_models) if m is not teacher]
@@ -122,7 +122,7 @@ def run_comparison(experiment: Experiment, compare: CompareConfig, out_dir: str 
             ensemble_in_teacher = Embeddings(ensemble_mean(stack), t_test.ids, t_test.space, t_test.labels)
             record(f"combination: {compare.combination_method} query model → ensemble in {teacher.name}'s space", "combination",
                    combo.name, f"mean({teacher.name}, ψ(others))", evaluate_embeddings(combo_test, ensemble_in_teacher, cfg.ks),
-                   query_flops=combo.complexity()["flops"])
+                   query_flops=combo.complexity()["flops"], train_seconds=psi_seconds(to_teacher))
 
     meta = {
         "command": command,

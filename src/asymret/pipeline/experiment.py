@@ -158,6 +158,7 @@ class Experiment:
         spec = self.config.query
         epochs = epochs or self.config.kd_epochs
         data = self.train
+        self.store.get(teacher, data)  # the teacher's embeddings are extracted (or read) outside the training time
         recipe = {"method": method, "query": asdict(spec), "teacher": teacher.fingerprint(), "epochs": epochs, "seed": seed,
                   "data": data.fingerprint(), "student_resolution": student_resolution}
         base = teacher.name.split(":")[-1]
@@ -251,12 +252,12 @@ class Experiment:
         for psi, (model, _), g_test in zip(transforms, gallery_models, g_tests):
             mapped = psi.transform(g_test)
             record(f"CMCE single ψ: {query.name} → {model.name}", "cmce", query.name, f"ψ({model.name})",
-                   evaluate_embeddings(q_test, mapped, cfg.ks))
+                   evaluate_embeddings(q_test, mapped, cfg.ks), train_seconds=psi_seconds([psi]))
         ensemble = CMCEEnsemble(transforms)
         gallery_emb, uncertainty = ensemble.transform(g_tests)
         names = "+".join(m.name.split(":")[-1] for m, _ in gallery_models)
         record(f"CMCE ensemble: {query.name} → mean ψ({names})", "cmce", query.name, f"ensemble({names})",
-               evaluate_embeddings(q_test, gallery_emb, cfg.ks))
+               evaluate_embeddings(q_test, gallery_emb, cfg.ks), train_seconds=psi_seconds(transforms))
 
         # the index: build, save, reload, and search through it (a foreign query space would be refused here)
         index = GalleryIndex(ensemble.space)
@@ -312,6 +313,11 @@ class Experiment:
         return list(rows.values()), meta
 
 
+def psi_seconds(transforms: Sequence[CMCETransform]) -> float:
+    """Total fitting time of the transformations (recorded in their manifests, so cached ones count too)."""
+    return float(sum(t.history.seconds for t in transforms if t.history is not None))
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name)
 
@@ -340,12 +346,31 @@ def _mean_curve(curves: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, n
     return coverage, values.mean(axis=0), values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(len(coverage))
 
 
+def cost_table(rows: Sequence[ResultRow]) -> str:
+    """Markdown table of the query side's FLOPs/params and training seconds (mean over seeds), where recorded."""
+    lines = []
+    for row in rows:
+        flops = row.extra.get("query_flops") or row.extra.get("flops")
+        params = row.extra.get("params")
+        seconds = row.extra.get("train_seconds")
+        if not (flops or seconds):
+            continue
+        cells = [f"{np.mean(flops) / 1e6:.2f}" if flops else "–", f"{np.mean(params) / 1e6:.3f}" if params else "–",
+                 f"{np.mean(seconds):.1f}" if seconds else "–"]
+        lines.append(f"| {row.setting} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    header = ["| setting | query-side MFLOPs/image | params (M) | training s (mean over seeds) |", "|---|---:|---:|---:|"]
+    return "\n".join(header + lines)
+
+
 def write_report(rows: Sequence[ResultRow], meta: dict, curves: dict[str, list], out_dir: Path) -> None:
     """results.json, results.md (the table), recall@1.png and risk_coverage.png in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_results_json(out_dir / "results.json", rows, meta)
     table = markdown_table(rows)
-    atomic_write_bytes(out_dir / "results.md", (table + "\n").encode())
+    costs = cost_table(rows)
+    atomic_write_bytes(out_dir / "results.md", (table + ("\n\n" + costs if costs else "") + "\n").encode())
     plot_recall_bars(rows, out_dir / "recall_at_1.png", metric="recall@1")
     if curves:
         plot_curves = {}
