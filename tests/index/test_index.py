@@ -137,12 +137,31 @@ def test_search_with_rejection(index, gallery, queries, kwargs):
     order, scores = brute_force(gallery.vectors, queries.vectors, 20, keep=~rejected)
     np.testing.assert_array_equal(result.positions, order)
     np.testing.assert_allclose(result.scores, scores, atol=1e-5)
-    assert index._selectors_supported is True  # Flat supports IDSelectorBitmap
+    assert index._selectors_supported is None  # flat indexes keep FAISS's BLAS path: over-fetch, not selectors
 
 
-def test_rejection_fallback_without_selector_support(index, gallery, queries, monkeypatch):
+def test_flat_rejection_when_the_nearest_items_are_rejected():
+    """The flat over-fetch is exact even when a query's whole first fetch is rejected (the short-query redo)."""
+    gallery = make_embeddings(500, seed=0)
+    query = make_embeddings(1, seed=5, prefix="q")
+    closeness = gallery.vectors @ query.vectors[0]
+    uncertainty = np.zeros(500, np.float32)
+    uncertainty[np.argsort(-closeness)[:450]] = 1.0  # reject the 450 nearest items
+    idx = FaissGalleryIndex(SPACE)
+    idx.add(gallery, uncertainty)
+    result = idx.search(query, k=10, reject_threshold=0.5)
+    order, scores = brute_force(gallery.vectors, query.vectors, 10, keep=uncertainty <= 0.5)
+    np.testing.assert_array_equal(result.positions, order)
+    np.testing.assert_allclose(result.scores, scores, atol=1e-5)
+
+
+def test_rejection_fallback_without_selector_support(uncertainty, gallery, queries, monkeypatch):
     """Index types without selector support fall back to over-fetching; results are the same."""
+    index = FaissGalleryIndex(SPACE, "HNSW16")  # a non-flat index that supports selectors
+    index.add(gallery, uncertainty)
+    index.set_search_parameters(ef_search=512)
     expected = index.search(queries, k=15, reject_fraction=0.25)
+    assert index._selectors_supported is True
     monkeypatch.setattr(index, "_selectors_supported", False)
     fallback = index.search(queries, k=15, reject_fraction=0.25)
     np.testing.assert_array_equal(fallback.positions, expected.positions)

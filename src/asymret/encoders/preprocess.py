@@ -27,10 +27,12 @@ class Preprocess:
     def from_config(cls, data: dict) -> "Preprocess":
         return cls(int(data["input_size"]), int(data["channels"]), tuple(data["mean"]), tuple(data["std"]))
 
-    def __call__(self, images: Sequence[np.ndarray] | torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """A batch of HxWxC uint8 images (any size, C = 1 or 3) → (B, channels, S, S) float tensor."""
         if isinstance(images, torch.Tensor):
             batch = images
+        elif isinstance(images, np.ndarray) and images.ndim == 4:  # already one (B, H, W, C) array
+            batch = torch.from_numpy(np.ascontiguousarray(images))
         else:
             shapes = {image.shape for image in images}
             if len(shapes) == 1:

@@ -32,7 +32,7 @@ def load_tensors(dataset: ImageDataset, preprocess: Preprocess, batch_size: int 
             images, kept, failed = load_batch(dataset, range(start, min(len(dataset), start + batch_size)))
             for item_id, reason in failed:
                 log.warning("skipping unreadable image %s: %s", item_id, reason)
-            if images:
+            if len(images):
                 chunks.append(preprocess(images))
                 kept_rows += kept
             advance(min(batch_size, len(dataset) - start))

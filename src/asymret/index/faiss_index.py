@@ -250,6 +250,11 @@ class FaissGalleryIndex(GalleryIndexBase):
             scores = np.full((nq, k), self._missing_score, dtype=np.float32)
         elif n_rejected == 0:
             scores, positions = _numpy_search(self._index, vectors, k)
+        elif self._is_flat():
+            # A selector disables FAISS's BLAS path on flat indexes (measured 7× slower at 1M vectors), so
+            # over-fetch a little past the rejected share, keep the first k kept items, and redo exactly
+            # (k + n_rejected deep) only the rare queries that came back short.
+            scores, positions = self._search_flat_rejecting(vectors, k, rejected, n_rejected)
         else:
             scores, positions = None, None
             if self._selectors_supported is not False:
@@ -308,9 +313,23 @@ class FaissGalleryIndex(GalleryIndexBase):
         del keepalive
         return scores, positions
 
-    def _search_overfetch(self, vectors: np.ndarray, k: int, rejected: np.ndarray, n_rejected: int):
-        """Top-k among kept items by fetching ``k + n_rejected`` results and dropping rejected ones."""
-        fetch = min(len(self), k + n_rejected)
+    def _is_flat(self) -> bool:
+        return isinstance(faiss.downcast_index(self._index), faiss.IndexFlat)
+
+    def _search_flat_rejecting(self, vectors: np.ndarray, k: int, rejected: np.ndarray, n_rejected: int):
+        kept_share = max(1e-6, 1.0 - n_rejected / len(self))
+        fetch = min(len(self), int(np.ceil(2 * k / kept_share)) + 16)
+        scores, positions = self._search_overfetch(vectors, k, rejected, n_rejected, fetch=fetch)
+        short = (positions < 0).any(axis=1)
+        if short.any() and fetch < len(self):
+            exact = self._search_overfetch(vectors[short], k, rejected, n_rejected)
+            scores[short], positions[short] = exact
+        return scores, positions
+
+    def _search_overfetch(self, vectors: np.ndarray, k: int, rejected: np.ndarray, n_rejected: int, fetch: int | None = None):
+        """Top-k among kept items by fetching ``fetch`` (default ``k + n_rejected``: exact) results and dropping
+        rejected ones; positions stay -1 where fewer than k kept items were fetched."""
+        fetch = min(len(self), k + n_rejected) if fetch is None else min(len(self), fetch)
         scores, positions = _numpy_search(self._index, vectors, fetch)
         keep = (positions >= 0) & ~rejected[np.where(positions >= 0, positions, 0)]
         order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept results first, rank order preserved

@@ -20,7 +20,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ..data.dataset import ImageDataset, ImageLoadError
+from ..data.dataset import ArraySource, ImageDataset, ImageLoadError
 from ..encoders.encoder import Encoder
 from ..manifest import atomic_save_npy, atomic_write_json, read_manifest, write_manifest
 from ..progress import log, progress_bar
@@ -36,8 +36,14 @@ class ExtractionReport:
     failed_ids: list[str]
 
 
-def load_batch(dataset: ImageDataset, rows: Iterable[int]) -> tuple[list[np.ndarray], list[int], list[tuple[str, str]]]:
-    """Pixels of ``rows``; unreadable images are returned as (id, reason) failures instead of raising."""
+def load_batch(dataset: ImageDataset, rows: Iterable[int]) -> tuple[list[np.ndarray] | np.ndarray, list[int], list[tuple[str, str]]]:
+    """Pixels of ``rows``; unreadable images are returned as (id, reason) failures instead of raising.
+
+    In-memory sources answer with one (B, H, W, C) array (one fancy index instead of a Python loop).
+    """
+    rows = [int(row) for row in rows]
+    if isinstance(dataset.source, ArraySource):
+        return dataset.source.images[dataset.keys[rows].astype(np.int64)], rows, []
     images, kept, failed = [], [], []
     for row in rows:
         try:
@@ -103,7 +109,7 @@ class EmbeddingStore:
                     for item_id, reason in bad:
                         log.warning("skipping unreadable image %s: %s", item_id, reason)
                     shard_failed += [item_id for item_id, _ in bad]
-                    if images:
+                    if len(images):
                         vectors.append(forward(encoder.preprocess(images)).float().numpy())
                         ids += dataset.ids[kept].tolist()
                     advance(len(rows[start : start + self.batch_size]))
