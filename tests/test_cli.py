@@ -266,3 +266,36 @@ def test_demo_tiny(tmp_path):
     assert "recall@1" in table and "CMCE ensemble" in table
     for png in ("recall_at_1.png", "risk_coverage.png"):
         assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason=f"{FASHION_MNIST} not installed")
+def test_compare_tiny(tmp_path):
+    """Every compatibility method trains a query model that plugs into the same evaluation, beside CMCE."""
+    out_dir = tmp_path / "out"
+    ok("compare", "--profile", "tiny", "--seeds", "0", "--workdir", tmp_path / "work", "--out", out_dir)
+    rows = {row["setting"]: row for row in json.loads((out_dir / "results.json").read_text())["rows"]}
+    for method in ("distill-l2", "distill-cos", "bct", "aml", "csd", "rop", "monotonic", "raml"):
+        assert any(name.startswith(f"{method}: ") for name in rows), f"no row for {method}"
+    for prefix in ("CMCE ensemble: ", "combination: CMCE ensemble on", "combination: distill-cos query model"):
+        assert any(name.startswith(prefix) for name in rows), prefix
+    for row in rows.values():
+        value = row["metrics"]["recall@1"]["values"][0]
+        assert 0.0 <= value <= 1.0
+    # compatibility training moves the query model into the gallery model's space: far above the raw mismatch
+    raw = next(r for n, r in rows.items() if n.startswith("no compatibility: "))["metrics"]["map@r"]["mean"]
+    distilled = next(r for n, r in rows.items() if n.startswith("distill-cos: "))["metrics"]["map@r"]["mean"]
+    assert distilled > raw
+
+
+def test_train_query_cli(built, tmp_path):
+    """`train-query` gives a query encoder that lives in the gallery model's space: the gallery model's index accepts it."""
+    out = tmp_path / "q-distilled"
+    ok("train-query", "--method", "distill-cos", "-g", built["g_small"], "--out", out, "--epochs", "1", *_data_args(built))
+    from asymret import load_encoder
+
+    assert load_encoder(out).space().fingerprint == load_encoder(built["g_small"]).space().fingerprint
+    index_dir = tmp_path / "g-index"
+    ok("build-index", "-q", built["g_small"], "-o", index_dir, *_data_args(built))  # symmetric index of the gallery model
+    ok("evaluate", "--index", index_dir, "--query-model", out, *_data_args(built))
+    fails_cleanly("train-query", "--method", "nope", "-g", built["g_small"], "--out", tmp_path / "x", *_data_args(built))

