@@ -201,10 +201,13 @@ def _timm_backbone(name: str, weights: str | None = None, input_size: int | None
     model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
     if weights is not None:
         state = _load_state_dict(weights)
+        head_keys = ("head", "fc", "classifier")  # the checkpoint's classifier is not part of the backbone
         missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [key for key in missing if not key.startswith(("head", "fc", "classifier"))]
-        if missing:
-            raise ValueError(f"weights file {weights} does not fit timm:{name}: missing {missing[:5]}…")
+        missing = [key for key in missing if not key.startswith(head_keys)]
+        unexpected = [key for key in unexpected if not key.startswith(head_keys)]
+        if missing or unexpected:
+            raise ValueError(f"weights file {weights} does not fit timm:{name}: "
+                             f"missing {missing[:3]}, unexpected {unexpected[:3]} (another architecture?)")
     config = timm.data.resolve_data_config({}, model=model)
     size = input_size or int(config["input_size"][-1])
     mean, std = tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
