@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .manifest import SpaceMismatchError, stable_hash
+from .manifest import SpaceMismatchError
 
 __all__ = ["Space", "Embeddings", "SpaceMismatchError"]
 
@@ -107,5 +107,3 @@ def l2_normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), eps)
 
 
-def combined_fingerprint(parts: dict[str, Any]) -> str:
-    return stable_hash(parts)

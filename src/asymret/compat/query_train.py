@@ -9,7 +9,6 @@ Neighbourhood losses get a ``bank``: frozen gallery-space embeddings (e.g. of th
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..data.dataset import ImageDataset

@@ -8,7 +8,6 @@ Two regimes, one loop (:func:`asymret.training.train`):
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from .preprocess import Preprocess
 
 def load_tensors(dataset: ImageDataset, preprocess: Preprocess, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """All readable images of ``dataset`` preprocessed into one tensor, their labels, and the rows kept."""
-    chunks, labels, kept_rows = [], [], []
+    chunks, kept_rows = [], []
     with progress_bar(len(dataset), f"load {dataset.name}") as advance:
         for start in range(0, len(dataset), batch_size):
             images, kept, failed = load_batch(dataset, range(start, min(len(dataset), start + batch_size)))

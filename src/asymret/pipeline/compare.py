@@ -9,14 +9,13 @@ an ensemble gallery in the gallery model's space served to the distilled query m
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..compat.transform import CMCETransform
 from ..eval.metrics import evaluate_embeddings, retrieval_metrics
 from ..eval.report import ResultRow
 from ..gallery.ensemble import CMCEEnsemble, ensemble_mean

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from ..compat.query_train import train_compatible_query
 from ..compat.transform import CMCETransform
@@ -29,7 +28,6 @@ from ..index import GalleryIndex
 from ..machine import machine_description
 from ..manifest import atomic_write_bytes, read_manifest, stable_hash
 from ..progress import log
-from ..space import Embeddings
 from ..store.embeddings import EmbeddingStore
 from ..training import TrainConfig
 
