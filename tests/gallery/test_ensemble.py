@@ -64,7 +64,7 @@ def test_rejection_by_fraction_rejects_exactly_the_most_uncertain():
         assert mask.sum() == count
         if count:
             assert uncertainty[mask].min() > uncertainty[~mask].max()
-    for bad in (-0.1, 1.0, 1.5):
+    for bad in (-0.1, 1.5):  # 1.0 rejects everything, like the index
         with pytest.raises(ValueError):
             rejection_mask(uncertainty, fraction=bad)
 
@@ -158,3 +158,10 @@ def test_ensemble_checks_spaces_and_counts(two_models):
     psi3, _ = _gallery_model(3, 9, n=60, query_space=other_query)
     with pytest.raises(SpaceMismatchError, match="different query spaces"):
         CMCEEnsemble([psi1, psi3])
+
+
+def test_rejecting_a_fraction_without_an_uncertainty_signal_is_refused():
+    """A single-model gallery has no uncertainty: a fraction would drop arbitrary items, so it is an error."""
+    with pytest.raises(ValueError, match="same uncertainty"):
+        rejection_mask(np.zeros(20, np.float32), fraction=0.1)
+    assert not rejection_mask(np.zeros(20, np.float32), threshold=0.5).any()  # a threshold is still well defined

@@ -35,18 +35,27 @@ def pairwise_uncertainty(stack: np.ndarray) -> np.ndarray:
 def rejection_mask(uncertainty: np.ndarray, fraction: float | None = None, threshold: float | None = None) -> np.ndarray:
     """Bool mask of the items to *reject*: the ``fraction`` most uncertain and/or those above ``threshold``.
 
-    Ties are broken by position so the rejected count is exactly round(fraction·M).
+    ``fraction=f`` rejects floor(f·M) items, highest uncertainty first, ties in position order.  A fraction is
+    refused when every item has the same uncertainty (e.g. a gallery from a single model): it would drop
+    arbitrary items.  The one implementation of rejection; indexes use it too.
     """
-    uncertainty = np.asarray(uncertainty)
-    rejected = np.zeros(len(uncertainty), dtype=bool)
+    uncertainty = np.asarray(uncertainty, dtype=np.float32).reshape(-1)
+    n = len(uncertainty)
+    rejected = np.zeros(n, dtype=bool)
     if fraction is not None:
-        if not 0.0 <= fraction < 1.0:
-            raise ValueError(f"reject fraction must be in [0, 1), not {fraction}")
-        count = int(round(fraction * len(uncertainty)))
+        fraction = float(fraction)
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"reject_fraction must be in [0, 1], got {fraction}")
+        count = min(n, int(np.floor(fraction * n + 1e-9)))
         if count:
-            order = np.argsort(-uncertainty, kind="stable")
-            rejected[order[:count]] = True
+            if np.ptp(uncertainty) == 0:
+                raise ValueError("every gallery item has the same uncertainty (a gallery from one model has none): "
+                                 "rejecting a fraction would drop arbitrary items; use an ensemble of ≥ 2 gallery models")
+            rejected[np.argsort(-uncertainty, kind="stable")[:count]] = True
     if threshold is not None:
+        threshold = float(threshold)
+        if np.isnan(threshold):
+            raise ValueError("reject_threshold is NaN")
         rejected |= uncertainty > threshold
     return rejected
 

@@ -242,24 +242,10 @@ class GalleryIndexBase(ABC):
 def compute_rejected_mask(
     uncertainty: np.ndarray, reject_fraction: float | None = None, reject_threshold: float | None = None
 ) -> np.ndarray:
-    """See :meth:`GalleryIndexBase.rejected_mask`."""
-    uncertainty = np.asarray(uncertainty, dtype=np.float32).reshape(-1)
-    n = len(uncertainty)
-    mask = np.zeros(n, dtype=bool)
-    if reject_fraction is not None:
-        fraction = float(reject_fraction)
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"reject_fraction must be in [0, 1], got {reject_fraction}")
-        n_drop = min(n, int(np.floor(fraction * n + 1e-9)))
-        if n_drop:
-            # stable sort of -u: highest uncertainty first, ties in position order
-            mask[np.argsort(-uncertainty, kind="stable")[:n_drop]] = True
-    if reject_threshold is not None:
-        threshold = float(reject_threshold)
-        if np.isnan(threshold):
-            raise ValueError("reject_threshold is NaN")
-        mask |= uncertainty > threshold
-    return mask
+    """See :meth:`GalleryIndexBase.rejected_mask` (one implementation: :func:`asymret.gallery.rejection_mask`)."""
+    from ..gallery.ensemble import rejection_mask
+
+    return rejection_mask(uncertainty, reject_fraction, reject_threshold)
 
 
 from .faiss_index import FaissGalleryIndex  # noqa: E402  (needs the base class above)
