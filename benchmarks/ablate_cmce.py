@@ -13,20 +13,19 @@ import argparse
 import dataclasses
 import itertools
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from asymret.compat import CMCETransform
 from asymret.data import load_dataset
 from asymret.eval.metrics import evaluate_embeddings
+from asymret.eval.report import format_mean_std
 from asymret.gallery import CMCEEnsemble
 from asymret.manifest import atomic_write_bytes, atomic_write_json
 from asymret.pipeline import PROFILES, Experiment
-from asymret.machine import machine_description
 from asymret.training import TrainConfig
+from _common import heldout_split, run_meta, validation_split
 
 VARIANTS = {
     # name: (fit set, ψ kind, hidden, losses)
@@ -53,10 +52,8 @@ def main() -> None:
     seeds = tuple(int(s) for s in args.seeds.split(","))
     config = dataclasses.replace(PROFILES[args.profile], seeds=seeds)
     experiment = Experiment(config, load_dataset("fashion-mnist"), args.workdir)
-    pool = experiment.train_pool
-    unused = pool.subset(np.flatnonzero(~np.isin(pool.ids, experiment.train.ids)))
-    validation = unused.sample(args.val_size, seed=101)
-    heldout = unused.subset(np.flatnonzero(~np.isin(unused.ids, validation.ids))).sample(args.heldout_size, seed=102)
+    validation = validation_split(experiment, args.val_size)
+    heldout = heldout_split(experiment, validation, args.heldout_size)
     store = experiment.store
     results: list[dict] = []
     start = time.perf_counter()
@@ -89,20 +86,16 @@ def main() -> None:
                     ensemble, _ = CMCEEnsemble([transforms[i] for i in subset]).transform([g_val[i] for i in subset])
                     names = "+".join(gallery[i].name.split(":")[-1] for i in subset)
                     add(variant, f"ensemble({names})", evaluate_embeddings(q_val, ensemble, (1,)))
-    meta = {"command": "python benchmarks/ablate_cmce.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_description(),
-            "seeds": list(seeds), "validation": f"{len(validation)} Fashion-MNIST training-split images no model was trained on",
-            "wall_seconds": time.perf_counter() - start}
+    meta = run_meta(args, seeds, start)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "ablation.json", {"meta": meta, "results": results})
     lines = ["| variant | setting | R@1 % | MAP@R % | seeds |", "|---|---|---:|---:|---:|"]
     keys = list(dict.fromkeys((r["variant"], r["setting"]) for r in results))
     for variant, setting in keys:
         rows = [r for r in results if r["variant"] == variant and r["setting"] == setting]
-        r1 = np.array([r["recall@1"] for r in rows]) * 100
-        mr = np.array([r["map@r"] for r in rows]) * 100
-        lines.append(f"| {variant} | {setting} | {r1.mean():.1f} ± {r1.std(ddof=1) if len(r1) > 1 else 0:.1f} | "
-                     f"{mr.mean():.1f} ± {mr.std(ddof=1) if len(mr) > 1 else 0:.1f} | {len(rows)} |")
+        r1 = format_mean_std([r["recall@1"] for r in rows])
+        mr = format_mean_std([r["map@r"] for r in rows])
+        lines.append(f"| {variant} | {setting} | {r1} | {mr} | {len(rows)} |")
     table = "\n".join(lines)
     atomic_write_bytes(args.out / "ablation.md", (table + "\n").encode())
     print(table)

@@ -11,18 +11,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from asymret.data import load_dataset
 from asymret.eval.metrics import evaluate_embeddings
+from asymret.eval.report import format_mean_std
 from asymret.gallery import CMCEEnsemble
-from asymret.machine import machine_description
 from asymret.manifest import atomic_write_bytes, atomic_write_json
 from asymret.pipeline import PROFILES, Experiment, ModelSpec
+from _common import run_meta, validation_split
 
 QUERY_MODELS = (
     ModelSpec("query:convnet-xs-1ep", "convnet-xs", epochs=1),
@@ -48,31 +47,24 @@ def main() -> None:
     results = []
     for spec in QUERY_MODELS:
         experiment = Experiment(dataclasses.replace(base, seeds=seeds, query=spec), dataset, args.workdir)
-        pool = experiment.train_pool
-        unused = pool.subset(np.flatnonzero(~np.isin(pool.ids, experiment.train.ids)))
-        validation = unused.sample(args.val_size, seed=101)  # the same validation images as ablate_cmce.py
+        validation = validation_split(experiment, args.val_size)  # the same images as ablate_cmce.py
         for seed in seeds:
             query, _ = experiment.train_or_load(spec, seed, 0)
             gallery = [experiment.train_or_load(g, seed, i + 1)[0] for i, g in enumerate(base.gallery)]
             transforms = [experiment.fit_psi(model, query, seed, i) for i, model in enumerate(gallery)]
             q_val = experiment.store.get(query, validation)
-            ensemble, _ = CMCEEnsemble(transforms).transform([experiment.store.get(m, validation) for m in gallery])
+            g_val = [experiment.store.get(m, validation) for m in gallery]
+            ensemble, _ = CMCEEnsemble(transforms).transform(g_val)
             sym, asym = evaluate_embeddings(q_val, q_val, (1,)), evaluate_embeddings(q_val, ensemble, (1,))
-            best_gallery = max(evaluate_embeddings(e, e, (1,))["recall@1"] for e in (experiment.store.get(m, validation) for m in gallery))
+            best_gallery = max(evaluate_embeddings(e, e, (1,))["recall@1"] for e in g_val)
             results.append({"query": spec.name, "flops": query.complexity()["flops"], "seed": seed,
                             "query_r1": sym["recall@1"], "query_mapr": sym["map@r"],
                             "cmce_r1": asym["recall@1"], "cmce_mapr": asym["map@r"], "best_gallery_r1": best_gallery})
-    meta = {"command": "python benchmarks/gap_study.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_description(),
-            "seeds": list(seeds), "validation": f"{args.val_size} training-split images no model was trained on",
-            "wall_seconds": time.perf_counter() - start}
+    meta = run_meta(args, seeds, start)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "gap_study.json", {"meta": meta, "results": results})
 
-    def cell(values: list[float]) -> str:
-        values = 100 * np.asarray(values)
-        return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
-
+    cell = format_mean_std
     lines = ["| query model | MFLOPs | query alone R@1 | CMCE ensemble R@1 | gain R@1 | query alone MAP@R | CMCE MAP@R | gain MAP@R | best gallery model R@1 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for spec in QUERY_MODELS:

@@ -114,6 +114,13 @@ class Experiment:
         """The training pool, fixed across seeds (seeds vary initialisation, batch order and per-model subsets)."""
         return self.train_pool.sample(self.config.train_size, seed=0)
 
+    def unused_training_images(self, exclude: ImageDataset | None = None) -> ImageDataset:
+        """Training-split images that no model of this experiment was trained on (minus ``exclude``'s): the pool
+        for validation splits, so that design choices are never made on the test split."""
+        pool = self.train_pool
+        used = self.train.ids if exclude is None else np.concatenate([self.train.ids, exclude.ids])
+        return pool.subset(np.flatnonzero(~np.isin(pool.ids, used)))
+
     def _model_data(self, spec: ModelSpec, seed: int, index: int) -> ImageDataset:
         train = self.train
         if spec.train_fraction < 1.0:
