@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timezone
 
 from asymret.data import ImageDataset
-from asymret.machine import machine_description
+from asymret.core.machine import machine_description
 from asymret.pipeline import Experiment
 
 VALIDATION_SEED, HELDOUT_SEED = 101, 102

@@ -34,12 +34,12 @@ from pathlib import Path
 os.environ.setdefault("ASYMRET_NO_PROGRESS", "1")
 
 import numpy as np
-from asymret.machine import cpu_model  # noqa: E402
+from asymret.core.machine import cpu_model  # noqa: E402
 import torch  # noqa: E402
 
 from asymret.data.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, load_fashion_mnist  # noqa: E402
 from asymret.encoders.encoder import Encoder, create_encoder  # noqa: E402
-from asymret.manifest import atomic_write_json, library_versions  # noqa: E402
+from asymret.core.manifest import atomic_write_json, library_versions  # noqa: E402
 from asymret.store.embeddings import EmbeddingStore  # noqa: E402
 
 VARIANTS = ("raw", "preprocess_forward", "pipeline", "cache_get")

@@ -22,11 +22,11 @@ import time
 
 import faiss
 import numpy as np
-from asymret.machine import cpu_model
+from asymret.core.machine import cpu_model
 
 from asymret.index import FaissGalleryIndex
-from asymret.manifest import atomic_write_json
-from asymret.space import Embeddings, Space
+from asymret.core.manifest import atomic_write_json
+from asymret.core.space import Embeddings, Space
 
 
 def random_unit(n: int, dim: int, rng: np.random.Generator, chunk: int = 100_000) -> np.ndarray:

@@ -19,7 +19,7 @@ from asymret.data import load_dataset
 from asymret.eval.metrics import evaluate_embeddings
 from asymret.eval.report import format_mean_std
 from asymret.gallery import CMCEEnsemble
-from asymret.manifest import atomic_write_bytes, atomic_write_json
+from asymret.core.manifest import atomic_write_bytes, atomic_write_json
 from asymret.pipeline import PROFILES, Experiment, ModelSpec
 from _common import run_meta, validation_split
 

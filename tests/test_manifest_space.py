@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asymret.manifest import (
+from asymret.core.manifest import (
     MANIFEST_NAME,
     SpaceMismatchError,
     atomic_save_npy,
@@ -18,7 +18,7 @@ from asymret.manifest import (
     stable_hash,
     write_manifest,
 )
-from asymret.space import Embeddings, Space, l2_normalize
+from asymret.core.space import Embeddings, Space, l2_normalize
 
 
 # ------------------------------------------------------------------------------------------ stable_hash

@@ -8,26 +8,49 @@ The public API, in data-flow order::
     store = ar.EmbeddingStore("runs/embeddings"); emb = store.get(model, data.select(split="test"))
     psi = ar.CMCETransform(head=query.classifier).fit(gallery_emb, query_emb)
     index = ar.GalleryIndex(space); index.add(emb); index.search(queries, k=10)
+
+Names are imported on first use (PEP 562), so ``import asymret`` — and importing any one sub-package — does not
+load torch, FAISS or the rest of the library.
 """
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .manifest import SpaceMismatchError  # noqa: E402
-from .space import Embeddings, Space  # noqa: E402
-from .data import ImageDataset, ImageLoadError, load_dataset  # noqa: E402
-from .encoders import CosineClassifier, Encoder, create_encoder, list_backbones, load_encoder, register_backbone, train_encoder  # noqa: E402
-from .training import TrainConfig  # noqa: E402
-from .store import EmbeddingStore  # noqa: E402
-from .compat import CMCETransform  # noqa: E402
-from .compat.losses import create_loss, list_losses  # noqa: E402
-from .compat.query_train import QUERY_METHODS, train_compatible_query, train_query_model  # noqa: E402
-from .gallery import CMCEEnsemble, ensemble_mean, pairwise_uncertainty, rejection_mask  # noqa: E402
-from .index import GalleryIndex  # noqa: E402
-from .eval.metrics import evaluate_embeddings, retrieval_metrics, risk_coverage, tar_at_far  # noqa: E402
+import importlib
+from typing import Any
 
-__all__ = [
-    "CMCEEnsemble", "CMCETransform", "CosineClassifier", "EmbeddingStore", "Embeddings", "Encoder", "GalleryIndex",
-    "ImageDataset", "ImageLoadError", "QUERY_METHODS", "Space", "SpaceMismatchError", "TrainConfig", "create_encoder",
-    "create_loss", "ensemble_mean", "evaluate_embeddings", "list_backbones", "list_losses", "load_dataset", "load_encoder",
-    "pairwise_uncertainty", "register_backbone", "rejection_mask", "retrieval_metrics", "risk_coverage", "tar_at_far",
-    "train_compatible_query", "train_encoder", "train_query_model",
-]
+from .core.version import __version__
+
+#: public name → module that defines it
+_EXPORTS: dict[str, str] = {
+    "SpaceMismatchError": "core.manifest",
+    "Embeddings": "core.space", "Space": "core.space",
+    "ensemble_mean": "core.uncertainty", "pairwise_uncertainty": "core.uncertainty", "rejection_mask": "core.uncertainty",
+    "ImageDataset": "data", "ImageLoadError": "data", "load_dataset": "data",
+    "CosineClassifier": "encoders", "Encoder": "encoders", "create_encoder": "encoders", "list_backbones": "encoders",
+    "load_encoder": "encoders", "register_backbone": "encoders", "train_encoder": "encoders",
+    "TrainConfig": "training",
+    "EmbeddingStore": "store",
+    "CMCETransform": "compat",
+    "create_loss": "compat.losses", "list_losses": "compat.losses",
+    "QUERY_METHODS": "compat.query_train", "train_compatible_query": "compat.query_train",
+    "train_query_model": "compat.query_train",
+    "CMCEEnsemble": "gallery",
+    "GalleryIndex": "index",
+    "ExactIndex": "index", "load_index": "index", "evaluate_index": "eval.metrics", "ranking_metrics": "eval.metrics",
+    "evaluate_embeddings": "eval.metrics", "retrieval_metrics": "eval.metrics", "risk_coverage": "eval.metrics",
+    "tar_at_far": "eval.metrics",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asymret' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # cache: later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -36,7 +36,7 @@ def _fail(message: str) -> None:
 
 
 def _setup() -> None:
-    from .progress import setup_logging
+    from .core.progress import setup_logging
 
     setup_logging()
 
@@ -197,7 +197,7 @@ def build_index_cmd(
     from .compat import CMCETransform
     from .gallery import CMCEEnsemble
     from .index import GalleryIndex
-    from .manifest import SpaceMismatchError
+    from .core.manifest import SpaceMismatchError
     from .store import EmbeddingStore
 
     if len(gallery_model) != len(transform):
@@ -236,8 +236,8 @@ def search_cmd(
     _setup()
     from .data import FileSource, ImageLoadError
     from .index import GalleryIndex
-    from .manifest import SpaceMismatchError
-    from .space import Embeddings
+    from .core.manifest import SpaceMismatchError
+    from .core.space import Embeddings
 
     q_enc = _encoder(query_model)
     try:
@@ -285,7 +285,7 @@ def evaluate_cmd(
     from .eval.metrics import retrieval_metrics
     from .index import GalleryIndex
     from .index.faiss_index import stored_vectors
-    from .manifest import SpaceMismatchError
+    from .core.manifest import SpaceMismatchError
     from .store import EmbeddingStore
 
     q_enc = _encoder(query_model)
@@ -327,7 +327,7 @@ def train_query_cmd(
     _setup()
     from .compat.query_train import train_compatible_query
     from .encoders import create_encoder
-    from .manifest import SpaceMismatchError
+    from .core.manifest import SpaceMismatchError
     from .store import EmbeddingStore
     from .training import TrainConfig
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .progress import log, progress_bar
+from .core.progress import log, progress_bar
 
 
 @dataclass

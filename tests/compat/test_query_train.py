@@ -10,8 +10,8 @@ import torch
 from asymret.compat.losses import SimilarityLoss, create_loss
 from asymret.compat.query_train import train_compatible_query, train_query_model
 from asymret.encoders import create_encoder, train_encoder
-from asymret.manifest import SpaceMismatchError
-from asymret.space import Embeddings
+from asymret.core.manifest import SpaceMismatchError
+from asymret.core.space import Embeddings
 from asymret.store.embeddings import EmbeddingStore
 from asymret.training import TrainConfig
 

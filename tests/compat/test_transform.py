@@ -7,8 +7,8 @@ import torch
 
 from asymret.compat.transform import CMCETransform, TransformationNet, build_cmce_loss
 from asymret.encoders.heads import CosineClassifier
-from asymret.manifest import SpaceMismatchError
-from asymret.space import Embeddings, Space, l2_normalize
+from asymret.core.manifest import SpaceMismatchError
+from asymret.core.space import Embeddings, Space, l2_normalize
 from asymret.training import TrainConfig
 
 Q_DIM, G_DIM, N, CLASSES = 12, 16, 384, 4

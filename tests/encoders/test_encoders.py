@@ -306,7 +306,7 @@ def test_train_encoder_is_deterministic(tiny_train):
 
 
 def test_augment_shapes_and_flip_translation():
-    from asymret.encoders.train import augment
+    from asymret.data.batches import augment
 
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
     out = augment(x, torch.Generator().manual_seed(0), pad=2, flip=True)

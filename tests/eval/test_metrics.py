@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from asymret.eval import metrics as M
+from asymret.index import exact as exact_module
 from asymret.eval.metrics import (
     evaluate_embeddings,
     ranked_neighbors,
@@ -147,15 +148,15 @@ def test_small_gallery_fewer_items_than_k():
     assert_same_metrics(retrieval_metrics(q, ql, g, gl, ks=KS), brute_force(q, ql, g, gl))
 
 
-def test_numpy_fallback_for_deep_searches(monkeypatch):
-    """Large R (Fashion-MNIST-like) beyond the faiss depth limit uses the exact chunked numpy path."""
+def test_chunked_search_gives_the_same_metrics(monkeypatch):
+    """Large R (Fashion-MNIST-like), searched in many small query and gallery chunks: same numbers."""
     rng, q, ql, g, gl = random_case(10, nq=40, ng=200, n_labels=2)
     ids = np.arange(200)
     qids = ids[:40]
     want = brute_force(q, ql, g, gl, qids=qids, gids=ids)
     fast = retrieval_metrics(q, ql, g, gl, query_ids=qids, gallery_ids=ids)
-    monkeypatch.setattr(M, "FAISS_MAX_K", 4)
-    monkeypatch.setattr(M, "_CHUNK_ELEMENTS", 1000)  # several query chunks
+    monkeypatch.setattr(M, "_QUERY_CHUNK", 7)  # several search calls
+    monkeypatch.setattr(exact_module, "CHUNK_ELEMENTS", 1000)  # several matmul chunks inside each
     slow = retrieval_metrics(q, ql, g, gl, query_ids=qids, gallery_ids=ids)
     assert_same_metrics(fast, want)
     assert_same_metrics(slow, want)
@@ -171,14 +172,14 @@ def _tied_case(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("numpy_path", [False, True])
+@pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("depth", [1, 5, 17, 79, 90])
-def test_ties_broken_by_lower_index(monkeypatch, seed, numpy_path, depth):
+def test_ties_broken_by_lower_index(monkeypatch, seed, chunked, depth):
     q, g = _tied_case(seed)
     qids = np.arange(25)
     gids = np.arange(80)
-    if numpy_path:
-        monkeypatch.setattr(M, "FAISS_MAX_K", 0)
+    if chunked:
+        monkeypatch.setattr(exact_module, "CHUNK_ELEMENTS", 100)
     idx, scores = ranked_neighbors(q, g, depth, query_ids=qids, gallery_ids=gids)
     assert idx.shape == (25, depth)
     for i in range(25):
@@ -359,8 +360,8 @@ def test_input_validation():
 
 
 def test_evaluate_embeddings_checks_space():
-    from asymret.manifest import SpaceMismatchError
-    from asymret.space import Embeddings, Space
+    from asymret.core.manifest import SpaceMismatchError
+    from asymret.core.space import Embeddings, Space
 
     _, q, ql, g, gl = random_case(13, nq=10, ng=10)
     ids = np.arange(10)

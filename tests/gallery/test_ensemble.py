@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from asymret.compat.transform import CMCETransform
-from asymret.gallery.ensemble import CMCEEnsemble, ensemble_mean, pairwise_uncertainty, rejection_mask
-from asymret.manifest import SpaceMismatchError
-from asymret.space import Embeddings, Space, l2_normalize
+from asymret.core.uncertainty import ensemble_mean, pairwise_uncertainty, rejection_mask
+from asymret.gallery.ensemble import CMCEEnsemble
+from asymret.core.manifest import SpaceMismatchError
+from asymret.core.space import Embeddings, Space, l2_normalize
 from asymret.training import TrainConfig
 
 

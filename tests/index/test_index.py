@@ -13,8 +13,8 @@ from asymret.index import (
     QuerySpaceError,
     SearchResult,
 )
-from asymret.manifest import SpaceMismatchError
-from asymret.space import Embeddings, Space, l2_normalize
+from asymret.core.manifest import SpaceMismatchError
+from asymret.core.space import Embeddings, Space, l2_normalize
 
 DIM = 16
 SPACE = Space("query-fp-aaaa", DIM, True, "query-enc", provenance=(("cmce", "tfp-1234"),))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from asymret.encoders import create_encoder
-from asymret.manifest import read_manifest
+from asymret.core.manifest import read_manifest
 from asymret.store.embeddings import EmbeddingStore
 
 SEED = 11

@@ -1,7 +1,7 @@
 """One trainer for "frozen gallery model(s) → trainable query model"; a compatibility method is just its loss.
 
 The teacher (the frozen gallery side) is either
-- cached :class:`~asymret.space.Embeddings` of the training images (from the embedding store): fast, the default
+- cached :class:`~asymret.core.space.Embeddings` of the training images (from the embedding store): fast, the default
   for distillation, BCT, AML, CSD, ROP; or
 - an :class:`~asymret.encoders.Encoder` run online on the *same augmented view* as the student, each at its own
   resolution (coupled augmentation, as RAML needs).
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import torch
 
+from ..data.batches import augment, load_tensors
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder
-from ..encoders.train import augment, load_tensors
-from ..manifest import SpaceMismatchError
-from ..space import Embeddings
+from ..core.manifest import SpaceMismatchError
+from ..core.space import Embeddings
+from ..store.embeddings import EmbeddingStore
 from ..training import TrainConfig, TrainHistory, batch_indices, train
 from .losses.base import CompatLoss
 
@@ -111,7 +112,6 @@ def train_compatible_query(
     architecture at a lower query resolution, as the paper).  Cached teacher embeddings come from ``store``.
     Afterwards ``query.classifier`` is the teacher's classifier: the query now lives in the teacher's space.
     """
-    from ..store.embeddings import EmbeddingStore  # local: store imports encoders, which this module sits beside
     from .losses import create_loss
 
     key = method.strip().lower().replace("_", "-")

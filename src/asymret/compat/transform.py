@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..encoders.heads import CosineClassifier
-from ..manifest import SpaceMismatchError, atomic_torch_save, hash_arrays, read_manifest, stable_hash, write_manifest
-from ..space import Embeddings, Space
+from ..core.manifest import SpaceMismatchError, atomic_torch_save, hash_arrays, read_manifest, stable_hash, write_manifest
+from ..core.space import Embeddings, Space
 from ..training import TrainConfig, TrainHistory, batch_indices, train
 from .losses.base import CompatLoss, SharedHeadCELoss, SharedHeadKLLoss, SimilarityLoss, WeightedSum
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..manifest import stable_hash
+from ..core.manifest import stable_hash
 
 log = logging.getLogger(__name__)
 

@@ -148,7 +148,7 @@ def _efficientnet_lite(variant: int):
     def factory(input_size: int | None = None, pretrained: bool = True, weights: str | None = None, **unused) -> BackboneSpec:
         from efficientnet_lite_pytorch import EfficientNet
 
-        from ..manifest import hash_file
+        from ..core.manifest import hash_file
 
         name = f"efficientnet-lite{variant}"
         weights_path = weights
@@ -192,7 +192,7 @@ def _timm_backbone(name: str, weights: str | None = None, input_size: int | None
                    pretrained: bool = False, **unused) -> BackboneSpec:
     import timm
 
-    from ..manifest import hash_file
+    from ..core.manifest import hash_file
 
     if pretrained and weights is None:
         raise ValueError(

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..manifest import atomic_torch_save, hash_arrays, read_manifest, stable_hash, write_manifest
-from ..space import Space
+from ..core.manifest import atomic_torch_save, hash_arrays, read_manifest, stable_hash, write_manifest
+from ..core.space import Space
 from .backbones import BackboneSpec, build_backbone
 from .heads import CosineClassifier
 from .preprocess import Preprocess

@@ -1,5 +1,5 @@
 """Evaluation: retrieval metrics (Recall@K, MAP@R, risk–coverage, TAR@FAR) and result reporting."""
-from .metrics import evaluate_embeddings, ranked_neighbors, retrieval_metrics, risk_coverage, tar_at_far
+from .metrics import evaluate_embeddings, evaluate_index, ranked_neighbors, ranking_metrics, retrieval_metrics, risk_coverage, tar_at_far
 from .report import (
     ResultRow,
     format_mean_std,
@@ -13,6 +13,8 @@ from .report import (
 
 __all__ = [
     "evaluate_embeddings",
+    "evaluate_index",
+    "ranking_metrics",
     "ranked_neighbors",
     "retrieval_metrics",
     "risk_coverage",

@@ -1,44 +1,47 @@
 """Retrieval metrics: Recall@K, Precision@1, MAP@R, risk–coverage curves and TAR@FAR.
 
-Conventions shared by every function here:
+One retrieval path: every number is computed from the rankings that a ranker's ``search`` returns — a
+:class:`~asymret.index.base.GalleryIndexBase` (exact, FAISS approximate, later Milvus or a re-ranked index).
+:func:`evaluate_index` measures what a user gets from *that* index; :func:`retrieval_metrics` and
+:func:`evaluate_embeddings` are the same measurement through an :class:`~asymret.index.exact.ExactIndex`, and
+:func:`ranking_metrics` turns relevance rankings into numbers (a pure function).
+
+Conventions:
 
 * Similarity is the inner product (vectors are expected to be L2-normalised, so it is the cosine).
-* Rankings are deterministic: gallery items are ordered by decreasing score, ties broken by the lower gallery
-  index (the position in the arrays passed in, after ``gallery_mask``).  Exact ties that straddle the search
-  depth are resolved by an exact numpy re-ranking of the affected queries, so faiss' internal heap order never
-  leaks into a result.
-* Self-exclusion: when ``query_ids`` and ``gallery_ids`` are given, a gallery item whose id equals the query's id
-  is never retrieved for that query and does not count towards its R (the standard "every test image is a query
+* The exact ranker orders gallery items by decreasing score, ties broken by the lower gallery position.
+* Self-exclusion: when query and gallery ids are given, a gallery item whose id equals the query's id is never
+  retrieved for that query and does not count towards its R (the standard "every test image is a query
   against all other test images" protocol, where the same image sits on both sides, possibly embedded by two
-  different models).  Duplicate gallery ids are allowed; all of them are excluded.
+  different models).  The ranker is asked for enough extra results to drop them.
 * Recall@K / Precision@1 are averaged over *all* queries (a query with no same-label gallery item scores 0);
   MAP@R is averaged over the queries with R > 0 only, the others are counted in
   ``num_queries_without_positives``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..core.space import Embeddings, Space
+
 if TYPE_CHECKING:  # pragma: no cover
-    from ..space import Embeddings
+    from ..index.base import GalleryIndexBase
 
 __all__ = [
+    "ranking_metrics",
+    "evaluate_index",
     "retrieval_metrics",
     "evaluate_embeddings",
     "risk_coverage",
     "tar_at_far",
     "ranked_neighbors",
-    "FAISS_MAX_K",
 ]
 
-#: Largest search depth sent to faiss; deeper searches use the chunked numpy path.
-FAISS_MAX_K = 2048
-# Elements (queries x depth or queries x gallery) processed per chunk, to bound memory.
-_CHUNK_ELEMENTS = 1 << 23
+#: queries searched per call, to bound the memory of a deep search
+_QUERY_CHUNK = 4096
 _NO_LABEL = -1
-
 
 # --------------------------------------------------------------------------------------------------- helpers
 def _as_vectors(vectors: np.ndarray, name: str) -> np.ndarray:
@@ -105,144 +108,7 @@ def _positives_per_query(
     return r
 
 
-def _exclusion_pairs(q_code: np.ndarray, g_code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(query row, gallery row) pairs with equal id codes, without building a (nq, ng) matrix."""
-    order = np.argsort(g_code, kind="stable")
-    sorted_codes = g_code[order]
-    lo = np.searchsorted(sorted_codes, q_code, side="left")
-    hi = np.searchsorted(sorted_codes, q_code, side="right")
-    counts = hi - lo
-    rows = np.repeat(np.arange(len(q_code)), counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    cols = order[np.repeat(lo, counts) + offsets]
-    return rows, cols
 
-
-def _sort_rows(scores: np.ndarray, indices: np.ndarray, *first_keys: np.ndarray) -> np.ndarray:
-    """Per-row permutation sorting by (*first_keys, -score, index)."""
-    keys = (indices, -scores.astype(np.float64)) + tuple(reversed(first_keys))
-    return np.lexsort(keys, axis=1)
-
-
-def _exact_topk_numpy(
-    queries: np.ndarray, gallery: np.ndarray, depth: int, q_code: np.ndarray, g_code: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``depth`` by chunked matmul; ties broken by lower gallery index; excluded items removed.
-
-    Returns ``(indices, scores)`` of shape (nq, depth); missing entries (gallery too small) are -1 / -inf.
-    """
-    nq, ng = len(queries), len(gallery)
-    out_idx = np.full((nq, depth), -1, dtype=np.int64)
-    out_score = np.full((nq, depth), -np.inf, dtype=np.float32)
-    if nq == 0 or ng == 0 or depth == 0:
-        return out_idx, out_score
-    kth = min(depth, ng)
-    chunk = max(1, _CHUNK_ELEMENTS // ng)
-    for start in range(0, nq, chunk):
-        stop = min(nq, start + chunk)
-        sims = queries[start:stop] @ gallery.T  # (c, ng) float32
-        ex_rows, ex_cols = _exclusion_pairs(q_code[start:stop], g_code)
-        sims[ex_rows, ex_cols] = -np.inf
-        # threshold = kth largest value; take everything above it and the lowest-index items equal to it.
-        thresh = np.partition(sims, ng - kth, axis=1)[:, ng - kth]
-        selected = sims > thresh[:, None]
-        equal = sims == thresh[:, None]
-        missing = kth - selected.sum(axis=1)
-        tied = np.flatnonzero(equal.sum(axis=1) > missing)  # more items equal to the threshold than places
-        if len(tied):
-            equal[tied] &= np.cumsum(equal[tied], axis=1) <= missing[tied, None]
-        selected |= equal
-        rows, cols = np.nonzero(selected)  # row-major: exactly kth per row, ascending index
-        cols = cols.reshape(stop - start, kth)
-        vals = sims[rows, cols.reshape(-1)].reshape(stop - start, kth)
-        order = np.argsort(-vals, axis=1, kind="stable")  # stable: equal scores keep ascending index
-        cols = np.take_along_axis(cols, order, axis=1)
-        vals = np.take_along_axis(vals, order, axis=1)
-        cols[~np.isfinite(vals)] = -1
-        out_idx[start:stop, :kth] = cols
-        out_score[start:stop, :kth] = vals
-    return out_idx, out_score
-
-
-def ranked_neighbors(
-    query_vectors: np.ndarray,
-    gallery_vectors: np.ndarray,
-    depth: int,
-    query_ids: np.ndarray | Sequence | None = None,
-    gallery_ids: np.ndarray | Sequence | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``depth`` best gallery items per query by inner product, deterministic and with self-exclusion.
-
-    Returns ``(indices, scores)``, both (num_queries, depth): gallery row indices sorted by decreasing score
-    (ties: lower index first) and their scores.  Entries beyond the available gallery are ``-1`` / ``-inf``.
-    Uses faiss ``IndexFlatIP`` (exact) when the search depth is at most :data:`FAISS_MAX_K`, a chunked numpy
-    matmul otherwise.
-    """
-    q = _as_vectors(query_vectors, "query_vectors")
-    g = _as_vectors(gallery_vectors, "gallery_vectors")
-    if len(q) and len(g) and q.shape[1] != g.shape[1]:
-        raise ValueError(f"query dimension {q.shape[1]} != gallery dimension {g.shape[1]}")
-    q_code, g_code = _id_codes(query_ids, gallery_ids, len(q), len(g))
-    return _ranked(q, g, int(depth), q_code, g_code)
-
-
-def _ranked(
-    q: np.ndarray, g: np.ndarray, depth: int, q_code: np.ndarray, g_code: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    nq, ng = len(q), len(g)
-    if depth < 0:
-        raise ValueError("depth must be >= 0")
-    if nq == 0 or ng == 0 or depth == 0:
-        return np.full((nq, depth), -1, dtype=np.int64), np.full((nq, depth), -np.inf, dtype=np.float32)
-    n_excl = _excluded_per_query(q_code, g_code)
-    # one extra result to detect ties at the cut-off
-    search_k = min(depth + int(n_excl.max()) + 1, ng)
-    if search_k > FAISS_MAX_K:
-        return _exact_topk_numpy(q, g, depth, q_code, g_code)
-
-    import faiss  # local import: keeps `import asymret.eval` light
-
-    index = faiss.IndexFlatIP(g.shape[1])
-    index.add(g)
-    out_idx = np.full((nq, depth), -1, dtype=np.int64)
-    out_score = np.full((nq, depth), -np.inf, dtype=np.float32)
-    exhaustive = search_k >= ng
-    keep = min(depth, search_k)
-    chunk = max(1, _CHUNK_ELEMENTS // search_k)
-    for start in range(0, nq, chunk):
-        stop = min(nq, start + chunk)
-        scores, idx = index.search(q[start:stop], search_k)
-        idx = idx.astype(np.int64)
-        scores_all_min = scores.min(axis=1)
-        excluded = (idx < 0) | (g_code[np.maximum(idx, 0)] == q_code[start:stop, None])
-        # faiss returns scores in decreasing order but ties in arbitrary order: put excluded items last
-        # (stable), and fully re-sort the rows that contain ties (or, defensively, any misordering).
-        order = np.argsort(excluded, axis=1, kind="stable")
-        messy = np.flatnonzero((scores[:, 1:] >= scores[:, :-1]).any(axis=1))
-        if len(messy):
-            order[messy] = _sort_rows(scores[messy], idx[messy], excluded[messy])
-        idx = np.take_along_axis(idx, order, axis=1)[:, :keep]
-        scores = np.take_along_axis(scores, order, axis=1)[:, :keep]
-        excluded = np.take_along_axis(excluded, order, axis=1)[:, :keep]
-        idx[excluded] = -1
-        scores[excluded] = -np.inf
-        out_idx[start:stop, :keep] = idx
-        out_score[start:stop, :keep] = scores
-        if not exhaustive:
-            # An unretrieved item can score as high as the lowest retrieved one (the extra result): if that
-            # equals the last kept score, a tie straddles the cut-off and faiss' pick among the tied items is
-            # arbitrary -> re-rank those queries exactly.
-            floor = scores_all_min
-            unsafe = np.flatnonzero(out_score[start:stop, keep - 1] <= floor)
-            if len(unsafe):
-                rows = start + unsafe
-                exact_idx, exact_score = _exact_topk_numpy(q[rows], g, depth, q_code[rows], g_code)
-                out_idx[rows] = exact_idx
-                out_score[rows] = exact_score
-    return out_idx, out_score
-
-
-# --------------------------------------------------------------------------------------------- retrieval
 def _normalise_ks(ks: Iterable[int]) -> tuple[int, ...]:
     values = sorted({int(k) for k in ks})
     if not values or values[0] < 1:
@@ -318,72 +184,211 @@ def retrieval_metrics(
     return _metrics_from_codes(q, g, q_lab, g_lab, q_code, g_code, n_labels, ks)
 
 
-def _metrics_from_codes(
-    q: np.ndarray,
-    g: np.ndarray,
+
+def _anonymous_index(gallery: np.ndarray) -> tuple["GalleryIndexBase", Space]:
+    """An exact index over raw vectors, positions as ids (duplicate ids are the caller's business)."""
+    from ..index.exact import ExactIndex
+
+    space = Space("raw-vectors", int(gallery.shape[1]), normalized=False, name="vectors passed in")
+    index = ExactIndex(space)
+    index.add(Embeddings(gallery, np.arange(len(gallery)).astype(str), space))
+    return index, space
+
+
+def _search_excluding_self(
+    index: "GalleryIndexBase",
+    query_vectors: np.ndarray,
+    space: Space,
+    depth: int,
+    q_code: np.ndarray,
+    g_code: np.ndarray,
+    search_kwargs: Mapping[str, Any],
+) -> np.ndarray:
+    """Gallery positions (nq, depth) from ``index.search``, same-id items removed (asking for that many more)."""
+    n_self = _excluded_per_query(q_code, g_code)
+    fetch = depth + (int(n_self.max()) if len(n_self) else 0)
+    out = np.full((len(query_vectors), depth), -1, dtype=np.int64)
+    if depth == 0 or len(index) == 0:
+        return out
+    fetch = min(fetch, len(index))
+    for start in range(0, len(query_vectors), _QUERY_CHUNK):
+        stop = min(len(query_vectors), start + _QUERY_CHUNK)
+        positions = index.search(query_vectors[start:stop], k=fetch, space=space, **search_kwargs).positions
+        is_self = (positions >= 0) & (g_code[np.maximum(positions, 0)] == q_code[start:stop, None])
+        positions = np.where(is_self, -1, positions)
+        # drop the removed entries, keeping rank order (found results first)
+        order = np.argsort(positions < 0, axis=1, kind="stable")
+        positions = np.take_along_axis(positions, order, axis=1)[:, :depth]
+        out[start:stop, : positions.shape[1]] = positions
+    return out
+
+
+def ranking_metrics(relevant: np.ndarray, n_positives: np.ndarray, ks: Iterable[int] = (1, 2, 4, 8)) -> dict[str, float]:
+    """Recall@K, Precision@1 and MAP@R from rankings: a pure function, no search.
+
+    Args:
+        relevant: bool (nq, depth), True where the query's i-th result has the query's label (False for a
+            missing result).  ``depth`` must reach max(ks) and every query's R for exact values.
+        n_positives: (nq,) R, the number of relevant gallery items each query could have found.
+        ks: the K of Recall@K.
+
+    Returns ``recall@K`` (fraction of all queries with a relevant item in the top K), ``precision@1``,
+    ``map@r`` (Musgrave et al. 2020: ``AP@R = 1/R * sum_{i<=R} P@i * rel_i`` averaged over queries with R > 0,
+    NaN if none), ``num_queries`` and ``num_queries_without_positives``.  An empty query set gives NaN metrics.
+    """
+    ks = _normalise_ks(ks)
+    relevant = np.asarray(relevant, dtype=bool)
+    r = np.asarray(n_positives, dtype=np.int64).reshape(-1)
+    nq = len(r)
+    if relevant.ndim != 2 or len(relevant) != nq:
+        raise ValueError(f"relevant must be (num_queries, depth) for {nq} queries, got shape {relevant.shape}")
+    result: dict[str, float] = {}
+    if nq == 0:
+        result.update({f"recall@{k}": float("nan") for k in ks})
+        result.update({"precision@1": float("nan"), "map@r": float("nan"), "num_queries": 0, "num_queries_without_positives": 0})
+        return result
+    depth = relevant.shape[1]
+    first_hit = np.where(relevant.any(axis=1), relevant.argmax(axis=1), depth)
+    for k in ks:
+        result[f"recall@{k}"] = float((first_hit < k).mean())
+    result["precision@1"] = float((first_hit == 0).mean())
+    ranks = np.arange(1, depth + 1)
+    within_r = relevant & (ranks[None, :] <= r[:, None])
+    precision = np.cumsum(within_r, axis=1) / ranks[None, :]
+    ap = (precision * within_r).sum(axis=1)
+    valid = r > 0
+    result["map@r"] = float((ap[valid] / r[valid]).mean()) if valid.any() else float("nan")
+    result["num_queries"] = nq
+    result["num_queries_without_positives"] = int(nq - valid.sum())
+    return result
+
+
+def _evaluate_ranker(
+    index: "GalleryIndexBase",
+    query_vectors: np.ndarray,
+    space: Space,
     q_lab: np.ndarray,
     g_lab: np.ndarray,
     q_code: np.ndarray,
     g_code: np.ndarray,
     n_labels: int,
     ks: tuple[int, ...],
+    search_kwargs: Mapping[str, Any],
 ) -> dict[str, float]:
-    nq = len(q)
-    r = _positives_per_query(q_lab, g_lab, q_code, g_code, n_labels)
-    with_positives = r > 0
-    result: dict[str, float] = {}
-    if nq == 0:
-        for k in ks:
-            result[f"recall@{k}"] = float("nan")
-        result.update({"precision@1": float("nan"), "map@r": float("nan"), "num_queries": 0,
-                       "num_queries_without_positives": 0})
-        return result
+    """Search ``index`` deep enough for Recall@max(K) and every query's R, then :func:`ranking_metrics`."""
+    kept = ~index.rejected_mask(search_kwargs.get("reject_fraction"), search_kwargs.get("reject_threshold"), search_kwargs.get("exclude"))
+    r = _positives_per_query(q_lab, g_lab[kept], q_code, g_code[kept], n_labels)
+    depth = max(max(ks), int(r.max()) if len(r) else 0)
+    positions = _search_excluding_self(index, query_vectors, space, depth, q_code, g_code, search_kwargs)
+    labels = np.where(positions >= 0, g_lab[np.maximum(positions, 0)] if len(g_lab) else _NO_LABEL, _NO_LABEL)
+    return ranking_metrics(labels == q_lab[:, None], r, ks)
 
-    depth = max(max(ks), int(r.max()) if nq else 0)
-    hits_at_k = np.zeros(len(ks), dtype=np.int64)
-    top1_hits = 0
-    ap_sum = 0.0
-    chunk = max(1, _CHUNK_ELEMENTS // max(depth, 1))
-    ks_arr = np.asarray(ks)
-    for start in range(0, nq, chunk):
-        stop = min(nq, start + chunk)
-        idx, _ = _ranked(q[start:stop], g, depth, q_code[start:stop], g_code)
-        labels = np.where(idx >= 0, g_lab[np.maximum(idx, 0)] if len(g) else _NO_LABEL, _NO_LABEL)
-        hits = labels == q_lab[start:stop, None]  # (c, depth)
-        # recall@K: first hit position < K
-        first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), depth)
-        hits_at_k += (first_hit[:, None] < ks_arr[None, :]).sum(axis=0)
-        top1_hits += int((first_hit == 0).sum())
-        # MAP@R over the top R
-        r_chunk = r[start:stop]
-        ranks = np.arange(1, depth + 1)
-        rel = hits & (ranks[None, :] <= r_chunk[:, None])
-        precision = np.cumsum(rel, axis=1) / ranks[None, :]
-        ap = (precision * rel).sum(axis=1)
-        valid = r_chunk > 0
-        ap_sum += float((ap[valid] / r_chunk[valid]).sum())
 
-    for k, count in zip(ks, hits_at_k):
-        result[f"recall@{k}"] = float(count) / nq
-    # precision@1 is the fraction of queries whose top result is relevant = recall@1
-    result["precision@1"] = float(top1_hits) / nq
-    n_pos = int(with_positives.sum())
-    result["map@r"] = ap_sum / n_pos if n_pos else float("nan")
-    result["num_queries"] = nq
-    result["num_queries_without_positives"] = nq - n_pos
-    return result
+def evaluate_index(
+    index: "GalleryIndexBase",
+    queries: Embeddings,
+    gallery_labels: Mapping[str, int] | np.ndarray | Sequence[int],
+    ks: Iterable[int] = (1, 2, 4, 8),
+    reject_fraction: float | None = None,
+    reject_threshold: float | None = None,
+    exclude_same_id: bool = True,
+) -> dict[str, float]:
+    """Recall@K, Precision@1 and MAP@R of ``queries`` searched in ``index`` — what a user of that index gets.
+
+    The rankings are the index's own ``search`` results (an approximate index is scored as approximate), with
+    the same rejection a user would ask for.  ``gallery_labels`` gives each gallery item's label: a mapping
+    id → label, or an array aligned with ``index.ids``.  With ``exclude_same_id`` a gallery item with the
+    query's id is not retrieved for it (the every-image-against-the-rest protocol).
+    """
+    if not isinstance(queries, Embeddings):
+        raise TypeError(f"queries must be asymret.core.space.Embeddings (with labels), got {type(queries).__name__}")
+    if queries.labels is None:
+        raise ValueError("evaluation needs the query embeddings' labels")
+    ks = _normalise_ks(ks)
+    g_ids = np.asarray(index.ids).astype(str)
+    if isinstance(gallery_labels, Mapping):
+        try:
+            g_labels = np.array([gallery_labels[item] for item in g_ids.tolist()])
+        except KeyError as missing:
+            raise ValueError(f"gallery_labels has no label for gallery item {missing}") from None
+    else:
+        g_labels = _as_1d(gallery_labels, len(g_ids), "gallery_labels (aligned with index.ids)")
+    q_lab, g_lab, n_labels = _label_codes(queries.labels, g_labels)
+    q_code, g_code = _id_codes(queries.ids if exclude_same_id else None, g_ids if exclude_same_id else None, len(queries), len(g_ids))
+    kwargs = {"reject_fraction": reject_fraction, "reject_threshold": reject_threshold}
+    return _evaluate_ranker(index, queries.vectors, queries.space, q_lab, g_lab, q_code, g_code, n_labels, ks, kwargs)
+
+
+def retrieval_metrics(
+    query_vectors: np.ndarray,
+    query_labels: np.ndarray | Sequence,
+    gallery_vectors: np.ndarray,
+    gallery_labels: np.ndarray | Sequence,
+    ks: Iterable[int] = (1, 2, 4, 8),
+    query_ids: np.ndarray | Sequence | None = None,
+    gallery_ids: np.ndarray | Sequence | None = None,
+    gallery_mask: np.ndarray | Sequence | None = None,
+) -> dict[str, float]:
+    """Recall@K, Precision@1 and MAP@R of exact inner-product retrieval of raw ``query`` against ``gallery`` vectors.
+
+    The same measurement as :func:`evaluate_index`, through an exact index built on the vectors given (no space
+    check: for comparing spaces on purpose, e.g. "no compatibility" baselines).  ``query_ids``/``gallery_ids``
+    exclude same-id items (duplicates allowed, all excluded); ``gallery_mask`` (bool) keeps only its True items.
+    See :func:`ranking_metrics` for the returned values (fractions in [0, 1]).
+    """
+    ks = _normalise_ks(ks)
+    q, g, q_lab, g_lab, q_code, g_code, n_labels = _prepare(
+        query_vectors, query_labels, gallery_vectors, gallery_labels, query_ids, gallery_ids
+    )
+    kept = _mask_indices(gallery_mask, len(g))
+    exclude = None
+    if kept is not None:
+        exclude = np.ones(len(g), dtype=bool)
+        exclude[kept] = False
+    if len(g) == 0:
+        return ranking_metrics(np.zeros((len(q), max(ks)), dtype=bool), np.zeros(len(q), dtype=np.int64), ks)
+    index, space = _anonymous_index(g)
+    return _evaluate_ranker(index, q, space, q_lab, g_lab, q_code, g_code, n_labels, ks, {"exclude": exclude})
+
+
+def ranked_neighbors(
+    query_vectors: np.ndarray,
+    gallery_vectors: np.ndarray,
+    depth: int,
+    query_ids: np.ndarray | Sequence | None = None,
+    gallery_ids: np.ndarray | Sequence | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``depth`` best gallery rows per query by exact inner product (ties: lower row first), same-id excluded.
+
+    Returns ``(indices, scores)``, both (num_queries, depth); entries past the available gallery are ``-1`` / ``-inf``.
+    """
+    q = _as_vectors(query_vectors, "query_vectors")
+    g = _as_vectors(gallery_vectors, "gallery_vectors")
+    if len(q) and len(g) and q.shape[1] != g.shape[1]:
+        raise ValueError(f"query dimension {q.shape[1]} != gallery dimension {g.shape[1]}")
+    depth = int(depth)
+    if depth < 0:
+        raise ValueError("depth must be >= 0")
+    q_code, g_code = _id_codes(query_ids, gallery_ids, len(q), len(g))
+    if len(g) == 0 or len(q) == 0:
+        return np.full((len(q), depth), -1, dtype=np.int64), np.full((len(q), depth), -np.inf, dtype=np.float32)
+    index, space = _anonymous_index(g)
+    positions = _search_excluding_self(index, q, space, depth, q_code, g_code, {})
+    valid = positions >= 0
+    scores = np.where(valid, np.einsum("qd,qkd->qk", q, g[np.maximum(positions, 0)]), -np.inf).astype(np.float32)
+    return positions, scores
 
 
 def evaluate_embeddings(
-    query: "Embeddings",
-    gallery: "Embeddings",
+    query: Embeddings,
+    gallery: Embeddings,
     ks: Iterable[int] = (1, 2, 4, 8),
     gallery_mask: np.ndarray | None = None,
     exclude_same_id: bool = True,
 ) -> dict[str, float]:
-    """:func:`retrieval_metrics` on :class:`~asymret.space.Embeddings`, after checking both are in one space.
+    """:func:`retrieval_metrics` on :class:`~asymret.core.space.Embeddings`, after checking both are in one space.
 
-    Raises :class:`~asymret.manifest.SpaceMismatchError` if the gallery is not in the query's embedding space
+    Raises :class:`~asymret.core.space.SpaceMismatchError` if the gallery is not in the query's embedding space
     (e.g. an asymmetric gallery that was not made compatible), and ``ValueError`` if labels are missing.
     """
     query.space.check_compatible(gallery.space, "gallery embeddings")
@@ -417,10 +422,10 @@ def risk_coverage(
     """Risk (1 − Recall@1) after rejecting gallery items, by uncertainty and at random.
 
     For each coverage ``c`` the ``round(c * Ng)`` gallery items with the lowest ``uncertainty`` are kept (ties:
-    lower index first) and the risk ``1 − Recall@1`` of the queries against the kept gallery is computed exactly
-    as :func:`retrieval_metrics` would (same self-exclusion and tie rules).  The baseline keeps the same number
-    of items chosen at random: one seeded permutation (``numpy.random.default_rng(random_seed)``) whose prefixes
-    give nested kept sets across coverages.
+    lower index first) and the risk ``1 − Recall@1`` of the queries against the kept gallery is measured by
+    searching an exact index with the other items excluded (same self-exclusion and tie rules as
+    :func:`retrieval_metrics`).  The baseline keeps the same number of items chosen at random: one seeded
+    permutation (``numpy.random.default_rng(random_seed)``) whose prefixes give nested kept sets.
 
     With ``drop_queries=True`` (needs ids) a query whose id is among the rejected gallery items is dropped too —
     in the standard protocol the query and gallery sets are the same images, so rejecting an image removes it
@@ -443,36 +448,20 @@ def risk_coverage(
     if ((cov < 0) | (cov > 1)).any():
         raise ValueError("coverages must lie in [0, 1]")
     n_keep = np.rint(cov * ng).astype(np.int64)
-
-    # Rank once against the whole gallery; the best kept item is the first kept one in that ranking.  Queries
-    # whose pre-ranking holds no kept item (and is not exhaustive) are re-searched against the kept subset.
-    depth = min(ng, 64)
-    ranked, _ = _ranked(q, g, depth, q_code, g_code)
-    exhaustive = (ng - _excluded_per_query(q_code, g_code)) <= depth
+    index, space = (_anonymous_index(g) if ng else (None, None))
 
     def risk_for(kept_rows: np.ndarray) -> tuple[float, int]:
         kept = np.zeros(ng, dtype=bool)
         kept[kept_rows] = True
-        if drop_queries:
-            active = ~np.isin(q_code, g_code[~kept])
-        else:
-            active = np.ones(len(q), dtype=bool)
-        n_active = int(active.sum())
-        if n_active == 0:
-            return float("nan"), 0
+        active = ~np.isin(q_code, g_code[~kept]) if drop_queries else np.ones(len(q), dtype=bool)
         rows = np.flatnonzero(active)
-        cand = ranked[rows]
-        usable = (cand >= 0) & kept[np.maximum(cand, 0)] if ng else np.zeros_like(cand, dtype=bool)
-        has = usable.any(axis=1)
-        top = np.where(has, cand[np.arange(len(rows)), usable.argmax(axis=1)], -1) if depth else np.full(len(rows), -1)
-        todo = np.flatnonzero(~has & ~exhaustive[rows])
-        if len(todo) and len(kept_rows):
-            sub = np.flatnonzero(kept)
-            sub_rows = rows[todo]
-            best, _ = _ranked(q[sub_rows], g[sub], 1, q_code[sub_rows], g_code[sub])
-            top[todo] = np.where(best[:, 0] >= 0, sub[np.maximum(best[:, 0], 0)], -1)
-        hit = (top >= 0) & (g_lab[np.maximum(top, 0)] == q_lab[rows]) if ng else np.zeros(len(rows), dtype=bool)
-        return 1.0 - float(hit.mean()), n_active
+        if len(rows) == 0:
+            return float("nan"), 0
+        if index is None or not kept.any():
+            return 1.0, len(rows)
+        top = _search_excluding_self(index, q[rows], space, 1, q_code[rows], g_code, {"exclude": ~kept})[:, 0]
+        hit = (top >= 0) & (g_lab[np.maximum(top, 0)] == q_lab[rows])
+        return 1.0 - float(hit.mean()), len(rows)
 
     order_unc = np.argsort(unc, kind="stable")
     order_rand = np.random.default_rng(random_seed).permutation(ng)

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..manifest import atomic_write_bytes, atomic_write_json
+from ..core.manifest import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "ResultRow",

@@ -18,7 +18,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ..manifest import (
+from ..core.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     SpaceMismatchError,
@@ -27,8 +27,8 @@ from ..manifest import (
     read_manifest,
     write_manifest,
 )
-from ..space import Embeddings, Space
-from . import GalleryIndexBase, SearchResult, compute_rejected_mask, describe_space
+from ..core.space import Embeddings, Space
+from .base import GalleryIndexBase, SearchResult, compute_rejected_mask, describe_space
 
 __all__ = ["FaissGalleryIndex"]
 
@@ -84,7 +84,7 @@ class FaissGalleryIndex(GalleryIndexBase):
         ef_search: int | None = None,
     ) -> None:
         if not isinstance(space, Space):
-            raise TypeError(f"space must be an asymret.space.Space, got {type(space).__name__}")
+            raise TypeError(f"space must be an asymret.core.space.Space, got {type(space).__name__}")
         self._metric = _metric_name(metric)
         try:
             index = faiss.index_factory(int(space.dim), factory, _METRICS[self._metric])
@@ -118,7 +118,7 @@ class FaissGalleryIndex(GalleryIndexBase):
         as strings, ``uncertainty`` to zeros.  The metric is taken from the index.
         """
         if not isinstance(space, Space):
-            raise TypeError(f"space must be an asymret.space.Space, got {type(space).__name__}")
+            raise TypeError(f"space must be an asymret.core.space.Space, got {type(space).__name__}")
         if index.d != space.dim:
             raise SpaceMismatchError(f"FAISS index has dimension {index.d}, space {describe_space(space)} has {space.dim}")
         n = int(index.ntotal)
@@ -191,7 +191,7 @@ class FaissGalleryIndex(GalleryIndexBase):
     def train(self, embeddings: Embeddings) -> None:
         """Train the FAISS index (IVF centroids, PQ codebooks) on ``embeddings`` of the index space."""
         if not isinstance(embeddings, Embeddings):
-            raise TypeError(f"train() takes asymret.space.Embeddings, got {type(embeddings).__name__}")
+            raise TypeError(f"train() takes asymret.core.space.Embeddings, got {type(embeddings).__name__}")
         self._check_same_space(embeddings.space, "training embeddings")
         self._train(np.ascontiguousarray(embeddings.vectors, dtype=np.float32))
 
@@ -235,14 +235,13 @@ class FaissGalleryIndex(GalleryIndexBase):
         reject_fraction: float | None = None,
         reject_threshold: float | None = None,
         space: Space | None = None,
+        exclude: np.ndarray | None = None,
     ) -> SearchResult:
         vectors, query_ids = self._validate_queries(queries, space)
-        k = int(k)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = self._validate_k(k)
         nq, n = len(vectors), len(self)
-        rejecting = reject_fraction is not None or reject_threshold is not None
-        rejected, bitmap = self._selection(reject_fraction, reject_threshold) if rejecting else (None, None)
+        rejecting = reject_fraction is not None or reject_threshold is not None or exclude is not None
+        rejected, bitmap = self._selection(reject_fraction, reject_threshold, exclude) if rejecting else (None, None)
         n_rejected = int(rejected.sum()) if rejected is not None else 0
 
         if nq == 0 or n == 0 or n_rejected == n:
@@ -291,8 +290,11 @@ class FaissGalleryIndex(GalleryIndexBase):
             ids = np.full(positions.shape, "", dtype="<U1")
         return SearchResult(ids=ids, scores=scores, positions=positions, query_ids=query_ids, n_rejected=n_rejected)
 
-    def _selection(self, reject_fraction, reject_threshold) -> tuple[np.ndarray, np.ndarray]:
+    def _selection(self, reject_fraction, reject_threshold, exclude=None) -> tuple[np.ndarray, np.ndarray]:
         """Rejected mask and little-endian bitmap of the kept positions (cached until the next add)."""
+        if exclude is not None:  # a caller's mask: not cached
+            rejected = self.rejected_mask(reject_fraction, reject_threshold, exclude)
+            return rejected, np.packbits(~rejected, bitorder="little")
         key = (
             None if reject_fraction is None else float(reject_fraction),
             None if reject_threshold is None else float(reject_threshold),
@@ -512,11 +514,3 @@ def _stats(values: np.ndarray) -> dict[str, float] | None:
     if not len(values):
         return None
     return {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean())}
-
-
-def stored_vectors(index: FaissGalleryIndex) -> np.ndarray:
-    """The gallery vectors held by ``index`` (exact for Flat; the codec's reconstruction for compressed indexes)."""
-    try:
-        return index.faiss_index.reconstruct_n(0, len(index))
-    except RuntimeError as error:
-        raise ValueError(f"this index type ({index.factory}) cannot return its vectors: {error}") from error

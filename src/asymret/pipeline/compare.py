@@ -19,9 +19,9 @@ import numpy as np
 from ..eval.metrics import evaluate_embeddings, retrieval_metrics
 from ..eval.report import ResultRow
 from ..gallery.ensemble import CMCEEnsemble, ensemble_mean
-from ..progress import log
-from ..space import Embeddings
-from ..machine import machine_description
+from ..core.progress import log
+from ..core.space import Embeddings
+from ..core.machine import machine_description
 from .experiment import Experiment, RowRecorder, psi_seconds, write_report
 
 

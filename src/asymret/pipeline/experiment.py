@@ -25,9 +25,9 @@ from ..eval.metrics import evaluate_embeddings, retrieval_metrics, risk_coverage
 from ..eval.report import ResultRow, markdown_table, plot_recall_bars, plot_risk_coverage, write_results_json
 from ..gallery.ensemble import CMCEEnsemble, rejection_mask
 from ..index import GalleryIndex
-from ..machine import machine_description
-from ..manifest import atomic_write_bytes, read_manifest, stable_hash
-from ..progress import log
+from ..core.machine import machine_description
+from ..core.manifest import atomic_write_bytes, read_manifest, stable_hash
+from ..core.progress import log
 from ..store.embeddings import EmbeddingStore
 from ..training import TrainConfig
 

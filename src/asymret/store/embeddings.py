@@ -20,11 +20,12 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ..data.dataset import ArraySource, ImageDataset, ImageLoadError
+from ..data.batches import load_batch
+from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder
-from ..manifest import atomic_save_npy, atomic_write_json, read_manifest, write_manifest
-from ..progress import log, progress_bar
-from ..space import Embeddings, Space
+from ..core.manifest import atomic_save_npy, atomic_write_json, read_manifest, write_manifest
+from ..core.progress import log, progress_bar
+from ..core.space import Embeddings, Space
 
 OUTPUTS = ("embedding", "pooled")
 
@@ -34,24 +35,6 @@ class ExtractionReport:
     computed_shards: int
     reused_shards: int
     failed_ids: list[str]
-
-
-def load_batch(dataset: ImageDataset, rows: Iterable[int]) -> tuple[list[np.ndarray] | np.ndarray, list[int], list[tuple[str, str]]]:
-    """Pixels of ``rows``; unreadable images are returned as (id, reason) failures instead of raising.
-
-    In-memory sources answer with one (B, H, W, C) array (one fancy index instead of a Python loop).
-    """
-    rows = [int(row) for row in rows]
-    if isinstance(dataset.source, ArraySource):
-        return dataset.source.images[dataset.keys[rows].astype(np.int64)], rows, []
-    images, kept, failed = [], [], []
-    for row in rows:
-        try:
-            images.append(dataset.load(int(row)))
-            kept.append(int(row))
-        except ImageLoadError as error:
-            failed.append((str(dataset.ids[row]), str(error)))
-    return images, kept, failed
 
 
 class EmbeddingStore:

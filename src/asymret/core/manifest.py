@@ -56,7 +56,7 @@ def library_versions() -> dict[str, str]:
     """Versions recorded in every manifest, for provenance (read from package metadata: imports nothing)."""
     from importlib import metadata
 
-    from . import __version__
+    from .version import __version__
 
     versions = {"python": platform.python_version(), "numpy": np.__version__, "asymret": __version__}
     for name in ("torch", "faiss-cpu", "timm"):

@@ -2,7 +2,7 @@
 
 Every embedding that crosses a module boundary travels as :class:`Embeddings` (vectors + ids + :class:`Space`).
 Operations that combine two sets of embeddings (search, evaluation, fitting a transformation) check the spaces
-and raise :class:`~asymret.manifest.SpaceMismatchError` instead of computing a meaningless number.
+and raise :class:`~asymret.core.space.SpaceMismatchError` instead of computing a meaningless number.
 """
 from __future__ import annotations
 

@@ -1,0 +1,267 @@
+"""Gallery indexes: vectors of one embedding space, their string ids and per-item uncertainty.
+
+:class:`GalleryIndexBase` is the backend-independent interface (FAISS now, Milvus later).  It owns the logic
+every backend shares: checking that queries and gallery additions live in the index's embedding space, and
+deciding which gallery items are rejected for their uncertainty.  :class:`FaissGalleryIndex` (alias
+:data:`GalleryIndex`) is the in-process FAISS implementation.
+
+Scores are similarities for ``metric="ip"`` (higher is better) and squared L2 distances for ``metric="l2"``
+(lower is better).  Where a query has fewer than ``k`` results the row is padded with id ``''``, position
+``-1`` and score ``-inf`` (ip) / ``+inf`` (l2).
+"""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..core.manifest import SpaceMismatchError
+from ..core.space import Embeddings, Space
+from ..core.uncertainty import rejection_mask
+
+__all__ = [
+    "GalleryIndexBase",
+    "SearchResult",
+    "QuerySpaceError",
+    "SpaceMismatchError",
+    "describe_space",
+    "compute_rejected_mask",
+]
+
+#: tolerance on ``| ||v|| - 1 |`` for vectors of an L2-normalised space (same as :class:`Embeddings`).
+UNIT_NORM_ATOL = 1e-3
+
+
+class QuerySpaceError(SpaceMismatchError, TypeError):
+    """A bare array was given as queries without saying which embedding space it lives in.
+
+    It is both a :class:`SpaceMismatchError` and a :class:`TypeError`, so either ``except`` catches it.
+    """
+
+
+def describe_space(space: Space) -> str:
+    """One-line description of a space for error messages: name, fingerprint, dim, normalisation."""
+    return (
+        f"{space.name or '<unnamed>'!s} [fingerprint {space.fingerprint}, dim {space.dim}, "
+        f"{'L2-normalised' if space.normalized else 'not normalised'}]"
+    )
+
+
+@dataclass(eq=False)
+class SearchResult:
+    """Top-k results for ``nq`` queries: ``ids`` (nq, k) str, ``scores`` (nq, k) float32, ``positions`` (nq, k) int64.
+
+    Missing results (fewer than ``k`` kept gallery items) have id ``''``, position ``-1``.  ``query_ids`` are the
+    query ids when the queries were given as :class:`Embeddings`; ``n_rejected`` is the number of gallery items
+    excluded by uncertainty rejection.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    positions: np.ndarray
+    query_ids: np.ndarray | None = None
+    n_rejected: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def k(self) -> int:
+        return int(self.ids.shape[1])
+
+    @property
+    def found(self) -> np.ndarray:
+        """Bool (nq, k): True where a result exists."""
+        return self.positions >= 0
+
+
+class GalleryIndexBase(ABC):
+    """Interface of a gallery index living in one embedding :class:`Space`.
+
+    Items are numbered by *position* (0..len-1, in insertion order); ``ids[position]`` is the item's string id and
+    ``uncertainty[position]`` its uncertainty (higher = less reliable).
+    """
+
+    #: the ``kind`` written to the manifest of a saved index
+    manifest_kind: ClassVar[str] = "gallery-index"
+
+    # ------------------------------------------------------------------ abstract interface
+    @property
+    @abstractmethod
+    def space(self) -> Space:
+        """The embedding space of the gallery (queries must come from the same space)."""
+
+    @property
+    @abstractmethod
+    def ids(self) -> np.ndarray:
+        """String ids (N,) by position."""
+
+    @property
+    @abstractmethod
+    def uncertainty(self) -> np.ndarray:
+        """Float32 uncertainty (N,) by position."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def add(self, embeddings: Embeddings, uncertainty: np.ndarray | None = None) -> None:
+        """Append gallery items (refusing another space or duplicate ids)."""
+
+    @abstractmethod
+    def search(
+        self,
+        queries: Embeddings | np.ndarray,
+        k: int = 10,
+        reject_fraction: float | None = None,
+        reject_threshold: float | None = None,
+        space: Space | None = None,
+        exclude: np.ndarray | None = None,
+    ) -> SearchResult:
+        """Top-``k`` gallery items for each query, among the items not rejected for their uncertainty.
+
+        ``exclude`` (bool, one per position) removes further items from every query's results, e.g. the kept
+        sets of a risk–coverage curve.  This is the ranker every evaluation goes through
+        (:func:`asymret.eval.metrics.evaluate_index`).
+        """
+
+    @abstractmethod
+    def save(self, directory: str | os.PathLike) -> None:
+        """Store the index in ``directory`` (manifest written last)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: str | os.PathLike, expect_space: Space | None = None) -> "GalleryIndexBase":
+        """Load an index saved by :meth:`save`; refuse it if ``expect_space`` is given and differs."""
+
+    # ------------------------------------------------------------------ shared logic
+    def rejected_mask(
+        self, reject_fraction: float | None = None, reject_threshold: float | None = None, exclude: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Bool mask (N,) of the gallery items rejected for their uncertainty (True = rejected).
+
+        ``reject_fraction=f`` rejects the ``floor(f * N)`` items with the highest uncertainty (ties broken by
+        position: the earlier item is rejected first); ``reject_threshold=t`` rejects every item with
+        uncertainty ``> t``.  Given both, an item is rejected if either rule rejects it.  ``exclude`` (bool per
+        position) is rejected too.
+        """
+        rejected = compute_rejected_mask(self.uncertainty, reject_fraction, reject_threshold)
+        if exclude is not None:
+            exclude = np.asarray(exclude)
+            if exclude.dtype != bool or exclude.shape != (len(self),):
+                raise ValueError(f"exclude must be a bool array with one entry per gallery item ({len(self)}), got {exclude.dtype} {exclude.shape}")
+            rejected = rejected | exclude
+        return rejected
+
+    @staticmethod
+    def _validate_k(k: int) -> int:
+        if isinstance(k, bool) or int(k) != k or int(k) < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        return int(k)
+
+    def _check_same_space(self, other: Space, what: str) -> None:
+        """:meth:`Space.check_compatible` with a message that names both spaces."""
+        try:
+            self.space.check_compatible(other, what=what)
+        except SpaceMismatchError as error:
+            raise SpaceMismatchError(
+                f"{error} -- {what} space: {describe_space(other)}; gallery index space: {describe_space(self.space)}"
+            ) from None
+
+    def _validate_queries(self, queries: Embeddings | np.ndarray, space: Space | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Float32 C-contiguous query vectors (nq, d) checked against the index space, and the query ids (or None)."""
+        if isinstance(queries, Embeddings):
+            self._check_same_space(queries.space, "queries")
+            if space is not None and space != queries.space:
+                self._check_same_space(space, "queries (space= argument)")
+            query_space, vectors, query_ids = queries.space, queries.vectors, queries.ids
+        elif isinstance(queries, np.ndarray) or hasattr(queries, "__array__"):
+            if space is None:
+                raise QuerySpaceError(
+                    "queries given as a bare array do not say which embedding space they live in; wrap them in "
+                    "asymret.core.space.Embeddings(vectors, ids, space) or pass search(..., space=<Space of the queries>). "
+                    f"The gallery index space is {describe_space(self.space)}"
+                )
+            if not isinstance(space, Space):
+                raise TypeError(f"space= must be an asymret.core.space.Space, got {type(space).__name__}")
+            self._check_same_space(space, "queries")
+            query_space, vectors, query_ids = space, np.asarray(queries), None
+            if vectors.ndim == 1:
+                vectors = vectors[None, :]
+        else:
+            raise TypeError(
+                f"queries must be asymret.core.space.Embeddings or a numpy array (with space=), got {type(queries).__name__}"
+            )
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.space.dim:
+            raise SpaceMismatchError(
+                f"query vectors have shape {vectors.shape}, but the gallery index space {describe_space(self.space)} "
+                f"has dimension {self.space.dim} (query space: {describe_space(query_space)})"
+            )
+        if len(vectors):
+            if not np.isfinite(vectors).all():
+                raise ValueError(f"{int((~np.isfinite(vectors)).any(axis=1).sum())} query vectors contain NaN or inf")
+            if self.space.normalized:
+                norms = np.linalg.norm(vectors, axis=1)
+                off = np.abs(norms - 1.0) > UNIT_NORM_ATOL
+                if off.any():
+                    raise SpaceMismatchError(
+                        f"{int(off.sum())} of {len(vectors)} query vectors are not unit length (norms from "
+                        f"{norms.min():.4g} to {norms.max():.4g}), but the gallery index space "
+                        f"{describe_space(self.space)} is L2-normalised (query space: {describe_space(query_space)}); "
+                        "normalise the queries (asymret.core.space.l2_normalize) with the encoder that produced this space"
+                    )
+        return vectors, query_ids
+
+    def _validate_additions(self, embeddings: Embeddings, uncertainty: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Checked (vectors float32 (n, d), ids str (n,), uncertainty float32 (n,)) for :meth:`add`."""
+        if not isinstance(embeddings, Embeddings):
+            raise TypeError(
+                f"add() takes asymret.core.space.Embeddings (vectors + ids + space), got {type(embeddings).__name__}"
+            )
+        self._check_same_space(embeddings.space, "gallery embeddings to add")
+        vectors = np.ascontiguousarray(embeddings.vectors, dtype=np.float32)
+        ids = np.asarray(embeddings.ids).astype(str)
+        n = len(ids)
+        if vectors.shape != (n, self.space.dim):
+            raise SpaceMismatchError(f"vectors {vectors.shape} do not match {n} ids of dimension {self.space.dim}")
+        if n and not np.isfinite(vectors).all():
+            raise ValueError(f"{int((~np.isfinite(vectors)).any(axis=1).sum())} gallery vectors contain NaN or inf")
+        if n and self.space.normalized:
+            norms = np.linalg.norm(vectors, axis=1)
+            off = np.abs(norms - 1.0) > UNIT_NORM_ATOL
+            if off.any():
+                raise SpaceMismatchError(
+                    f"{int(off.sum())} of {n} gallery vectors are not unit length, but the index space "
+                    f"{describe_space(self.space)} is L2-normalised"
+                )
+        if uncertainty is None:
+            unc = np.zeros(n, dtype=np.float32)
+        else:
+            unc = np.asarray(uncertainty, dtype=np.float32).reshape(-1)
+            if unc.shape != (n,):
+                raise ValueError(f"uncertainty has {unc.size} values for {n} gallery items")
+            if np.isnan(unc).any():
+                raise ValueError(f"uncertainty contains {int(np.isnan(unc).sum())} NaN values")
+        unique, counts = np.unique(ids, return_counts=True)
+        if len(unique) != n:
+            dup = unique[counts > 1]
+            raise ValueError(f"{len(dup)} ids occur more than once in the added embeddings, e.g. {dup[:5].tolist()}")
+        if len(self) and n:
+            clash = np.isin(ids, self.ids)
+            if clash.any():
+                raise ValueError(
+                    f"{int(clash.sum())} ids are already in the gallery index, e.g. {ids[clash][:5].tolist()}; "
+                    "duplicate ids are refused (remove/update is not supported)"
+                )
+        return vectors, ids, unc
+
+
+def compute_rejected_mask(
+    uncertainty: np.ndarray, reject_fraction: float | None = None, reject_threshold: float | None = None
+) -> np.ndarray:
+    """See :meth:`GalleryIndexBase.rejected_mask` (the one implementation is :func:`asymret.core.uncertainty.rejection_mask`)."""
+    return rejection_mask(uncertainty, reject_fraction, reject_threshold)
