@@ -235,13 +235,13 @@ def search_cmd(
     """Search the index with query images embedded by the query model."""
     _setup()
     from .data import FileSource, ImageLoadError
-    from .index import GalleryIndex
+    from .index import load_index
     from .core.manifest import SpaceMismatchError
     from .core.space import Embeddings
 
     q_enc = _encoder(query_model)
     try:
-        index = GalleryIndex.load(index_dir)
+        index = load_index(index_dir)
     except (FileNotFoundError, ValueError) as error:
         _fail(f"cannot load index {index_dir}: {error}")
     pixels, names = [], []
@@ -280,17 +280,17 @@ def evaluate_cmd(
     reject_fraction: Optional[float] = typer.Option(None, "--reject-fraction"),
     ks: str = typer.Option("1,2,4,8", "--ks", help="the K of Recall@K"),
 ) -> None:
-    """Recall@K, MAP@R and precision@1 of the dataset's queries against the index (asymmetric if the index is)."""
+    """Recall@K, MAP@R and precision@1 of the dataset's queries searched in the index — its own search results,
+    so an approximate index reports its own recall (asymmetric if the index is)."""
     _setup()
-    from .eval.metrics import retrieval_metrics
-    from .index import GalleryIndex
-    from .index.faiss_index import stored_vectors
     from .core.manifest import SpaceMismatchError
+    from .eval.metrics import evaluate_index
+    from .index import load_index
     from .store import EmbeddingStore
 
     q_enc = _encoder(query_model)
     try:
-        index = GalleryIndex.load(index_dir, expect_space=None)
+        index = load_index(index_dir)
         index.space.check_compatible(q_enc.space(), "the query model's embeddings")
     except (FileNotFoundError, ValueError, SpaceMismatchError) as error:
         _fail(str(error))
@@ -300,10 +300,10 @@ def evaluate_cmd(
     missing = [i for i in index.ids.tolist() if i not in label_of]
     if missing:
         _fail(f"{len(missing)} gallery ids of the index are not in {data.name} (e.g. {missing[0]}): evaluate on the data it was built from")
-    gallery_labels = [label_of[i] for i in index.ids.tolist()]
-    mask = ~index.rejected_mask(reject_fraction) if reject_fraction else None
-    metrics = retrieval_metrics(queries.vectors, queries.labels, stored_vectors(index), gallery_labels,
-                                ks=[int(k) for k in ks.split(",")], query_ids=queries.ids, gallery_ids=index.ids, gallery_mask=mask)
+    try:
+        metrics = evaluate_index(index, queries, label_of, ks=[int(k) for k in ks.split(",")], reject_fraction=reject_fraction)
+    except ValueError as error:
+        _fail(str(error))
     table = Table(title=f"{q_enc.name} → {index_dir}")
     table.add_column("metric"), table.add_column("value", justify="right")
     for name, value in metrics.items():

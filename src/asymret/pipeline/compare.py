@@ -18,7 +18,8 @@ import numpy as np
 
 from ..eval.metrics import evaluate_embeddings, retrieval_metrics
 from ..eval.report import ResultRow
-from ..gallery.ensemble import CMCEEnsemble, ensemble_mean
+from ..core.uncertainty import ensemble_mean
+from ..gallery.ensemble import CMCEEnsemble
 from ..core.progress import log
 from ..core.space import Embeddings
 from ..core.machine import machine_description

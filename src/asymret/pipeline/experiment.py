@@ -23,7 +23,8 @@ from ..encoders.encoder import Encoder, create_encoder, load_encoder
 from ..encoders.train import train_encoder
 from ..eval.metrics import evaluate_embeddings, retrieval_metrics, risk_coverage
 from ..eval.report import ResultRow, markdown_table, plot_recall_bars, plot_risk_coverage, write_results_json
-from ..gallery.ensemble import CMCEEnsemble, rejection_mask
+from ..core.uncertainty import rejection_mask
+from ..gallery.ensemble import CMCEEnsemble
 from ..index import GalleryIndex
 from ..core.machine import machine_description
 from ..core.manifest import atomic_write_bytes, read_manifest, stable_hash
