@@ -1,7 +1,8 @@
 """The ``asymret`` command line end to end on a tiny image-folder dataset (in-process via typer's CliRunner).
 
-The folder loader puts every image in split "test" (the CLI has no ``--split-by``), so models, transformations and
-the index are all trained/built on that split (``--split test``): this tests the plumbing, not generalisation.
+A flat image folder puts every image in split "test", so models, transformations and the index of the main chain
+are all trained/built on that split (``--split test``): this tests the plumbing, not generalisation.  Split
+layouts (``train/`` + ``test/`` sub-folders, ``folder:class-half``) have their own test at the end.
 """
 from __future__ import annotations
 
@@ -299,3 +300,24 @@ def test_train_query_cli(built, tmp_path):
     ok("build-index", "-q", built["g_small"], "-o", index_dir, *_data_args(built))  # symmetric index of the gallery model
     ok("evaluate", "--index", index_dir, "--query-model", out, *_data_args(built))
     fails_cleanly("train-query", "--method", "nope", "-g", built["g_small"], "--out", tmp_path / "x", *_data_args(built))
+
+
+# ------------------------------------------------------------------------------------------------ folder splits
+@pytest.mark.parametrize("layout", ["split-folders", "class-half"])
+def test_train_on_the_train_split_of_an_image_folder(tmp_path, data_root, layout):
+    """A folder with train/ and test/ sub-folders, or a flat folder split by classes, trains from the CLI."""
+    import shutil
+
+    if layout == "split-folders":
+        root = tmp_path / "ds"
+        for label in range(NUM_CLASSES):  # open set: classes 0-2 train, 3-5 test
+            shutil.copytree(data_root / f"class{label}", root / ("train" if label < 3 else "test") / f"class{label}")
+        kind = "folder"
+    else:
+        root, kind = data_root, "folder:class-half"
+    store = tmp_path / "store"
+    out = ok("train-encoder", "--arch", "convnet-xs", "--dim", DIM, "--epochs", "1", "--batch-size", "32",
+             "--dataset", kind, "--root", root, "--split", "train", "--store", store, "--out", tmp_path / "model")
+    assert f"trained on {3 * PER_CLASS} images of 3 classes" in out  # the train split only: 3 of the 6 classes
+    out = ok("embed", "--model", tmp_path / "model", "--dataset", kind, "--root", root, "--split", "test", "--store", store)
+    assert f"test: {3 * PER_CLASS} images" in out  # the other 3 classes

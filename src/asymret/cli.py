@@ -21,7 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console()
 err = Console(stderr=True)
 
-DatasetOpt = typer.Option("fashion-mnist", "--dataset", "-d", help="dataset kind: fashion-mnist, folder, csv, cub200, cars196, sop, inshop")
+DatasetOpt = typer.Option("fashion-mnist", "--dataset", "-d", help="dataset kind: fashion-mnist, folder, csv, cub200, cars196, sop, inshop; "
+                          "folder auto-detects train/ and test/ sub-folders, folder:class-half splits a flat folder's classes in two")
 RootOpt = typer.Option(None, "--root", help="dataset root (folder, CSV file, or benchmark folder); default for fashion-mnist: the Debian package's path")
 SplitOpt = typer.Option(None, "--split", help="split to use (train/test); default: the step's natural split")
 SizeOpt = typer.Option(None, "--size", help="use a seeded, class-stratified random subset of this many images")
@@ -44,8 +45,9 @@ def _setup() -> None:
 def _dataset(kind: str, root: Optional[str], split: Optional[str], size: Optional[int], seed: int = 0, role: Optional[str] = None):
     from .data import load_dataset
 
+    kind, _, split_by = kind.partition(":")  # "folder:class-half" = a flat folder split by classes
     try:
-        dataset = load_dataset(kind, root)
+        dataset = load_dataset(kind, root, **({"split_by": split_by} if split_by else {}))
         if split or role:
             dataset = dataset.select(split=split, role=role)
     except (FileNotFoundError, ValueError) as error:
@@ -104,6 +106,8 @@ def train_encoder_cmd(
 ) -> None:
     """Train an embedding model (normalised softmax) — a gallery model or the query model."""
     _setup()
+    import numpy as np
+
     from .encoders import create_encoder, train_encoder
     from .store import EmbeddingStore
     from .training import TrainConfig
@@ -121,6 +125,7 @@ def train_encoder_cmd(
                   freeze_backbone=freeze_backbone, store=EmbeddingStore(store))
     encoder.save(output, extra={"train_seconds": time.perf_counter() - start})
     info = encoder.complexity()
+    out.print(f"trained on {len(data)} images of {len(np.unique(data.labels))} classes ({data.name}, split {split})")
     out.print(f"saved {encoder.name} → {output}  fingerprint {encoder.fingerprint()}  "
               f"{info['params'] / 1e6:.2f}M params, {info['flops'] / 1e6:.1f} MFLOPs/image")
 
@@ -144,7 +149,7 @@ def embed_cmd(
     wanted = [int(s) for s in shards.split(",")] if shards else None
     report = embedding_store.extract(encoder, data, output=output, shards=wanted)
     directory = embedding_store.directory(encoder, data, output)
-    out.print(f"{data.name}: {report.computed_shards} shards computed, {report.reused_shards} reused, "
+    out.print(f"{data.name}: {len(data)} images, {report.computed_shards} shards computed, {report.reused_shards} reused, "
               f"{len(report.failed_ids)} unreadable images skipped → {directory}")
 
 

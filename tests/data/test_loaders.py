@@ -390,3 +390,44 @@ def test_registry(image_folder_root):
         load_dataset("imagenet", image_folder_root)
     with pytest.raises(ValueError, match="'sop' needs root="):
         load_dataset("sop")
+
+
+# ======================================================================================= folder splits
+def _write_split_tree(root, layout):
+    """layout: {split: {class: n_images}} written as root/<split>/<class>/img<i>.png."""
+    from PIL import Image
+
+    for split, classes in layout.items():
+        for class_name, count in classes.items():
+            folder = root / split / class_name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (8, 8), (i * 40 % 255, 0, 0)).save(folder / f"img{i}.png")
+    return root
+
+
+def test_image_folder_with_train_and_test_folders_open_set(tmp_path):
+    root = _write_split_tree(tmp_path / "ds", {"train": {"cat": 2, "dog": 1}, "test": {"eel": 3, "fox": 1}})
+    ds = load_image_folder(root)  # auto-detects the split folders
+    assert set(ds.select(split="train").ids.tolist()) == {"train/cat/img0.png", "train/cat/img1.png", "train/dog/img0.png"}
+    test = ds.select(split="test")
+    assert len(test) == 4 and set(test.class_names[label] for label in test.labels) == {"eel", "fox"}
+    # train and test classes are disjoint here, so their labels are too; only test images are searched
+    assert not set(ds.select(split="train").labels) & set(test.labels)
+    assert ds.select(role="query").ids.tolist() == test.ids.tolist()
+    assert ds.load(0).shape == (8, 8, 3)
+
+
+def test_image_folder_split_folders_share_labels_by_class_name(tmp_path):
+    root = _write_split_tree(tmp_path / "ds", {"train": {"cat": 1, "dog": 1}, "test": {"dog": 2}})
+    ds = load_image_folder(root, split_by="folders")
+    train_dog = ds.labels[ds.ids.tolist().index("train/dog/img0.png")]
+    assert set(ds.select(split="test").labels.tolist()) == {train_dog}
+
+
+def test_image_folder_class_named_train_is_not_a_split(tmp_path):
+    root = _write_split_tree(tmp_path / "ds", {"train": {"x": 1}})  # root/train/x/...: one class "train"
+    ds = load_image_folder(root)
+    assert ds.class_names == ["train"] and set(ds.splits.tolist()) == {"test"}
+    with pytest.raises(FileNotFoundError, match="no split sub-folders"):
+        load_image_folder(root, split_by="folders")

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
 )
-SPLIT_BY_OPTIONS = (None, "class_half")
+SPLIT_BY_OPTIONS = ("auto", "folders", "class_half", "none")
+SPLIT_FOLDER_NAMES = ("train", "val", "validation", "test", "query", "gallery")
 
 
 def _list_images(folder: Path, extensions: tuple[str, ...]) -> list[str]:
@@ -30,68 +31,100 @@ def _list_images(folder: Path, extensions: tuple[str, ...]) -> list[str]:
     return sorted(found)
 
 
+def _class_files(folder: Path, extensions: tuple[str, ...]) -> dict[str, list[str]]:
+    """Class sub-folder name → its image files (relative to ``folder``); empty class folders warned about, skipped."""
+    found: dict[str, list[str]] = {}
+    loose = [p.name for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(extensions)]
+    if loose:
+        log.warning("image folder %s: ignoring %d images outside class sub-folders", folder, len(loose))
+    class_dirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise FileNotFoundError(f"image folder {folder}: no class sub-folders (expected {folder}/<class>/<image>)")
+    for class_dir in class_dirs:
+        files = _list_images(folder / class_dir, extensions)
+        if files:
+            found[class_dir] = [f"{class_dir}/{f}" for f in files]
+        else:
+            log.warning("image folder %s: class folder %r has no images; skipped", folder, class_dir)
+    return found
+
+
+def _split_folders(root: Path) -> list[str]:
+    """The split sub-folders (``train``, ``test``, ``val``…) of ``root`` when it is laid out by split, else []."""
+    names = {p.name.lower(): p.name for p in root.iterdir() if p.is_dir()}
+    splits = [names[n] for n in SPLIT_FOLDER_NAMES if n in names]
+    # a split layout needs a test (or validation) side next to train; a lone class called "train" is a class
+    return splits if len(splits) >= 2 and any(n.lower() != "train" for n in splits) else []
+
+
 def load_image_folder(
     root: str | os.PathLike,
     split: str = "test",
-    split_by: str | None = None,
+    split_by: str | None = "auto",
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
     name: str | None = None,
 ) -> ImageDataset:
-    """Images in a class-per-sub-folder tree: ``root/<class>/**/<image>``.
+    """Images in a class-per-sub-folder tree, optionally under split folders.
 
-    Class names are the sub-folder names, sorted, giving labels ``0..C-1`` (sub-folders without images are
-    skipped with a warning).  Item ids and keys are paths relative to ``root`` (``"<class>/<file>"``).
+    Layouts (``split_by``):
 
-    - ``split_by=None`` (default): every image gets split ``split`` and is both query and gallery.
-    - ``split_by="class_half"``: like the CUB/Cars metric-learning protocol, the first ``C // 2`` classes (in
-      sorted order) are split ``"train"`` and the rest ``"test"``; only test images are query and gallery.
+    - ``"folders"``: ``root/<split>/<class>/**/<image>`` with split folders such as ``train/`` and ``test/``
+      (also ``val``/``validation``/``query``/``gallery``).  Labels are shared by class *name* across splits, so
+      an open-set layout (other classes under ``test/``) and a closed-set one both work.  Ids are
+      ``"<split>/<class>/<file>"``; the images outside ``train`` are the queries and the gallery.
+    - ``"class_half"`` (the CUB/Cars metric-learning protocol on a flat tree ``root/<class>/…``): the first
+      ``C // 2`` classes in sorted order are split ``"train"``, the rest ``"test"``; only test images are query
+      and gallery.
+    - ``"none"`` (or ``None``): a flat tree; every image gets split ``split`` and is both query and gallery.
+    - ``"auto"`` (default): ``"folders"`` when ``root`` has split folders (``train/`` beside ``test/``…),
+      else ``"none"``.
+
+    Class names are sorted, giving labels ``0..C-1``; item keys are paths relative to ``root``.
     """
+    split_by = "none" if split_by is None else str(split_by).strip().lower().replace("-", "_")
     if split_by not in SPLIT_BY_OPTIONS:
-        raise ValueError(f"split_by must be one of {SPLIT_BY_OPTIONS}, not {split_by!r}")
+        raise ValueError(f"split_by must be one of {', '.join(SPLIT_BY_OPTIONS)}, not {split_by!r}")
     root = require_dir(Path(root).expanduser(), "image folder")
     extensions = tuple(e.lower() for e in extensions)
-    class_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise FileNotFoundError(f"image folder {root}: no class sub-folders (expected {root}/<class>/<image>)")
-    loose = [p.name for p in root.iterdir() if p.is_file() and p.name.lower().endswith(extensions)]
-    if loose:
-        log.warning("image folder %s: ignoring %d images outside class sub-folders", root, len(loose))
+    split_dirs = _split_folders(root)
+    if split_by == "auto":
+        split_by = "folders" if split_dirs else "none"
+    if split_by == "folders" and not split_dirs:
+        raise FileNotFoundError(f"image folder {root}: no split sub-folders (expected {root}/train/<class>/… and {root}/test/<class>/…)")
 
-    class_names: list[str] = []
-    keys: list[str] = []
-    labels: list[int] = []
-    for class_name in class_dirs:
-        files = _list_images(root / class_name, extensions)
-        if not files:
-            log.warning("image folder %s: class folder %r has no images; skipped", root, class_name)
-            continue
-        label = len(class_names)
-        class_names.append(class_name)
-        keys.extend(f"{class_name}/{f}" for f in files)
-        labels.extend([label] * len(files))
-    if not keys:
+    # (split, key) per image, class name per image
+    entries: list[tuple[str, str, str]] = []
+    if split_by == "folders":
+        for split_dir in split_dirs:
+            for class_name, files in _class_files(root / split_dir, extensions).items():
+                entries += [(split_dir.lower(), f"{split_dir}/{f}", class_name) for f in files]
+    else:
+        for class_name, files in _class_files(root, extensions).items():
+            entries += [(split, f, class_name) for f in files]
+    if not entries:
         raise FileNotFoundError(
-            f"image folder {root}: no images with extensions {', '.join(extensions)} in its class sub-folders"
+            f"image folder {root}: no images with extensions {', '.join(extensions)} in class sub-folders "
+            f"(expected {root}/<class>/<image> or {root}/train/<class>/<image>)"
         )
-
-    label_array = np.asarray(labels, dtype=np.int64)
+    class_names = sorted({class_name for _, _, class_name in entries})
+    label_of = {class_name: label for label, class_name in enumerate(class_names)}
+    keys = np.asarray([key for _, key, _ in entries])
+    labels = np.asarray([label_of[class_name] for _, _, class_name in entries], dtype=np.int64)
+    splits = np.asarray([s for s, _, _ in entries])
     if split_by == "class_half":
         if len(class_names) < 2:
             raise ValueError(f"image folder {root}: split_by='class_half' needs at least 2 classes")
-        is_test = label_array >= len(class_names) // 2
-        splits = np.where(is_test, "test", "train")
-    else:
-        is_test = np.ones(len(keys), dtype=bool)
-        splits = np.full(len(keys), split)
+        splits = np.where(labels >= len(class_names) // 2, "test", "train")
+    searched = splits != "train" if split_by in ("folders", "class_half") else np.ones(len(keys), dtype=bool)
     return ImageDataset(
         name=name or root.name,
         source=FileSource(root),
-        ids=np.asarray(keys),
-        keys=np.asarray(keys),
-        labels=label_array,
+        ids=keys,
+        keys=keys,
+        labels=labels,
         splits=splits,
-        is_query=is_test,
-        is_gallery=is_test,
+        is_query=searched,
+        is_gallery=searched.copy(),
         class_names=class_names,
     )
 
