@@ -321,3 +321,17 @@ def test_train_on_the_train_split_of_an_image_folder(tmp_path, data_root, layout
     assert f"trained on {3 * PER_CLASS} images of 3 classes" in out  # the train split only: 3 of the 6 classes
     out = ok("embed", "--model", tmp_path / "model", "--dataset", kind, "--root", root, "--split", "test", "--store", store)
     assert f"test: {3 * PER_CLASS} images" in out  # the other 3 classes
+
+
+def test_upgrade_query_rebuilds_the_index_for_a_new_query_model(built, tmp_path):
+    data = _data_args(built)
+    v2 = tmp_path / "query-v2"
+    ok("train-encoder", "--arch", "convnet-xs", "--out", v2, "--seed", "7", "--dim", DIM, "--epochs", "4", "--batch-size", "32", *data)
+    out = ok("upgrade-query", "-q", v2, "-t", built["psi_small"], "-t", built["psi_medium"], "-o", tmp_path / "index-v2",
+             "--transforms-out", tmp_path / "psi-v2", "--train-split", "test", *data)
+    assert f"indexed {NUM_CLASSES * PER_CLASS} gallery images from the store" in " ".join(out.split())
+    r1 = metric_value(ok("evaluate", "-i", tmp_path / "index-v2", "-q", v2, *data), "recall@1")
+    assert r1 > 100 / NUM_CLASSES + 10  # well above chance
+    # the old query model is refused by the new index, and the new one by the old index
+    fails_cleanly("evaluate", "-i", tmp_path / "index-v2", "-q", built["query"], *data)
+    fails_cleanly("evaluate", "-i", built["index"], "-q", v2, *data)

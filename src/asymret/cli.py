@@ -196,7 +196,8 @@ def build_index_cmd(
 ) -> None:
     """Embed the gallery with every gallery model, map it into the query space, average, and index it.
 
-    With no --gallery-model the query model itself embeds the gallery (the symmetric setting).
+    With no --gallery-model the query model itself embeds the gallery (the symmetric setting); with --transform
+    alone the gallery models' embeddings are read from the store (adding or dropping a gallery model re-embeds nothing).
     """
     _setup()
     from .compat import CMCETransform
@@ -205,8 +206,9 @@ def build_index_cmd(
     from .core.manifest import SpaceMismatchError
     from .store import EmbeddingStore
 
-    if len(gallery_model) != len(transform):
-        _fail(f"{len(gallery_model)} --gallery-model but {len(transform)} --transform: give one ψ per gallery model")
+    if gallery_model and len(gallery_model) != len(transform):
+        _fail(f"{len(gallery_model)} --gallery-model but {len(transform)} --transform: give one ψ per gallery model "
+              "(or only --transform, to read the gallery models' embeddings from the store)")
     q_enc = _encoder(query_model)
     data = _dataset(dataset, root, split, size, role="gallery")
     embedding_store = EmbeddingStore(store)
@@ -217,6 +219,11 @@ def build_index_cmd(
             ensemble.space.check_compatible(q_enc.space(), "the query model's embeddings")
             gallery, uncertainty = ensemble.transform([embedding_store.get(_encoder(g), data) for g in gallery_model])
             space = ensemble.space
+        elif transform:  # add or drop a gallery model: the others' embeddings come from the store, no forward pass
+            from .pipeline.upgrade import gallery_from_store
+
+            gallery, uncertainty, space = gallery_from_store(embedding_store, [CMCETransform.load(t) for t in transform], data)
+            space.check_compatible(q_enc.space(), "the query model's embeddings")
         else:
             gallery, space = embedding_store.get(q_enc, data), q_enc.space()
         index = GalleryIndex(space, factory=factory)
@@ -225,6 +232,40 @@ def build_index_cmd(
         _fail(str(error))
     index.save(output)
     out.print(f"indexed {len(index)} gallery images ({factory}, {space.dim}-d, query space {space.fingerprint}) → {output}")
+
+
+@app.command("upgrade-query")
+def upgrade_query_cmd(
+    query_model: Path = typer.Option(..., "--query-model", "-q", help="the NEW query encoder folder"),
+    transform: List[Path] = typer.Option(..., "--transform", "-t", help="the current ψ folder(s), one per gallery model"),
+    output: Path = typer.Option(..., "--out", "-o", help="folder for the new index"),
+    transforms_out: Path = typer.Option(..., "--transforms-out", help="folder for the new ψ's (one sub-folder each)"),
+    dataset: str = DatasetOpt, root: Optional[str] = RootOpt,
+    train_split: str = typer.Option("train", "--train-split", help="split the ψ's are fitted on"),
+    train_size: Optional[int] = typer.Option(None, "--train-size", help="sample this many training images"),
+    split: str = typer.Option("test", "--split", help="split whose gallery images are indexed"),
+    size: Optional[int] = SizeOpt, store: Path = StoreOpt,
+    factory: str = typer.Option("Flat", "--factory", help="FAISS index factory string"),
+) -> None:
+    """Serve a new query model from the same gallery without re-embedding it: new ψ's are fitted on the gallery
+    models' embeddings kept in the store and the index is rebuilt from them — no gallery model runs (or is needed)."""
+    _setup()
+    from .compat import CMCETransform
+    from .core.manifest import SpaceMismatchError
+    from .pipeline.upgrade import upgrade_query
+    from .store import EmbeddingStore
+
+    q_enc = _encoder(query_model)
+    train = _dataset(dataset, root, train_split, train_size)
+    gallery = _dataset(dataset, root, split, size, role="gallery")
+    try:
+        report = upgrade_query(EmbeddingStore(store), [CMCETransform.load(t) for t in transform], q_enc, train, gallery,
+                               factory=factory, transforms_out=transforms_out, index_out=output)
+    except (SpaceMismatchError, ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    timings = ", ".join(f"{name.replace('_', ' ')} {value:.1f} s" for name, value in report.seconds.items())
+    out.print(f"upgraded to {q_enc.name}: {len(report.transforms)} ψ refitted → {transforms_out}; "
+              f"indexed {len(report.index)} gallery images from the store → {output} ({timings})")
 
 
 @app.command("search")

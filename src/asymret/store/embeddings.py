@@ -135,6 +135,28 @@ class EmbeddingStore:
             self.extract(encoder, dataset, output)
         return self.load(directory, dataset)
 
+    def find(self, space_fingerprint: str, dataset: ImageDataset, output: str = "embedding") -> Embeddings:
+        """Stored embeddings of ``dataset`` in the space ``space_fingerprint``, found without the model.
+
+        This is how a gallery is rebuilt without any gallery-model forward pass (a query-model upgrade, adding or
+        dropping one gallery model): a transformation ψ names its source space, the store holds that space's
+        embeddings.  Raises ``FileNotFoundError`` naming what to embed when they are not there.
+        """
+        found = []
+        for manifest_path in sorted(self.root.glob(f"*-{output}/{dataset.fingerprint()}/manifest.json")):
+            manifest = read_manifest(manifest_path.parent, kind="embedding-set")
+            if manifest["space"]["fingerprint"] == space_fingerprint:
+                found.append((manifest_path.parent, manifest))
+        if not found:
+            raise FileNotFoundError(
+                f"the store {self.root} holds no {output} set of {dataset.name} ({len(dataset)} images) in space "
+                f"{space_fingerprint}: embed it first with that model (asymret embed --model ...)"
+            )
+        if len({m["encoder"]["fingerprint"] for _, m in found}) > 1:
+            names = ", ".join(sorted({m["encoder"]["name"] for _, m in found}))
+            raise ValueError(f"several models ({names}) share space {space_fingerprint} in {self.root}: name the model")
+        return self.load(found[0][0], dataset)
+
     @staticmethod
     def load(directory: str | os.PathLike, dataset: ImageDataset | None = None) -> Embeddings:
         """Read a finished embedding set; with ``dataset``, check it is that dataset's and attach labels."""
