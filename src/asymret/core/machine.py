@@ -17,6 +17,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> list[str]:
+    """The SIMD flags that decide CPU training/inference speed (AVX2, AVX-512 variants, AMX, VNNI)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith("flags"):
+                    return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma", "vnni")))
+    except OSError:
+        pass
+    return []
+
+
 def machine_description() -> dict[str, Any]:
     import torch
 
@@ -25,6 +37,7 @@ def machine_description() -> dict[str, Any]:
         "nproc_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
