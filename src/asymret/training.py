@@ -9,7 +9,8 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,10 +43,22 @@ class TrainHistory:
         return {"epoch_losses": self.epoch_losses, "seconds": self.seconds}
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed Python's, numpy's and torch's global generators for the block, then restore their previous states.
+
+    Training is reproducible from its seed, and a caller's own random streams are left where they were.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True, drop_last: bool = True) -> list[torch.Tensor]:
@@ -66,7 +79,11 @@ def train(
 
     ``modules`` are switched to train mode for the loop and back to eval mode after it.
     """
-    seed_everything(config.seed)
+    with seeded(config.seed):
+        return _train(parameters, compute_loss, epoch_batches, config, modules, description)
+
+
+def _train(parameters, compute_loss, epoch_batches, config: TrainConfig, modules, description: str) -> TrainHistory:
     generator = torch.Generator().manual_seed(config.seed)
     params = [p for p in parameters if p.requires_grad]
     if not params:

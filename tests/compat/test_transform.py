@@ -214,3 +214,40 @@ def test_fit_uses_only_common_ids():
     config = TrainConfig(epochs=30, batch_size=50, lr=1e-2, weight_decay=0.0, seed=0)
     psi = CMCETransform(kind="linear", losses={"similarity": 1.0}, train=config).fit(gallery, partial_query)
     assert mean_cos(psi.transform(gallery.align(partial_query.ids)), partial_query) > 0.85
+
+
+# ------------------------------------------------------------------------------ settings, head, random state
+def test_a_loaded_psi_keeps_its_head_and_can_be_refitted_with_dual_ce(tmp_path):
+    gallery, query = synthetic_pair(seed=5)  # labels attached
+    head = CosineClassifier(CLASSES, Q_DIM)
+    psi = CMCETransform(kind="linear", losses={"similarity": 1.0, "dual-ce": 0.5}, head=head, train=FAST, name="with-head")
+    psi.fit(gallery, query)
+    psi.save(tmp_path / "psi")
+    loaded = CMCETransform.load(tmp_path / "psi")
+    assert loaded.head is not None
+    torch.testing.assert_close(loaded.head.weight, head.weight)
+    assert loaded.loss_weights == {"similarity": 1.0, "dual-ce": 0.5}
+    # refitting needs the head (dual-ce): it must work on the loaded ψ and give the same weights as the original fit
+    refit = CMCETransform(loaded.settings, head=loaded.head, name="refit", train=loaded.train_config).fit(gallery, query)
+    torch.testing.assert_close(refit.net.state_dict()["body.weight"], psi.net.state_dict()["body.weight"])
+
+
+def test_fit_leaves_the_callers_random_streams_alone():
+    gallery, query = synthetic_pair(seed=6)
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    CMCETransform(kind="mlp", hidden_dim=8, losses={"similarity": 1.0}, train=TrainConfig(epochs=2, seed=9)).fit(gallery, query)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_psi_config_is_one_place_for_the_settings():
+    from asymret.compat.transform import PsiConfig
+
+    config = PsiConfig.from_dict({"kind": "linear", "epochs": 3, "lr": 0.01})
+    psi = CMCETransform(config, seed=4)
+    assert (psi.kind, psi.train_config.epochs, psi.train_config.lr, psi.train_config.seed) == ("linear", 3, 0.01, 4)
+    assert psi.loss_weights == {"similarity": 1.0}  # no head: no head-based term
+    assert CMCETransform(config, head=CosineClassifier(CLASSES, Q_DIM)).loss_weights == {"similarity": 1.0, "dual-ce": 0.1}
+    with pytest.raises(ValueError, match="unknown ψ setting"):
+        PsiConfig.from_dict({"kindd": "mlp"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,7 +24,7 @@ from torch import nn
 from ..encoders.heads import CosineClassifier
 from ..core.manifest import SpaceMismatchError, atomic_torch_save, hash_arrays, read_manifest, stable_hash, write_manifest
 from ..core.space import Embeddings, Space
-from ..training import TrainConfig, TrainHistory, batch_indices, train
+from ..training import TrainConfig, TrainHistory, batch_indices, seeded, train
 from .losses.base import CompatLoss, SharedHeadCELoss, SharedHeadKLLoss, SimilarityLoss, WeightedSum
 
 
@@ -76,25 +77,67 @@ def build_cmce_loss(weights: Mapping[str, float], head: CosineClassifier | None,
     return WeightedSum(terms)
 
 
+@dataclass
+class PsiConfig:
+    """How a transformation ψ is built and fitted — the one place these defaults are written.
+
+    ``losses`` maps the CMCE loss names (``similarity``, ``kl``, ``dual-ce``) to weights; ``None`` means
+    similarity 1 plus dual-ce 0.1 through the query model's head when one is given (similarity alone otherwise).
+    """
+
+    kind: str = "mlp"
+    hidden_dim: int = 512
+    num_layers: int = 2
+    losses: dict[str, float] | None = None
+    similarity: str = "cos"
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+
+    def train_config(self, seed: int = 0) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, seed=seed)
+
+    def resolved_losses(self, has_head: bool) -> dict[str, float]:
+        losses = self.losses if self.losses is not None else {"similarity": 1.0, "dual-ce": 0.1 if has_head else 0.0}
+        return {name: float(weight) for name, weight in losses.items() if weight}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PsiConfig":
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown ψ setting(s) {', '.join(unknown)}; known: {', '.join(f.name for f in fields(cls))}")
+        return cls(**data)
+
+
 class CMCETransform:
-    """One learned ψ_i with ``fit`` / ``transform`` / ``save`` / ``load``."""
+    """One learned ψ_i with ``fit`` / ``transform`` / ``save`` / ``load``.
+
+    Settings come from a :class:`PsiConfig` (``config=``) and/or its fields as keywords (``kind="linear"``…);
+    ``train=`` (a :class:`TrainConfig`) overrides the training fields and the seed.
+    """
 
     def __init__(
         self,
-        kind: str = "mlp",
-        hidden_dim: int = 512,
-        num_layers: int = 2,
-        losses: Mapping[str, float] | None = None,
+        config: PsiConfig | None = None,
         head: CosineClassifier | None = None,
-        similarity: str = "cos",
-        train: TrainConfig | None = None,
         name: str = "",
+        seed: int = 0,
+        train: TrainConfig | None = None,
+        **settings: Any,
     ) -> None:
-        self.kind, self.hidden_dim, self.num_layers = kind, hidden_dim, num_layers
-        self.loss_weights = dict(losses or {"similarity": 1.0, "dual-ce": 1.0 if head is not None else 0.0})
-        self.loss_weights = {k: v for k, v in self.loss_weights.items() if v}
-        self.head, self.similarity = head, similarity
-        self.train_config = train or TrainConfig(epochs=30, batch_size=256, lr=2e-3, weight_decay=1e-4)
+        config = replace(config or PsiConfig(), **settings) if settings else (config or PsiConfig())
+        if train is not None:
+            config = replace(config, epochs=train.epochs, batch_size=train.batch_size, lr=train.lr, weight_decay=train.weight_decay)
+            seed = train.seed
+        self.settings = config
+        self.kind, self.hidden_dim, self.num_layers, self.similarity = config.kind, config.hidden_dim, config.num_layers, config.similarity
+        self.loss_weights = config.resolved_losses(head is not None)
+        self.head = head
+        self.train_config = train or config.train_config(seed)
         self.name = name
         self.net: TransformationNet | None = None
         self.source_space: Space | None = None
@@ -116,9 +159,8 @@ class CMCETransform:
         if self.head is not None and query.space.dim != self.head.weight.shape[1]:
             raise SpaceMismatchError("the shared head's dimension differs from the query space's")
         self.source_space, self.target_space = gallery.space, query.space
-        seed = self.train_config.seed
-        torch.manual_seed(seed)
-        self.net = TransformationNet(gallery.space.dim, query.space.dim, self.kind, self.hidden_dim, self.num_layers)
+        with seeded(self.train_config.seed):  # ψ's initialisation; the caller's random streams are left alone
+            self.net = TransformationNet(gallery.space.dim, query.space.dim, self.kind, self.hidden_dim, self.num_layers)
         loss = build_cmce_loss(self.loss_weights, self.head, self.similarity)
         if loss.uses_labels and labels is None:
             raise ValueError("the dual-ce loss needs labels (none given and none attached to the embeddings)")
@@ -172,8 +214,10 @@ class CMCETransform:
     def save(self, directory: str | os.PathLike) -> Path:
         self._check_fitted()
         directory = Path(directory)
+        head = None if self.head is None else {"config": self.head.config(), "state_dict": self.head.state_dict()}
         atomic_torch_save(directory / "transform.pt", {"config": self.config(), "state_dict": self.net.state_dict(),
-                                                       "in_dim": self.source_space.dim, "out_dim": self.target_space.dim})
+                                                       "in_dim": self.source_space.dim, "out_dim": self.target_space.dim,
+                                                       "head": head})
         write_manifest(directory, "transformation", {
             "fingerprint": self.fingerprint(), "source_space": self.source_space.to_dict(),
             "target_space": self.target_space.to_dict(), "config": self.config(),
@@ -185,10 +229,16 @@ class CMCETransform:
     def load(cls, directory: str | os.PathLike) -> "CMCETransform":
         directory = Path(directory)
         manifest = read_manifest(directory, kind="transformation")
-        payload = torch.load(directory / "transform.pt", map_location="cpu", weights_only=False)
+        payload = torch.load(directory / "transform.pt", map_location="cpu", weights_only=True)  # never runs code
         config = payload["config"]
-        psi = cls(config["kind"], config["hidden_dim"], config["num_layers"], config["losses"], None, config["similarity"],
-                  TrainConfig(**config["train"]), config["name"])
+        head = None
+        if payload.get("head"):  # the shared head travels with ψ, so a loaded ψ can be refitted with dual-ce/kl
+            head = CosineClassifier(**payload["head"]["config"])
+            head.load_state_dict(payload["head"]["state_dict"])
+            head.frozen()
+        settings = PsiConfig(kind=config["kind"], hidden_dim=config["hidden_dim"], num_layers=config["num_layers"],
+                             losses=config["losses"], similarity=config["similarity"])
+        psi = cls(settings, head=head, name=config["name"], train=TrainConfig(**config["train"]))
         psi.net = TransformationNet(payload["in_dim"], payload["out_dim"], config["kind"], config["hidden_dim"], config["num_layers"])
         psi.net.load_state_dict(payload["state_dict"])
         psi.net.eval()

