@@ -23,8 +23,8 @@ from asymret.eval.metrics import evaluate_embeddings
 from asymret.eval.report import format_mean_std
 from asymret.gallery import CMCEEnsemble
 from asymret.core.manifest import atomic_write_bytes, atomic_write_json
+from asymret.core.seeds import derive_seed
 from asymret.pipeline import PROFILES, Experiment
-from asymret.training import TrainConfig
 from _common import heldout_split, run_meta, validation_split
 
 VARIANTS = {
@@ -58,8 +58,8 @@ def main() -> None:
     results: list[dict] = []
     start = time.perf_counter()
     for seed in seeds:
-        query, _ = experiment.train_or_load(config.query, seed, 0)
-        gallery = [experiment.train_or_load(spec, seed, i + 1)[0] for i, spec in enumerate(config.gallery)]
+        models = experiment.models(seed)
+        query, gallery = models.query, models.gallery_models
         q_val = store.get(query, validation)
         g_val = [store.get(model, validation) for model in gallery]
 
@@ -74,8 +74,8 @@ def main() -> None:
             fit_set = experiment.train if fit_on == "train" else heldout
             transforms = []
             for i, model in enumerate(gallery):
-                psi = CMCETransform(kind=kind, hidden_dim=hidden, losses=losses, head=query.classifier, name=model.name,
-                                    train=TrainConfig(epochs=config.psi_epochs, batch_size=256, lr=2e-3, seed=seed * 31 + i))
+                settings = dataclasses.replace(config.psi, kind=kind, hidden_dim=hidden, losses=losses)
+                psi = CMCETransform(settings, head=query.classifier, name=model.name, seed=derive_seed(seed, "psi", model.name, query.name))
                 psi.fit(store.get(model, fit_set), store.get(query, fit_set))
                 transforms.append(psi)
                 add(variant, f"single ψ({model.name})", evaluate_embeddings(q_val, psi.transform(g_val[i]), (1,)))

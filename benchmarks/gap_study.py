@@ -49,9 +49,9 @@ def main() -> None:
         experiment = Experiment(dataclasses.replace(base, seeds=seeds, query=spec), dataset, args.workdir)
         validation = validation_split(experiment, args.val_size)  # the same images as ablate_cmce.py
         for seed in seeds:
-            query, _ = experiment.train_or_load(spec, seed, 0)
-            gallery = [experiment.train_or_load(g, seed, i + 1)[0] for i, g in enumerate(base.gallery)]
-            transforms = [experiment.fit_psi(model, query, seed, i) for i, model in enumerate(gallery)]
+            models = experiment.models(seed)
+            query, gallery = models.query, models.gallery_models
+            transforms = [experiment.fit_psi(model, query, seed) for model in gallery]
             q_val = experiment.store.get(query, validation)
             g_val = [experiment.store.get(m, validation) for m in gallery]
             ensemble, _ = CMCEEnsemble(transforms).transform(g_val)

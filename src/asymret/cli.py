@@ -4,6 +4,7 @@ The CLI is a thin shell: it parses arguments, calls the public API and prints.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -16,11 +17,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .compat.config import PsiConfig
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="asymret — asymmetric image retrieval: a light query model, a heavy (ensemble) gallery, one space.")
 out = Console()
 err = Console(stderr=True)
 
+_PSI = PsiConfig()  # ψ defaults, from the one place they are written
 DatasetOpt = typer.Option("fashion-mnist", "--dataset", "-d", help="dataset kind: fashion-mnist, folder, csv, cub200, cars196, sop, inshop; "
                           "folder auto-detects train/ and test/ sub-folders, folder:class-half splits a flat folder's classes in two")
 RootOpt = typer.Option(None, "--root", help="dataset root (folder, CSV file, or benchmark folder); default for fashion-mnist: the Debian package's path")
@@ -160,23 +164,24 @@ def fit_transform_cmd(
     output: Path = typer.Option(..., "--out", "-o", help="folder for the transformation ψ"),
     dataset: str = DatasetOpt, root: Optional[str] = RootOpt, split: str = typer.Option("train", "--split"),
     size: Optional[int] = SizeOpt, store: Path = StoreOpt,
-    kind: str = typer.Option("mlp", "--kind", help="linear, mlp, residual"),
-    hidden: int = typer.Option(512, "--hidden"),
+    kind: str = typer.Option(_PSI.kind, "--kind", help="linear, mlp, residual"),
+    hidden: int = typer.Option(_PSI.hidden_dim, "--hidden"),
     losses: str = typer.Option("similarity=1,dual-ce=0.1", "--losses", help="weighted CMCE losses: similarity, kl, dual-ce"),
-    epochs: int = typer.Option(30, "--epochs"), seed: int = typer.Option(0, "--seed"),
+    epochs: int = typer.Option(_PSI.epochs, "--epochs"), lr: float = typer.Option(_PSI.lr, "--lr"),
+    batch_size: int = typer.Option(_PSI.batch_size, "--batch-size"), seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Fit a CMCE transformation ψ: gallery model's space → query model's space."""
     _setup()
     from .compat import CMCETransform
     from .store import EmbeddingStore
-    from .training import TrainConfig
 
     g_enc, q_enc = _encoder(gallery_model), _encoder(query_model)
     data = _dataset(dataset, root, split, size, seed)
     embedding_store = EmbeddingStore(store)
     try:
-        psi = CMCETransform(kind=kind, hidden_dim=hidden, losses=_parse_weights(losses), head=q_enc.classifier,
-                            train=TrainConfig(epochs=epochs, batch_size=256, lr=2e-3, seed=seed), name=f"ψ[{g_enc.name}]")
+        settings = dataclasses.replace(_PSI, kind=kind, hidden_dim=hidden, losses=_parse_weights(losses), epochs=epochs, lr=lr,
+                                       batch_size=batch_size)
+        psi = CMCETransform(settings, head=q_enc.classifier, seed=seed, name=f"ψ[{g_enc.name}]")
         psi.fit(embedding_store.get(g_enc, data), embedding_store.get(q_enc, data))
     except ValueError as error:
         _fail(str(error))
@@ -400,14 +405,12 @@ def compare_cmd(
     profile: str = typer.Option("default", "--profile", help="data/model profile shared with the demo: default, full, tiny"),
     methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated subset of the compatibility methods"),
     workdir: Path = typer.Option(Path("runs/demo"), "--workdir", help="cache shared with `asymret demo`"),
-    output: Path = typer.Option(Path("docs/compare"), "--out", "-o"),
+    output: Path = typer.Option(Path("runs/compare/results"), "--out", "-o", help="where results.json, results.md and plots go (docs/compare regenerates the committed ones)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="override the profile's seeds, e.g. 0,1,2"),
     root: Optional[str] = RootOpt,
 ) -> None:
     """Every query-model compatibility method side by side with CMCE (and their combinations) on Fashion-MNIST."""
     _setup()
-    import dataclasses
-
     from .data import load_dataset
     from .eval.report import markdown_table
     from .pipeline import PROFILES, Experiment
@@ -441,14 +444,12 @@ def demo_cmd(
     profile: str = typer.Option("default", "--profile", help="default (≈10 min on 2 cores), full (all data), tiny (seconds)"),
     full: bool = typer.Option(False, "--full", help="shorthand for --profile full"),
     workdir: Path = typer.Option(Path("runs/demo"), "--workdir", help="cache of models, embeddings, transformations, indexes"),
-    output: Path = typer.Option(Path("docs/results"), "--out", "-o", help="where results.json, results.md and plots go"),
+    output: Path = typer.Option(Path("runs/demo/results"), "--out", "-o", help="where results.json, results.md and plots go (docs/results regenerates the committed ones)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="override the profile's seeds, e.g. 0,1,2"),
     root: Optional[str] = RootOpt,
 ) -> None:
     """Run the whole pipeline on Fashion-MNIST offline and print the results table."""
     _setup()
-    import dataclasses
-
     import torch
 
     from .data import load_dataset

@@ -112,3 +112,15 @@ def test_exact_index_round_trip_and_load_index_dispatch(tmp_path):
     np.testing.assert_array_equal(loaded_exact.search(queries, 5).ids, exact.search(queries, 5).ids)
     np.testing.assert_array_equal(loaded_exact.uncertainty, exact.uncertainty)
     np.testing.assert_array_equal(loaded_faiss.search(queries, 5).ids, exact.search(queries, 5).ids)
+
+
+def test_instance_recall_hand_case():
+    from asymret.eval.metrics import evaluate_instances
+
+    space = Space("s" * 16, 2, name="t")
+    # gallery: a=(1,0) b=(0,1) c=(0.8,0.6); queries: a' near b, b' near b, c' near a, d' has no gallery copy
+    gallery = Embeddings(l2_normalize(np.array([[1, 0], [0, 1], [0.8, 0.6]], np.float32)), np.array(["a", "b", "c"]), space)
+    queries = Embeddings(l2_normalize(np.array([[0.1, 1], [0, 1], [1, 0.05], [1, 1]], np.float32)), np.array(["a", "b", "c", "d"]), space)
+    got = evaluate_instances(ExactIndex.from_embeddings(gallery), queries, ks=(1, 2))
+    # ranks of the own image: a' → b, c, a (3rd); b' → b (1st); c' → a, c (2nd); d' → none
+    assert got == {"instance_recall@1": 0.25, "instance_recall@2": 0.5}

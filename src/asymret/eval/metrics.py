@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ranking_metrics",
     "evaluate_index",
+    "evaluate_instances",
     "retrieval_metrics",
     "evaluate_embeddings",
     "risk_coverage",
@@ -292,13 +293,15 @@ def evaluate_index(
     reject_fraction: float | None = None,
     reject_threshold: float | None = None,
     exclude_same_id: bool = True,
+    exclude: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Recall@K, Precision@1 and MAP@R of ``queries`` searched in ``index`` — what a user of that index gets.
 
     The rankings are the index's own ``search`` results (an approximate index is scored as approximate), with
     the same rejection a user would ask for.  ``gallery_labels`` gives each gallery item's label: a mapping
     id → label, or an array aligned with ``index.ids``.  With ``exclude_same_id`` a gallery item with the
-    query's id is not retrieved for it (the every-image-against-the-rest protocol).
+    query's id is not retrieved for it (the every-image-against-the-rest protocol).  ``exclude`` (bool per
+    gallery position) removes further items, e.g. a random rejection as a reference.
     """
     if not isinstance(queries, Embeddings):
         raise TypeError(f"queries must be asymret.core.space.Embeddings (with labels), got {type(queries).__name__}")
@@ -315,8 +318,33 @@ def evaluate_index(
         g_labels = _as_1d(gallery_labels, len(g_ids), "gallery_labels (aligned with index.ids)")
     q_lab, g_lab, n_labels = _label_codes(queries.labels, g_labels)
     q_code, g_code = _id_codes(queries.ids if exclude_same_id else None, g_ids if exclude_same_id else None, len(queries), len(g_ids))
-    kwargs = {"reject_fraction": reject_fraction, "reject_threshold": reject_threshold}
+    kwargs = {"reject_fraction": reject_fraction, "reject_threshold": reject_threshold, "exclude": exclude}
     return _evaluate_ranker(index, queries.vectors, queries.space, q_lab, g_lab, q_code, g_code, n_labels, ks, kwargs)
+
+
+def evaluate_instances(
+    index: "GalleryIndexBase",
+    queries: Embeddings,
+    ks: Iterable[int] = (1, 10),
+    reject_fraction: float | None = None,
+    exclude: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Instance-level recall: is the query's *own image* (the gallery item with its id) in its top K?
+
+    The same measurement as :func:`evaluate_index` with each image its own class (no self-exclusion): what
+    duplicate detection and product or landmark search need, beside class-level recall.  Returns
+    ``instance_recall@K`` for each K; queries whose image is not in the (kept) gallery count as misses.
+    """
+    if not isinstance(queries, Embeddings):
+        raise TypeError(f"queries must be asymret.core.space.Embeddings, got {type(queries).__name__}")
+    g_ids = np.asarray(index.ids).astype(str)
+    codes = {item: code for code, item in enumerate(g_ids.tolist())}
+    missing = len(codes)  # ids absent from the gallery get a code no gallery item has
+    own = Embeddings(queries.vectors, queries.ids, queries.space,
+                     np.array([codes.get(item, missing) for item in queries.ids.tolist()], dtype=np.int64))
+    metrics = evaluate_index(index, own, np.arange(len(g_ids)), ks=ks, reject_fraction=reject_fraction,
+                             exclude_same_id=False, exclude=exclude)
+    return {f"instance_{name}": value for name, value in metrics.items() if name.startswith("recall@")}
 
 
 def retrieval_metrics(

@@ -27,10 +27,14 @@ __all__ = [
     "plot_recall_bars",
     "plot_risk_coverage",
     "RESULTS_FORMAT",
+    "RowRecorder",
+    "run_metadata",
+    "cost_table",
+    "write_report",
 ]
 
 RESULTS_FORMAT = "asymret-results/1"
-DEFAULT_TABLE_METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+DEFAULT_TABLE_METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "instance_recall@1", "instance_recall@10")
 # fixed colours for the usual kinds; others cycle through tab10
 KIND_COLOURS = {
     "symmetric": "tab:blue",
@@ -275,3 +279,72 @@ def plot_risk_coverage(
     if title:
         axes.set_title(title)
     _save_figure(figure, path)
+
+
+# ---------------------------------------------------------------------------------------------- reports
+class RowRecorder:
+    """Collects one seed's metrics into the table rows (one row per setting; values appended per seed)."""
+
+    def __init__(self, rows: dict[str, ResultRow]) -> None:
+        self.rows = rows
+
+    def __call__(self, key: str, kind: str, query_name: str, gallery_name: str, metrics: Mapping[str, float], **extra: Any) -> None:
+        row = self.rows.setdefault(key, ResultRow(key, kind, query_name, gallery_name, extra={}))
+        row.add({k: v for k, v in metrics.items() if not k.startswith("num_")})
+        for name, value in extra.items():
+            row.extra.setdefault(name, []).append(value)
+
+
+def run_metadata(command: str, seeds: Sequence[int], start: float, **fields: Any) -> dict[str, Any]:
+    """What every results file records: the command, date, machine, seeds and wall time (since ``start``, a
+    ``time.perf_counter()`` value), plus the run's own ``fields``."""
+    import time
+    from datetime import datetime, timezone
+
+    from ..core.machine import machine_description
+
+    return {"command": command, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine_description(), "seeds": list(seeds), "wall_seconds": time.perf_counter() - start, **fields}
+
+
+def _mean_curve(curves: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    coverage = np.asarray(curves[0]["coverage"])
+    values = np.stack([np.asarray(c[key]) for c in curves])
+    return coverage, values.mean(axis=0), values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(len(coverage))
+
+
+def cost_table(rows: Sequence[ResultRow]) -> str:
+    """Markdown table of the query side's FLOPs/params and training seconds (mean over seeds), where recorded."""
+    lines = []
+    for row in rows:
+        flops = row.extra.get("query_flops") or row.extra.get("flops")
+        params = row.extra.get("params")
+        seconds = row.extra.get("train_seconds")
+        if not (flops or seconds):
+            continue
+        cells = [f"{np.mean(flops) / 1e6:.2f}" if flops else "–", f"{np.mean(params) / 1e6:.3f}" if params else "–",
+                 f"{np.mean(seconds):.1f}" if seconds else "–"]
+        lines.append(f"| {_cell(row.setting)} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    header = ["| setting | query-side MFLOPs/image | params (M) | training s (mean over seeds) |", "|---|---:|---:|---:|"]
+    return "\n".join(header + lines)
+
+
+def write_report(rows: Sequence[ResultRow], meta: Mapping[str, Any], curves: Mapping[str, Sequence], out_dir: str | os.PathLike) -> None:
+    """results.json, results.md (the tables), recall_at_1.png and, with curves, risk_coverage.png/.json in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_results_json(out_dir / "results.json", rows, meta)
+    costs = cost_table(rows)
+    atomic_write_bytes(out_dir / "results.md", (markdown_table(rows) + ("\n" + costs + "\n" if costs else "")).encode())
+    plot_recall_bars(rows, out_dir / "recall_at_1.png", metric="recall@1")
+    if curves:
+        plot_curves = {}
+        for variant, entries in curves.items():
+            label = "" if variant == "gallery_only" else " (uncertain items also dropped as queries)"
+            plot_curves[f"uncertainty rejection{label}"] = _mean_curve(entries, "risk_uncertainty")
+            plot_curves[f"random rejection{label}"] = _mean_curve(entries, "risk_random")
+        plot_risk_coverage(plot_curves, out_dir / "risk_coverage.png")
+        summary = {name: {"coverage": c.tolist(), "risk_mean": m.tolist(), "risk_std": sd.tolist()} for name, (c, m, sd) in plot_curves.items()}
+        atomic_write_json(out_dir / "risk_coverage.json", summary)

@@ -4,26 +4,25 @@ Same data, same gallery models and the same light query architecture as the demo
 run in the same work directory).  Rows: the symmetric query model and gallery model; every compatibility method
 (query model trained against the frozen gallery model); RAML (the gallery architecture at a lower query
 resolution); CMCE single ψ and ensemble; and two combinations: CMCE ψ fitted on top of a distilled query model, and
-an ensemble gallery in the gallery model's space served to the distilled query model.
+an ensemble gallery in the gallery model's space served to the distilled query model.  Every row is measured by
+searching an index (:func:`~asymret.pipeline.experiment.measure`).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..eval.metrics import evaluate_embeddings, retrieval_metrics
-from ..eval.report import ResultRow
-from ..core.uncertainty import ensemble_mean
-from ..gallery.ensemble import CMCEEnsemble
 from ..core.progress import log
 from ..core.space import Embeddings
-from ..core.machine import machine_description
-from .experiment import Experiment, RowRecorder, psi_seconds, write_report
+from ..core.uncertainty import ensemble_mean
+from ..encoders.encoder import Encoder
+from ..eval.report import ResultRow, RowRecorder, run_metadata, write_report
+from ..gallery.ensemble import CMCEEnsemble
+from .experiment import Experiment, SeedModels, measure, mixed_spaces, psi_seconds
 
 
 @dataclass
@@ -39,106 +38,110 @@ class CompareConfig:
         return asdict(self)
 
 
+class _SeedComparison:
+    """One seed of the comparison: its models, test embeddings and row recorder."""
+
+    def __init__(self, experiment: Experiment, compare: CompareConfig, seed: int, record: RowRecorder) -> None:
+        self.experiment, self.compare, self.seed, self.record = experiment, compare, seed, record
+        self.cfg = experiment.config
+        self.models: SeedModels = experiment.models(seed)
+        self.teacher = self.models.gallery_model(compare.teacher or self.models.gallery_models[0].name)
+        self.students: dict[str, Encoder] = {}
+
+    def test(self, model: Encoder) -> Embeddings:
+        return self.experiment.store.get(model, self.experiment.test)
+
+    def measure(self, queries: Embeddings, gallery: Embeddings) -> dict[str, float]:
+        return measure(queries, gallery, ks=self.cfg.ks, instance_ks=self.cfg.instance_ks)
+
+    def flops(self, model: Encoder) -> float:
+        return model.complexity()["flops"]
+
+    def baselines(self) -> None:
+        query, teacher = self.models.query, self.teacher
+        for model, seconds in ((query, self.models.query_seconds), (teacher, None)):
+            embeddings = self.test(model)
+            self.record(f"symmetric: {model.name}", "symmetric", model.name, model.name,
+                        measure(embeddings, embeddings, ks=self.cfg.ks), query_flops=self.flops(model),
+                        **({"train_seconds": seconds} if seconds is not None else {}))
+        self.record(f"no compatibility: {query.name} → {teacher.name}", "asymmetric", query.name, teacher.name,
+                    self.measure(*mixed_spaces(self.test(query), self.test(teacher))))
+
+    def query_training(self) -> None:
+        """Every compatibility method: the query architecture trained against the same frozen gallery model."""
+        for method in self.compare.methods:
+            student, seconds = self.experiment.train_compatible(method, self.teacher, self.seed, epochs=self.compare.epochs)
+            self.students[method] = student
+            self.record(f"{method}: {student.name} → {self.teacher.name}", "query-training", student.name, self.teacher.name,
+                        self.measure(self.test(student), self.test(self.teacher)), query_flops=self.flops(student), train_seconds=seconds)
+
+    def raml(self) -> None:
+        """The same architecture on both sides, the query at a lower resolution, label-free."""
+        names = [m.name for m in self.models.gallery_models]
+        if self.compare.raml_gallery not in names or not self.compare.raml_query_size:
+            return
+        gallery_model = self.models.gallery_model(self.compare.raml_gallery)
+        gallery = self.test(gallery_model)
+        self.record(f"symmetric: {gallery_model.name}", "symmetric", gallery_model.name, gallery_model.name,
+                    measure(gallery, gallery, ks=self.cfg.ks), query_flops=self.flops(gallery_model))
+        low_res = gallery_model.at_resolution(self.compare.raml_query_size)
+        self.record(f"no compatibility training: {low_res.name} → {gallery_model.name}", "asymmetric", low_res.name, gallery_model.name,
+                    self.measure(*mixed_spaces(self.test(low_res), gallery)), query_flops=self.flops(low_res))
+        student, seconds = self.experiment.train_compatible("raml", gallery_model, self.seed, epochs=self.compare.epochs,
+                                                            student_resolution=self.compare.raml_query_size)
+        self.record(f"raml: {student.name} → {gallery_model.name}", "query-training", student.name, gallery_model.name,
+                    self.measure(self.test(student), gallery), query_flops=self.flops(student), train_seconds=seconds)
+
+    def cmce(self) -> None:
+        """The query model untouched, one ψ per gallery model, then their ensemble."""
+        query, teacher = self.models.query, self.teacher
+        transforms = [self.experiment.fit_psi(m, query, self.seed) for m in self.models.gallery_models]
+        teacher_psi = transforms[self.models.gallery_models.index(teacher)]
+        q_test = self.test(query)
+        self.record(f"CMCE single ψ: {query.name} → ψ({teacher.name})", "cmce", query.name, f"ψ({teacher.name})",
+                    self.measure(q_test, teacher_psi.transform(self.test(teacher))), query_flops=self.flops(query),
+                    train_seconds=psi_seconds([teacher_psi]))
+        gallery, _ = CMCEEnsemble(transforms).transform([self.test(m) for m in self.models.gallery_models])
+        self.record(f"CMCE ensemble: {query.name} → mean ψ(all gallery models)", "cmce", query.name, "ensemble",
+                    self.measure(q_test, gallery), query_flops=self.flops(query), train_seconds=psi_seconds(transforms))
+
+    def combinations(self) -> None:
+        combo = self.students.get(self.compare.combination_method)
+        if combo is None:
+            return
+        method, teacher, gallery_models = self.compare.combination_method, self.teacher, self.models.gallery_models
+        combo_test, g_tests = self.test(combo), [self.test(m) for m in gallery_models]
+        # 1: CMCE ψ fitted on top of the compatibility-trained query model
+        transforms = [self.experiment.fit_psi(m, combo, self.seed) for m in gallery_models]
+        gallery, _ = CMCEEnsemble(transforms).transform(g_tests)
+        self.record(f"combination: CMCE ensemble on the {method} query model", "combination", combo.name, "ensemble → its space",
+                    self.measure(combo_test, gallery), query_flops=self.flops(combo), train_seconds=psi_seconds(transforms))
+        # 2: an ensemble gallery in the gallery model's own space (ψ_i: other models → teacher), distilled query
+        t_test = self.test(teacher)
+        others = [(i, m) for i, m in enumerate(gallery_models) if m is not teacher]
+        to_teacher = [self.experiment.fit_psi(m, teacher, self.seed) for _, m in others]
+        mapped = [psi.transform(g_tests[i].align(t_test.ids)) for psi, (i, _) in zip(to_teacher, others)]
+        stack = np.stack([t_test.vectors] + [m.vectors for m in mapped])
+        in_teacher_space = Embeddings(ensemble_mean(stack), t_test.ids, t_test.space, t_test.labels)
+        self.record(f"combination: {method} query model → ensemble in {teacher.name}'s space", "combination",
+                    combo.name, f"mean({teacher.name}, ψ(others))", self.measure(combo_test, in_teacher_space),
+                    query_flops=self.flops(combo), train_seconds=psi_seconds(to_teacher))
+
+
 def run_comparison(experiment: Experiment, compare: CompareConfig, out_dir: str | Path, command: str = "") -> tuple[list[ResultRow], dict]:
-    cfg = experiment.config
-    rows: dict[str, ResultRow] = {}
     start = time.perf_counter()
-
+    rows: dict[str, ResultRow] = {}
     record = RowRecorder(rows)
-
-    test = experiment.test
-    for seed in cfg.seeds:
+    for seed in experiment.config.seeds:
         log.info("── compare, seed %d ──", seed)
-        query, q_seconds = experiment.train_or_load(cfg.query, seed, 0)
-        gallery_models = [experiment.train_or_load(spec, seed, i + 1)[0] for i, spec in enumerate(cfg.gallery)]
-        names = [m.name for m in gallery_models]
-        teacher = gallery_models[names.index(compare.teacher) if compare.teacher in names else 0]
-        q_test, t_test = experiment.store.get(query, test), experiment.store.get(teacher, test)
-        q_info, t_info = query.complexity(), teacher.complexity()
-
-        record(f"symmetric: {query.name}", "symmetric", query.name, query.name, evaluate_embeddings(q_test, q_test, cfg.ks),
-               query_flops=q_info["flops"], train_seconds=q_seconds)
-        record(f"symmetric: {teacher.name}", "symmetric", teacher.name, teacher.name, evaluate_embeddings(t_test, t_test, cfg.ks),
-               query_flops=t_info["flops"])
-        t_aligned = t_test.align(q_test.ids)
-        record(f"no compatibility: {query.name} → {teacher.name}", "asymmetric", query.name, teacher.name,
-               retrieval_metrics(q_test.vectors, q_test.labels, t_aligned.vectors, t_aligned.labels, cfg.ks, q_test.ids, t_aligned.ids))
-
-        # every query-model compatibility method against the same frozen gallery model
-        students: dict[str, Any] = {}
-        for method in compare.methods:
-            student, seconds = experiment.train_compatible(method, teacher, seed, epochs=compare.epochs)
-            students[method] = student
-            s_test = experiment.store.get(student, test)
-            record(f"{method}: {student.name} → {teacher.name}", "query-training", student.name, teacher.name,
-                   evaluate_embeddings(s_test, t_test, cfg.ks), query_flops=student.complexity()["flops"], train_seconds=seconds)
-
-        # RAML: the same architecture on both sides, the query at a lower resolution, label-free
-        raml_teacher = next((m for m in gallery_models if m.name == compare.raml_gallery), None)
-        if raml_teacher is not None and compare.raml_query_size:
-            rt_test = experiment.store.get(raml_teacher, test)
-            record(f"symmetric: {raml_teacher.name}", "symmetric", raml_teacher.name, raml_teacher.name,
-                   evaluate_embeddings(rt_test, rt_test, cfg.ks), query_flops=raml_teacher.complexity()["flops"])
-            low_res = raml_teacher.at_resolution(compare.raml_query_size)
-            low_res_test = experiment.store.get(low_res, test)
-            record(f"no compatibility training: {low_res.name} → {raml_teacher.name}", "asymmetric", low_res.name, raml_teacher.name,
-                   _asym(low_res_test, rt_test, cfg.ks), query_flops=low_res.complexity()["flops"])
-            student, seconds = experiment.train_compatible("raml", raml_teacher, seed, epochs=compare.epochs,
-                                                           student_resolution=compare.raml_query_size)
-            record(f"raml: {student.name} → {raml_teacher.name}", "query-training", student.name, raml_teacher.name,
-                   evaluate_embeddings(experiment.store.get(student, test), rt_test, cfg.ks), query_flops=student.complexity()["flops"],
-                   train_seconds=seconds)
-
-        # CMCE: the query model untouched, ψ per gallery model
-        transforms = [experiment.fit_psi(m, query, seed, i) for i, m in enumerate(gallery_models)]
-        g_tests = [experiment.store.get(m, test) for m in gallery_models]
-        teacher_psi = transforms[gallery_models.index(teacher)]
-        record(f"CMCE single ψ: {query.name} → ψ({teacher.name})", "cmce", query.name, f"ψ({teacher.name})",
-               evaluate_embeddings(q_test, teacher_psi.transform(t_test), cfg.ks), query_flops=q_info["flops"],
-               train_seconds=psi_seconds([teacher_psi]))
-        gallery_emb, _ = CMCEEnsemble(transforms).transform(g_tests)
-        record(f"CMCE ensemble: {query.name} → mean ψ(all gallery models)", "cmce", query.name, "ensemble",
-               evaluate_embeddings(q_test, gallery_emb, cfg.ks), query_flops=q_info["flops"], train_seconds=psi_seconds(transforms))
-
-        # combination 1: CMCE ψ fitted on top of a compatibility-trained query model
-        combo = students.get(compare.combination_method)
-        if combo is not None:
-            combo_test = experiment.store.get(combo, test)
-            combo_transforms = [experiment.fit_psi(m, combo, seed, i) for i, m in enumerate(gallery_models)]
-            combo_gallery, _ = CMCEEnsemble(combo_transforms).transform(g_tests)
-            record(f"combination: CMCE ensemble on the {compare.combination_method} query model", "combination", combo.name,
-                   "ensemble → its space", evaluate_embeddings(combo_test, combo_gallery, cfg.ks), query_flops=combo.complexity()["flops"],
-                   train_seconds=psi_seconds(combo_transforms))
-
-            # combination 2: ensemble gallery in the gallery model's own space (ψ_i: other models → teacher), distilled query
-            others = [(i, m) for i, m in enumerate(gallery_models) if m is not teacher]
-            to_teacher = [experiment.fit_psi(m, teacher, seed, 100 + i) for i, m in others]
-            mapped = [psi.transform(g_tests[i].align(t_test.ids)) for psi, (i, _) in zip(to_teacher, others)]
-            stack = np.stack([t_test.vectors] + [m.vectors for m in mapped])
-            ensemble_in_teacher = Embeddings(ensemble_mean(stack), t_test.ids, t_test.space, t_test.labels)
-            record(f"combination: {compare.combination_method} query model → ensemble in {teacher.name}'s space", "combination",
-                   combo.name, f"mean({teacher.name}, ψ(others))", evaluate_embeddings(combo_test, ensemble_in_teacher, cfg.ks),
-                   query_flops=combo.complexity()["flops"], train_seconds=psi_seconds(to_teacher))
-
-    meta = {
-        "command": command,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_description(),
-        "seeds": list(cfg.seeds),
-        "dataset": experiment.dataset.name,
-        "train_size": cfg.train_size,
-        "test_size": len(test),
-        "protocol": "every test image is a query against all other test images; asymmetric rows embed queries with the query side",
-        "config": cfg.to_dict(),
-        "compare": compare.to_dict(),
-        "wall_seconds": time.perf_counter() - start,
-    }
+        step = _SeedComparison(experiment, compare, seed, record)
+        for run_step in (step.baselines, step.query_training, step.raml, step.cmce, step.combinations):
+            run_step()
+    cfg = experiment.config
+    meta = run_metadata(command, cfg.seeds, start, dataset=experiment.dataset.name, train_size=cfg.train_size,
+                        test_size=len(experiment.test), config=cfg.to_dict(), compare=compare.to_dict(),
+                        protocol="every test image is a query against all other test images; asymmetric rows embed queries "
+                                 "with the query side; every row measured by searching an exact index")
     result_rows = list(rows.values())
     write_report(result_rows, meta, {}, Path(out_dir))
     return result_rows, meta
-
-
-def _asym(query: Embeddings, gallery: Embeddings, ks) -> dict:
-    """Metrics of two *incompatible* spaces compared anyway (the space check is bypassed on purpose)."""
-    gallery = gallery.align(query.ids)
-    return retrieval_metrics(query.vectors, query.labels, gallery.vectors, gallery.labels, ks, query.ids, gallery.ids)

@@ -153,8 +153,13 @@ class EmbeddingStore:
                 f"{space_fingerprint}: embed it first with that model (asymret embed --model ...)"
             )
         if len({m["encoder"]["fingerprint"] for _, m in found}) > 1:
-            names = ", ".join(sorted({m["encoder"]["name"] for _, m in found}))
-            raise ValueError(f"several models ({names}) share space {space_fingerprint} in {self.root}: name the model")
+            # a compatibility-trained query model lives in its gallery model's space too: the model that *defines*
+            # the space (its own fingerprint) is the one a ψ was fitted on
+            owners = [entry for entry in found if entry[1]["encoder"]["fingerprint"] == space_fingerprint]
+            if len(owners) != 1:
+                names = ", ".join(sorted({m["encoder"]["name"] for _, m in found}))
+                raise ValueError(f"several models ({names}) share space {space_fingerprint} in {self.root}: name the model")
+            found = owners
         return self.load(found[0][0], dataset)
 
     @staticmethod

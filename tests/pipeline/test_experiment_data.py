@@ -1,0 +1,55 @@
+"""The experiment as data: seeds from names, one cache, a strict config."""
+from __future__ import annotations
+
+import pytest
+
+from asymret.compat.config import PsiConfig
+from asymret.core.seeds import derive_seed
+from asymret.encoders import create_encoder
+from asymret.pipeline import PROFILES, ExperimentConfig
+from asymret.pipeline.cache import ArtifactCache
+
+
+def test_derive_seed_is_stable_and_name_keyed():
+    assert derive_seed(0, "gallery:lite0") == derive_seed(0, "gallery:lite0")
+    assert derive_seed(0, "gallery:lite0") != derive_seed(0, "gallery:convnet-m")
+    assert derive_seed(0, "gallery:lite0") != derive_seed(1, "gallery:lite0")
+    assert derive_seed(0, "a", "b") != derive_seed(0, "ab")
+    assert all(0 <= derive_seed(s, "x") < 2**31 for s in range(50))
+
+
+def test_a_models_seed_does_not_depend_on_its_position():
+    config = PROFILES["tiny"]
+    reordered = ExperimentConfig.from_dict({**config.to_dict(), "gallery": [g.__dict__ for g in reversed(config.gallery)]})
+    assert [g.name for g in reordered.gallery] == [g.name for g in reversed(config.gallery)]
+    # the recipe of a model (what the cache keys) depends on its name and the run's seed, not its index
+    assert derive_seed(0, config.gallery[1].name) == derive_seed(0, reordered.gallery[0].name)
+
+
+def test_cache_builds_once_and_rebuilds_on_a_new_recipe(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    builds = []
+
+    def build():
+        builds.append(1)
+        return create_encoder("convnet-xs", embedding_dim=8, name="m", seed=len(builds))
+
+    first, _ = cache.get_or_build("encoder", "seed0/m", {"epochs": 1}, build)
+    again, _ = cache.get_or_build("encoder", "seed0/m", {"epochs": 1}, build)
+    assert len(builds) == 1 and again.fingerprint() == first.fingerprint()
+    changed, _ = cache.get_or_build("encoder", "seed0/m", {"epochs": 2}, build)
+    assert len(builds) == 2 and changed.fingerprint() != first.fingerprint()
+    with pytest.raises(ValueError, match="unknown artifact kind"):
+        cache.get_or_build("index", "x", {}, build)
+
+
+def test_config_from_dict_round_trip_and_refuses_unknown_keys():
+    config = PROFILES["default"]
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown experiment setting.*train_sise"):
+        ExperimentConfig.from_dict({"train_sise": 10})
+    with pytest.raises(ValueError, match="unknown model"):
+        ExperimentConfig.from_dict({"query": {"name": "q", "arch": "convnet-xs", "epochs": 1, "epoch": 2}})
+    with pytest.raises(ValueError, match="unknown ψ setting"):
+        ExperimentConfig.from_dict({"psi": {"hidden": 3}})
+    assert ExperimentConfig.from_dict({"psi": {"hidden_dim": 3}}).psi == PsiConfig(hidden_dim=3)
