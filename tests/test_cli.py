@@ -196,7 +196,25 @@ def test_evaluate_prints_metrics(built):
         assert 0.0 <= metric_value(output, name) <= 100.0
     assert metric_value(output, "recall@1") > 100 / NUM_CLASSES + 15  # well above chance: it learned something
     rejected = ok("evaluate", "-i", built["index"], "-q", built["query"], "--reject-fraction", "0.5", *_data_args(built))
-    assert 0.0 <= metric_value(rejected, "recall@1") <= 100.0
+    # the rejection path must measure the gallery without its most uncertain half: compare with a reference that
+    # masks those items out of exact retrieval over the same vectors
+    from asymret.data import load_dataset
+    from asymret.encoders import load_encoder
+    from asymret.eval.metrics import retrieval_metrics
+    from asymret.store import EmbeddingStore
+
+    index = GalleryIndex.load(built["index"])
+    data = load_dataset("folder", built["data"]).select(split="test", role="query")
+    queries = EmbeddingStore(built["store"]).get(load_encoder(built["query"]), data)
+    labels = dict(zip(data.ids.tolist(), data.labels.tolist()))
+    gallery_labels = [labels[i] for i in index.ids.tolist()]
+    vectors = index.faiss_index.reconstruct_n(0, len(index))
+    kept = ~index.rejected_mask(0.5)
+    want = retrieval_metrics(queries.vectors, queries.labels, vectors, gallery_labels, (1, 2, 4, 8), queries.ids, index.ids, kept)
+    everything = retrieval_metrics(queries.vectors, queries.labels, vectors, gallery_labels, (1, 2, 4, 8), queries.ids, index.ids)
+    for name in ("recall@1", "map@r"):
+        assert metric_value(rejected, name) == pytest.approx(100 * want[name], abs=0.006)
+    assert want["map@r"] != pytest.approx(everything["map@r"])  # rejection changed what was measured
 
 
 # ------------------------------------------------------------------------------------------------ clear errors
@@ -335,3 +353,69 @@ def test_upgrade_query_rebuilds_the_index_for_a_new_query_model(built, tmp_path)
     # the old query model is refused by the new index, and the new one by the old index
     fails_cleanly("evaluate", "-i", tmp_path / "index-v2", "-q", built["query"], *data)
     fails_cleanly("evaluate", "-i", built["index"], "-q", v2, *data)
+
+
+# ------------------------------------------------------------------------------------------------ bad input, one line
+def _bad_argument_cases(built, tmp_path):
+    data = _data_args(built)
+    not_artifact = tmp_path / "not-an-artifact"
+    not_artifact.mkdir(exist_ok=True)
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("not an image")
+    image = built["data"] / "class0" / "00.png"
+    q, idx = built["query"], built["index"]
+    return {
+        "train-encoder unknown arch": (["train-encoder", "--arch", "convnet-xxl", "--out", tmp_path / "m", *data], "unknown architecture"),
+        "train-encoder pretrained lie": (["train-encoder", "--arch", "convnet-xs", "--pretrained", "--out", tmp_path / "m", *data], "no pretrained weights"),
+        "train-encoder zero epochs": (["train-encoder", "--arch", "convnet-xs", "--epochs", "0", "--out", tmp_path / "m", *data], "epochs"),
+        "embed missing model": (["embed", "--model", tmp_path / "nope", *data], "nope"),
+        "embed folder that is no artifact": (["embed", "--model", not_artifact, *data], "manifest.json"),
+        "embed missing dataset root": (["embed", "--model", q, "--dataset", "folder", "--root", tmp_path / "none", "--store", tmp_path / "s"], "none"),
+        "embed unknown dataset kind": (["embed", "--model", q, "--dataset", "imagenet", "--root", tmp_path], "unknown dataset kind"),
+        "fit-transform unknown loss": (["fit-transform", "-g", built["g_small"], "-q", q, "-o", tmp_path / "p", "--losses", "simlarity=1", *data], "similarity"),
+        "build-index foreign single model": (["build-index", "-q", q, "-g", built["g_small"], "-o", tmp_path / "i", *data], "another embedding space"),
+        "build-index bad factory": (["build-index", "-q", q, "-o", tmp_path / "i", "--factory", "IVFxx", *data], "factory"),
+        "search reject fraction out of range": (["search", "-i", idx, "-q", q, "--reject-fraction", "1.5", image], "reject-fraction"),
+        "search k zero": (["search", "-i", idx, "-q", q, "-k", "0", image], "-k"),
+        "search non-image only": (["search", "-i", idx, "-q", q, text_file], "no readable query image"),
+        "search index that is no artifact": (["search", "-i", not_artifact, "-q", q, image], "manifest.json"),
+        "evaluate foreign space": (["evaluate", "-i", idx, "-q", built["g_small"], *data], "another embedding space"),
+        "train-query unknown method": (["train-query", "--method", "bkt", "-g", built["g_small"], "-o", tmp_path / "t", *data], "bct"),
+        "upgrade-query ψ folder that is no artifact": (["upgrade-query", "-q", q, "-t", not_artifact, "-o", tmp_path / "u", "--transforms-out", tmp_path / "ut", "--train-split", "test", *data], "manifest.json"),
+        "demo unknown profile": (["demo", "--profile", "huge", "--workdir", tmp_path / "w", "--out", tmp_path / "o"], "unknown profile"),
+    }
+
+
+def test_every_subcommand_fails_on_bad_arguments_with_one_clear_line(built, tmp_path):
+    for name, (args, expected) in _bad_argument_cases(built, tmp_path).items():
+        result = invoke(*args)
+        output = " ".join(result.output.split())
+        assert result.exit_code == 2, f"{name}: exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+        assert "Traceback" not in result.output, f"{name}: traceback\n{result.output}"
+        assert expected.lower() in output.lower(), f"{name}: {expected!r} not in\n{result.output}"
+
+
+def test_debug_flag_shows_the_traceback(built, tmp_path):
+    args = ["evaluate", "-i", built["index"], "-q", built["g_small"], *_data_args(built)]
+    assert invoke(*args).exit_code == 2
+    result = invoke("--debug", *args)
+    assert result.exit_code != 0 and result.exception is not None and not isinstance(result.exception, SystemExit)
+
+
+def test_a_decompression_bomb_is_skipped_like_other_unreadable_images(built, tmp_path, monkeypatch):
+    folder = tmp_path / "bomb" / "class0"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((28, 28), 40 * i, np.uint8), "L").save(folder / f"ok{i}.png")
+    Image.fromarray(np.zeros((300, 300), np.uint8), "L").save(folder / "bomb.png")  # 90,000 pixels
+    (folder / "empty.png").write_bytes(b"")
+    monkeypatch.setenv("ASYMRET_MAX_IMAGE_PIXELS", "10000")
+    store = tmp_path / "store"
+    out = ok("embed", "--model", built["query"], "--dataset", "folder", "--root", tmp_path / "bomb", "--split", "test", "--store", store)
+    assert "2 unreadable images skipped" in " ".join(out.split())
+    out = ok("train-encoder", "--arch", "convnet-xs", "--dim", DIM, "--epochs", "1", "--out", tmp_path / "m",
+             "--dataset", "folder", "--root", tmp_path / "bomb", "--split", "test", "--store", store)
+    assert "trained on" in out
+    result = invoke("search", "-i", built["index"], "-q", built["query"], "--json", folder / "bomb.png", folder / "ok1.png")
+    assert result.exit_code == 0 and "pixels is over the limit" in " ".join(result.output.split())
+    assert [entry["query"] for entry in json.loads(result.stdout)] == [str(folder / "ok1.png")]

@@ -155,3 +155,24 @@ def test_embeddings_coerce_types_take_and_align():
     assert aligned.space == emb.space
     with pytest.raises(KeyError, match="99"):
         emb.align(["99"])
+
+
+def test_nan_and_inf_vectors_are_named_as_such():
+    space = Space("n" * 16, 3, True, "unit")
+    vectors = l2_normalize(np.eye(3, dtype=np.float32))
+    vectors[1, 0] = np.nan
+    with pytest.raises(ValueError, match="1 of 3 vectors .* contain NaN or inf .*id '1'"):
+        Embeddings(vectors, np.arange(3), space)
+    raw = Space("r" * 16, 3, False, "raw")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        Embeddings(np.array([[np.inf, 0, 0]], np.float32), ["x"], raw)
+
+
+def test_index_refuses_nan_queries_naming_them():
+    from asymret.index import ExactIndex
+
+    space = Space("n" * 16, 3, True, "unit")
+    index = ExactIndex(space)
+    index.add(Embeddings(l2_normalize(np.eye(3, dtype=np.float32)), ["a", "b", "c"], space))
+    with pytest.raises(ValueError, match="1 query vectors contain NaN or inf"):
+        index.search(np.array([[np.nan, 0, 0]], np.float32), k=1, space=space)

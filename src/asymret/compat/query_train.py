@@ -15,6 +15,7 @@ from ..data.batches import augment, load_tensors
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder
 from ..core.manifest import SpaceMismatchError
+from ..core.registry import Registry
 from ..core.space import Embeddings
 from ..store.embeddings import EmbeddingStore
 from ..training import TrainConfig, TrainHistory, batch_indices, train
@@ -83,8 +84,9 @@ def train_query_model(
 
 
 # ---------------------------------------------------------------------------------------------- methods by name
-QUERY_METHODS: dict[str, dict] = {
-    # name: loss registry name, what the method needs, and its default loss arguments
+#: method name → loss registry name, what the method needs, and its default loss arguments
+QUERY_METHODS: Registry[dict] = Registry("compatibility method")
+for _name, _spec in {
     "distill-l2": {"loss": "distill-l2"},
     "distill-cos": {"loss": "distill-cos"},
     "bct": {"loss": "bct", "gallery_head": True},
@@ -93,7 +95,8 @@ QUERY_METHODS: dict[str, dict] = {
     "raml": {"loss": "raml", "online_teacher": True, "kwargs": {"lambda1": 1.0, "lambda2": 1.0}},
     "rop": {"loss": "rop", "bank": True, "kwargs": {"k": 96, "tau": 0.1}},
     "monotonic": {"loss": "monotonic", "bank": True, "kwargs": {"num_knots": 16, "k": 96}},
-}
+}.items():
+    QUERY_METHODS.register(_name, _spec)
 
 
 def train_compatible_query(
@@ -114,10 +117,8 @@ def train_compatible_query(
     """
     from .losses import create_loss
 
-    key = method.strip().lower().replace("_", "-")
-    if key not in QUERY_METHODS:
-        raise ValueError(f"unknown compatibility method {method!r}; available: {', '.join(QUERY_METHODS)}")
-    spec = QUERY_METHODS[key]
+    key = QUERY_METHODS.key(method)
+    spec = QUERY_METHODS.get_entry(key)
     kwargs = {**spec.get("kwargs", {}), **loss_kwargs}
     if spec.get("gallery_head"):
         if teacher.classifier is None:

@@ -78,6 +78,11 @@ class Embeddings:
             self.labels = np.asarray(self.labels, dtype=np.int64)
             if len(self.labels) != len(self.ids):
                 raise ValueError("labels and ids differ in length")
+        if len(self.vectors):
+            bad = ~np.isfinite(self.vectors).all(axis=1)
+            if bad.any():
+                raise ValueError(f"{int(bad.sum())} of {len(bad)} vectors of space {self.space.name!r} contain NaN or inf "
+                                 f"(e.g. id {str(self.ids[bad][0])!r}): the model or transformation that produced them diverged")
         if self.space.normalized and len(self.vectors):
             norms = np.linalg.norm(self.vectors, axis=1)
             if not np.allclose(norms, 1.0, atol=1e-3):

@@ -23,6 +23,49 @@ class ImageLoadError(RuntimeError):
     """An image could not be read or decoded. Extraction reports it and skips the item."""
 
 
+#: images above this many pixels are refused (Pillow's own default; ``ASYMRET_MAX_IMAGE_PIXELS`` overrides it)
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+
+def max_image_pixels() -> int:
+    value = os.environ.get("ASYMRET_MAX_IMAGE_PIXELS")
+    try:
+        return int(value) if value else DEFAULT_MAX_IMAGE_PIXELS
+    except ValueError:
+        raise ValueError(f"ASYMRET_MAX_IMAGE_PIXELS must be a number of pixels, got {value!r}") from None
+
+
+def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
+    """An image file as an HxWxC uint8 array — the one place images are opened.
+
+    Anything Pillow refuses (unreadable, truncated, not an image, or a decompression bomb: more pixels than
+    :func:`max_image_pixels`, checked from the header before decoding) raises :class:`ImageLoadError`, which every
+    loader, extraction, training and search path reports and skips.
+    """
+    import warnings
+
+    from PIL import Image
+
+    limit = max_image_pixels()
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > limit:
+                    raise ImageLoadError(f"cannot read image {path}: {width}×{height} = {width * height:,} pixels is over the "
+                                         f"limit of {limit:,} (a decompression bomb?); raise ASYMRET_MAX_IMAGE_PIXELS to allow it")
+                image.load()
+                image = image.convert(mode)
+    except ImageLoadError:
+        raise
+    except Exception as error:  # Pillow raises many types for bad files (its bomb warning is one too)
+        raise ImageLoadError(f"cannot read image {path}: {type(error).__name__}: {error}") from error
+    array = np.asarray(image, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
 class ImageSource:
     """Turns an item's ``key`` into an HxWxC uint8 array (C = 1 or 3)."""
 
@@ -42,17 +85,7 @@ class FileSource(ImageSource):
         self.mode = mode
 
     def load(self, key: str | int) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.root / str(key)
-        try:
-            with Image.open(path) as image:
-                image.load()
-                image = image.convert(self.mode)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-            raise ImageLoadError(f"cannot read image {path}: {error}") from error
-        array = np.asarray(image, dtype=np.uint8)
-        return array[:, :, None] if array.ndim == 2 else array
+        return read_image(self.root / str(key), self.mode)
 
     def describe(self) -> dict:
         return {"type": "files", "root": str(self.root.resolve()), "mode": self.mode}

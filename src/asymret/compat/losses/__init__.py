@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ...core.registry import Registry
 from .base import CompatLoss, SharedHeadCELoss, SharedHeadKLLoss, SimilarityLoss, WeightedSum
 from .query_losses import (
     AMLLoss,
@@ -21,18 +22,19 @@ from .query_losses import (
 )
 
 
-def _distill_l2(**kwargs) -> SimilarityLoss:
+def _distill_l2() -> SimilarityLoss:
     """Feature distillation ‖φ_q(x) − φ_g(x)‖²."""
-    return SimilarityLoss(kind="l2", **kwargs)
+    return SimilarityLoss(kind="l2")
 
 
-def _distill_cos(**kwargs) -> SimilarityLoss:
+def _distill_cos() -> SimilarityLoss:
     """Feature distillation 1 − cos(φ_q(x), φ_g(x))."""
-    return SimilarityLoss(kind="cos", **kwargs)
+    return SimilarityLoss(kind="cos")
 
 
-#: name → constructor (keyword arguments are passed through by :func:`create_loss`).
-LOSSES: dict[str, Callable[..., CompatLoss]] = {
+#: name → constructor; :func:`create_loss` passes keyword arguments through (and refuses ones it does not take)
+LOSSES: Registry[Callable[..., CompatLoss]] = Registry("loss")
+for _name, _constructor in {
     "similarity": SimilarityLoss,  # kwarg kind="cos" | "l2"
     "distill-l2": _distill_l2,
     "distill-cos": _distill_cos,
@@ -44,7 +46,8 @@ LOSSES: dict[str, Callable[..., CompatLoss]] = {
     "raml": RAMLLoss,
     "rop": ROPLoss,
     "monotonic": MonotonicMappingLoss,
-}
+}.items():
+    LOSSES.register(_name, _constructor)
 
 
 def list_losses() -> list[str]:
@@ -54,10 +57,7 @@ def list_losses() -> list[str]:
 
 def create_loss(name: str, **kwargs) -> CompatLoss:
     """Build the loss registered as ``name`` (case-insensitive, ``_`` accepted for ``-``) with ``kwargs``."""
-    key = name.strip().lower().replace("_", "-")
-    if key not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; available: {', '.join(list_losses())}")
-    return LOSSES[key](**kwargs)
+    return LOSSES.create(name, **kwargs)
 
 
 __all__ = [
