@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Set up asymret on a fresh machine: the Fashion-MNIST Debian package, a virtualenv in .venv, PyTorch from this
+# Set up asymret on a fresh machine: Debian packages (Fashion-MNIST, CJK fonts), a virtualenv in .venv, PyTorch from this
 # machine's disk, and the package with its pinned dependencies. Safe to run again (it skips what is there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
-  echo "[setup] installing the Fashion-MNIST Debian package"
+# Debian packages: Fashion-MNIST, and the CJK fonts of the glyph benchmark (docs/GLYPHS.md names their licences)
+DEBIAN_PACKAGES=(dataset-fashion-mnist fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-arphic-gbsn00lp
+                 fonts-arphic-gkai00mp fonts-wqy-zenhei fonts-wqy-microhei)
+MISSING=()
+for package in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || MISSING+=("$package")
+done
+if [ ${#MISSING[@]} -gt 0 ]; then
+  echo "[setup] installing Debian packages: ${MISSING[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${MISSING[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -10,6 +10,7 @@ from .benchmarks import load_cars196, load_cub200, load_inshop, load_sop
 from .dataset import ImageDataset
 from .fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, load_fashion_mnist, read_idx
 from .folder import load_csv_manifest, load_image_folder
+from .glyphs import load_glyphs
 
 __all__ = [
     "DATASET_LOADERS",
@@ -19,6 +20,7 @@ __all__ = [
     "load_cub200",
     "load_dataset",
     "load_fashion_mnist",
+    "load_glyphs",
     "load_image_folder",
     "load_inshop",
     "load_sop",
@@ -42,6 +44,7 @@ DATASET_LOADERS.register("cub200", load_cub200, aliases=("cub", "cub-200", "cub-
 DATASET_LOADERS.register("cars196", load_cars196, aliases=("cars", "cars-196"))
 DATASET_LOADERS.register("sop", load_sop, aliases=("stanford-online-products",))
 DATASET_LOADERS.register("inshop", load_inshop, aliases=("in-shop",))
+DATASET_LOADERS.register("glyphs", load_glyphs, aliases=("cjk-glyphs",), default_root=None, builds_itself=True)
 
 
 def canonical_kind(kind: str) -> str:
@@ -57,7 +60,7 @@ def load_dataset(kind: str, root: str | os.PathLike | None = None, **kwargs: Any
     ``/usr/share/datasets/fashion-mnist``).  Extra keyword arguments go to the loader.
     """
     key = canonical_kind(kind)
-    if root is None:
+    if root is None and not DATASET_LOADERS.meta[key].get("builds_itself"):
         root = DATASET_LOADERS.meta[key].get("default_root")
         if root is None:
             what = "the CSV file" if key == "csv" else "the dataset folder"
