@@ -159,6 +159,9 @@ def train_encoder_cmd(
     freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="train only the embedding head on cached backbone features"),
     epochs: int = typer.Option(10, "--epochs", min=1), lr: float = typer.Option(3e-3, "--lr"),
     batch_size: int = typer.Option(128, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
+    augment: str = typer.Option("light", "--augment", help="augmentation preset: none, light, strong (photos), glyph (characters)"),
+    m_per_class: int = typer.Option(0, "--m-per-class", min=0, help="class-balanced batches of m images per class (0: shuffled)"),
+    warmup_epochs: float = typer.Option(0.0, "--warmup-epochs", min=0.0, help="linear learning-rate warm-up"),
     store: Path = StoreOpt,
 ) -> None:
     """Train an embedding model (normalised softmax) — a gallery model or the query model."""
@@ -178,8 +181,9 @@ def train_encoder_cmd(
     except ValueError as error:
         _fail(str(error))
     start = time.perf_counter()
-    train_encoder(encoder, data, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
-                  freeze_backbone=freeze_backbone, store=EmbeddingStore(store))
+    train_encoder(encoder, data, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, m_per_class=m_per_class,
+                                             warmup_epochs=warmup_epochs),
+                  freeze_backbone=freeze_backbone, store=EmbeddingStore(store), augmentation=augment)
     encoder.save(output, extra={"train_seconds": time.perf_counter() - start})
     info = encoder.complexity()
     out.print(f"trained on {len(data)} images of {len(np.unique(data.labels))} classes ({data.name}, split {split})")

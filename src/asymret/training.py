@@ -29,6 +29,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | constant
     warmup_epochs: float = 0.0
     seed: int = 0
+    m_per_class: int = 0  # > 0: class-balanced batches of m images per class (metric learning with few images per class)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +66,33 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator, shuffle: 
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def epoch_batches(labels: np.ndarray | torch.Tensor | int, config: TrainConfig) -> Callable[[int, torch.Generator], list]:
+    """The batches of one epoch, as the training loop asks for them: shuffled rows, or — with
+    ``config.m_per_class`` — class-balanced batches (pytorch-metric-learning's ``MPerClassSampler``: m images of
+    each of batch_size/m classes, for as many rows as the data has).  ``labels`` may be a row count when m is 0."""
+    if not config.m_per_class:
+        n = labels if isinstance(labels, int) else len(labels)
+        return lambda epoch, generator: batch_indices(n, config.batch_size, generator)
+    from pytorch_metric_learning.samplers import MPerClassSampler
+
+    if isinstance(labels, int):
+        raise ValueError("class-balanced batches (m_per_class) need the labels")
+    labels = np.asarray(labels)
+    if config.batch_size % config.m_per_class:
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of m_per_class {config.m_per_class}")
+    classes = len(np.unique(labels))
+    if classes * config.m_per_class < config.batch_size:
+        raise ValueError(f"{classes} classes × m_per_class {config.m_per_class} cannot fill a batch of {config.batch_size}")
+
+    def batches(epoch: int, generator: torch.Generator) -> list[torch.Tensor]:
+        # the sampler draws from numpy's global generator, which the loop seeds (and restores afterwards)
+        sampler = MPerClassSampler(labels, m=config.m_per_class, batch_size=config.batch_size, length_before_new_iter=len(labels))
+        rows = torch.as_tensor(list(iter(sampler)), dtype=torch.long)
+        return [rows[i : i + config.batch_size] for i in range(0, len(rows) - config.batch_size + 1, config.batch_size)]
+
+    return batches
 
 
 def train(

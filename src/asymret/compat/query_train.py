@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import torch
 
-from ..data.batches import augment, load_tensors
+from ..data.augment import AugmentConfig, augment_batch, augment_config
+from ..data.batches import load_tensors
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder
 from ..core.manifest import SpaceMismatchError
 from ..core.registry import Registry
 from ..core.space import Embeddings
 from ..store.embeddings import EmbeddingStore
-from ..training import TrainConfig, TrainHistory, batch_indices, train
+from ..training import TrainConfig, TrainHistory, epoch_batches, train
 from .losses.base import CompatLoss
 
 
@@ -31,6 +32,7 @@ def train_query_model(
     bank: Embeddings | None = None,
     use_augmentation: bool | None = None,
     method: str = "",
+    augmentation: str | AugmentConfig = "light",
 ) -> TrainHistory:
     """Train ``query`` (in place) so that its embeddings land in the teacher's space under ``loss``.
 
@@ -49,6 +51,7 @@ def train_query_model(
         teacher_space.check_compatible(bank.space, what="the feature bank")
     if use_augmentation is None:
         use_augmentation = online
+    aug = augment_config(augmentation)
     images, labels, rows = load_tensors(dataset, teacher.preprocess if online else query.preprocess)
     bank_tensor = None if bank is None else torch.from_numpy(bank.vectors)
     if online:
@@ -62,7 +65,7 @@ def train_query_model(
     def compute_loss(batch_rows: torch.Tensor) -> torch.Tensor:
         x = images[batch_rows]
         if use_augmentation:
-            x = augment(x, generator)
+            x = augment_batch(x, aug, generator)
         if online:
             with torch.no_grad():
                 target = teacher(x)
@@ -72,7 +75,7 @@ def train_query_model(
         return loss(query(x), target, labels[batch_rows] if loss.uses_labels else None, bank_tensor)
 
     params = list(query.parameters()) + [p for p in loss.parameters() if p.requires_grad]
-    history = train(params, compute_loss, lambda epoch, gen: batch_indices(len(images), config.batch_size, gen), config,
+    history = train(params, compute_loss, epoch_batches(labels.numpy(), config), config,
                     modules=[query, loss], description=f"train {query.name} ({method or type(loss).__name__})")
     query.requires_grad_(False)
     query.eval()

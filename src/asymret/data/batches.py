@@ -1,4 +1,4 @@
-"""Reading images in batches for extraction and training, and the training-time augmentation of image tensors.
+"""Reading images in batches for extraction and training (augmentation is in :mod:`asymret.data.augment`).
 
 Unreadable images never stop a job: they come back as (id, reason) failures, are reported and skipped.
 """
@@ -8,12 +8,11 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..core.progress import log, progress_bar
 from .dataset import ArraySource, ImageDataset, ImageLoadError
 
-__all__ = ["load_batch", "load_tensors", "augment"]
+__all__ = ["load_batch", "load_tensors"]
 
 
 def load_batch(dataset: ImageDataset, rows: Iterable[int]) -> tuple[list[np.ndarray] | np.ndarray, list[int], list[tuple[str, str]]]:
@@ -50,19 +49,3 @@ def load_tensors(dataset: ImageDataset, preprocess: Callable[[Any], torch.Tensor
         raise ValueError(f"no readable image in {dataset.name}")
     rows = np.asarray(kept_rows)
     return torch.cat(chunks), torch.as_tensor(dataset.labels[rows]), rows
-
-
-def augment(batch: torch.Tensor, generator: torch.Generator, pad: int = 2, flip: bool = True) -> torch.Tensor:
-    """Random translation by up to ``pad`` pixels (reflect padding) and horizontal flips, per sample."""
-    n, _, h, w = batch.shape
-    padded = F.pad(batch, (pad, pad, pad, pad), mode="reflect")
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # n,h
-    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # n,w
-    out = padded[torch.arange(n).view(n, 1, 1), :, rows.view(n, h, 1), cols.view(n, 1, w)]  # n,h,w,c
-    out = out.permute(0, 3, 1, 2)
-    if flip:
-        flips = torch.rand(n, generator=generator) < 0.5
-        out = torch.where(flips.view(n, 1, 1, 1), out.flip(-1), out)
-    return out.contiguous()

@@ -1,7 +1,8 @@
 """Supervised embedding training for encoders (normalised softmax from pytorch-metric-learning).
 
 Two regimes, one loop (:func:`asymret.training.train`):
-- full training: images → backbone → neck, with light augmentation;
+- full training: images → backbone → neck, with augmentation (``augmentation=``: a preset of
+  :mod:`asymret.data.augment` or a config) and optionally class-balanced batches (``TrainConfig.m_per_class``);
 - ``freeze_backbone=True``: the backbone's pooled features are extracted once (through the embedding store when
   one is given, so they are cached and resumable) and only the neck and the classifier are trained.  This is how
   a pretrained ImageNet backbone (EfficientNet-Lite) becomes a gallery model on 2 CPU cores.
@@ -14,8 +15,9 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 
 from ..data.dataset import ImageDataset
-from ..data.batches import load_tensors, augment
-from ..training import TrainConfig, TrainHistory, batch_indices, seeded, train
+from ..data.augment import AugmentConfig, augment_batch, augment_config
+from ..data.batches import load_tensors
+from ..training import TrainConfig, TrainHistory, epoch_batches, seeded, train
 from .encoder import Encoder
 from .heads import CosineClassifier
 
@@ -31,6 +33,7 @@ def train_encoder(
     store: EmbeddingStore | None = None,
     temperature: float = 0.05,
     use_augmentation: bool = True,
+    augmentation: str | AugmentConfig = "light",
 ) -> TrainHistory:
     """Train ``encoder`` (in place) with a normalised-softmax loss on ``dataset``'s labels.
 
@@ -38,6 +41,8 @@ def train_encoder(
     """
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty dataset")
+    aug = augment_config(augmentation if use_augmentation else "none")
+    augmenting = aug.enabled and not freeze_backbone  # cached frozen features cannot be augmented
     num_classes = int(dataset.labels.max()) + 1
     with seeded(config.seed):  # the class weights' initialisation
         loss_fn = pml_losses.NormalizedSoftmaxLoss(num_classes=num_classes, embedding_size=encoder.embedding_dim, temperature=temperature)
@@ -58,7 +63,7 @@ def train_encoder(
         def compute_loss(rows: torch.Tensor) -> torch.Tensor:
             return loss_fn(encoder.embed_pooled(features[rows]), labels[rows])
 
-        batches = lambda epoch, gen: batch_indices(len(features), config.batch_size, gen)  # noqa: E731
+        batches = epoch_batches(labels.numpy(), config)
     else:
         images, labels, _ = load_tensors(dataset, encoder.preprocess)
         encoder.requires_grad_(True)
@@ -67,11 +72,11 @@ def train_encoder(
 
         def compute_loss(rows: torch.Tensor) -> torch.Tensor:
             x = images[rows]
-            if use_augmentation:
-                x = augment(x, aug_generator)
+            if augmenting:
+                x = augment_batch(x, aug, aug_generator)
             return loss_fn(encoder(x), labels[rows])
 
-        batches = lambda epoch, gen: batch_indices(len(images), config.batch_size, gen)  # noqa: E731
+        batches = epoch_batches(labels.numpy(), config)
 
     params = [p for module in trainable for p in module.parameters()] + list(loss_fn.parameters())
     history = train(params, compute_loss, batches, config, modules=trainable, description=f"train {encoder.name}")
@@ -82,5 +87,6 @@ def train_encoder(
     encoder.config["training"] = {
         **config.to_dict(), "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
         "freeze_backbone": freeze_backbone, "loss": "normalized-softmax", "temperature": temperature,
+        "augmentation": aug.to_dict() if augmenting else None,
     }
     return history

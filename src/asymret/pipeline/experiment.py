@@ -62,6 +62,9 @@ class ModelSpec:
     neck: str = "linear"
     weight_decay: float = 1e-4
     batch_size: int = 128
+    augment: str = "light"  # a preset of asymret.data.augment
+    m_per_class: int = 0  # > 0: class-balanced batches
+    warmup_epochs: float = 0.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
@@ -239,8 +242,9 @@ class Experiment:
         def build() -> Encoder:
             encoder = create_encoder(spec.arch, embedding_dim=self.config.embedding_dim, neck=spec.neck, input_size=spec.input_size,
                                      pretrained=spec.pretrained, name=spec.name, seed=model_seed)
-            train_cfg = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay, seed=model_seed)
-            train_encoder(encoder, data, train_cfg, freeze_backbone=spec.freeze_backbone, store=self.store)
+            train_cfg = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
+                                    seed=model_seed, m_per_class=spec.m_per_class, warmup_epochs=spec.warmup_epochs)
+            train_encoder(encoder, data, train_cfg, freeze_backbone=spec.freeze_backbone, store=self.store, augmentation=spec.augment)
             return encoder
 
         return self.cache.get_or_build("encoder", f"seed{seed}/{spec.name}", recipe, build)
