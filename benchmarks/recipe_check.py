@@ -1,0 +1,94 @@
+"""Today's closed-set training recipe vs the open-set recipe, same model, on the glyph benchmark.
+
+    python benchmarks/recipe_check.py --out docs/recipe_check            # ~10 min on 2 cores
+    python benchmarks/recipe_check.py --epochs 2 --out /tmp/recipe       # a quick look
+
+A model is trained on the glyph benchmark's training characters minus a validation set of held-out training
+characters, with each recipe; reported: symmetric R@1 / MAP@R on the validation characters (where choices are
+made) and on the test characters (never used for a choice), every image a query against the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asymret.core.manifest import atomic_write_bytes, atomic_write_json
+from asymret.data import load_dataset
+from asymret.encoders import create_encoder, train_encoder
+from asymret.eval.metrics import evaluate_embeddings
+from asymret.eval.report import format_mean_std, run_metadata
+from asymret.store import EmbeddingStore
+from asymret.training import TrainConfig
+
+#: name → (augmentation preset, m images per class in a batch (0 = shuffled), warm-up epochs)
+RECIPES = {
+    "closed-set (today's default): light shifts+flips, shuffled batches": ("light", 0, 0.0),
+    "open-set: glyph augmentation, shuffled batches": ("glyph", 0, 1.0),
+    "open-set: glyph augmentation, 4 per class": ("glyph", 4, 1.0),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="convnet-m")
+    parser.add_argument("--input-size", type=int, default=32)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--val-classes", type=int, default=200)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/recipe_check"))
+    parser.add_argument("--out", type=Path, default=Path("docs/recipe_check"))
+    args = parser.parse_args()
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    start = time.perf_counter()
+
+    data = load_dataset("glyphs")
+    train_all, test = data.select(split="train"), data.select(split="test")
+    train_classes = np.unique(train_all.labels)
+    val_classes = np.random.default_rng(101).choice(train_classes, size=args.val_classes, replace=False)
+    is_val = np.isin(train_all.labels, val_classes)
+    fit, validation = train_all.subset(np.flatnonzero(~is_val)), train_all.subset(np.flatnonzero(is_val))
+    store = EmbeddingStore(args.workdir / "embeddings")
+
+    results = []
+    for name, (augment, m_per_class, warmup) in RECIPES.items():
+        for seed in seeds:
+            encoder = create_encoder(args.arch, embedding_dim=args.dim, input_size=args.input_size, name=f"recipe:{augment}:{m_per_class}", seed=seed)
+            config = TrainConfig(epochs=args.epochs, batch_size=128, lr=3e-3, seed=seed, m_per_class=m_per_class, warmup_epochs=warmup)
+            t0 = time.perf_counter()
+            train_encoder(encoder, fit, config, augmentation=augment)
+            seconds = time.perf_counter() - t0
+            row = {"recipe": name, "seed": seed, "train_seconds": seconds}
+            for split_name, split in (("validation", validation), ("test", test)):
+                embeddings = store.get(encoder, split)
+                metrics = evaluate_embeddings(embeddings, embeddings, ks=(1, 10))
+                row.update({f"{split_name}_r1": metrics["recall@1"], f"{split_name}_mapr": metrics["map@r"]})
+            results.append(row)
+            print(f"{name} seed {seed}: val R@1 {100 * row['validation_r1']:.1f}, test R@1 {100 * row['test_r1']:.1f} ({seconds:.0f} s)",
+                  flush=True)
+
+    meta = run_metadata("python benchmarks/recipe_check.py " + " ".join(sys.argv[1:]), seeds, start, dataset=data.name,
+                        model={"arch": args.arch, "input_size": args.input_size, "dim": args.dim, "epochs": args.epochs},
+                        fit_images=len(fit), validation_images=len(validation), test_images=len(test),
+                        protocol="symmetric retrieval, every image a query against the rest of its split")
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "recipe_check.json", {"meta": meta, "results": results})
+    lines = ["| recipe | validation R@1 | validation MAP@R | test R@1 | test MAP@R | training s | seeds |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in RECIPES:
+        rows = [r for r in results if r["recipe"] == name]
+        cells = [format_mean_std([r[key] for r in rows]) for key in ("validation_r1", "validation_mapr", "test_r1", "test_mapr")]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean([r['train_seconds'] for r in rows]):.0f} | {len(rows)} |")
+    table = "\n".join(lines)
+    atomic_write_bytes(args.out / "recipe_check.md", (table + "\n").encode())
+    print(table)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    main()
