@@ -504,6 +504,31 @@ def compare_cmd(
     out.print(f"\n{len(config.seeds)} seeds, {meta['wall_seconds']:.0f} s; results in {output}/")
 
 
+@app.command("run")
+def run_cmd(
+    config: str = typer.Argument(..., help="a run config (TOML file) or a preset: fashion-mnist, glyphs, glyphs-quick, cub200, cars196, sop, inshop"),
+    root: Optional[str] = typer.Option(None, "--root", help="the dataset's folder (for the benchmarks you downloaded)"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="cache of models and embeddings (default runs/<name>)"),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", help="results folder (default runs/<name>/results)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="override the config's seeds, e.g. 0,1,2"),
+) -> None:
+    """Run an experiment described by a config file (the demo, the glyph benchmark, the paper's protocols)."""
+    _setup()
+    from .eval.report import markdown_table, read_results_json
+    from .pipeline.runner import load_run_config, run
+
+    run_config = load_run_config(config)
+    if seeds:
+        run_config.experiment = dataclasses.replace(run_config.experiment, seeds=tuple(int(s) for s in seeds.split(",")))
+    workdir = workdir or Path("runs") / run_config.name
+    output = output or workdir / "results"
+    command = "asymret " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    meta = run(run_config, workdir, output, root=root, command=command)
+    _, rows = read_results_json(output / "experiment" / "results.json")
+    out.print(markdown_table(rows), soft_wrap=True, markup=False, highlight=False)
+    out.print(f"\n{len(run_config.experiment.seeds)} seeds, {meta['wall_seconds']:.0f} s; results in {output}/")
+
+
 @app.command("demo")
 def demo_cmd(
     profile: str = typer.Option("default", "--profile", help="default (≈10 min on 2 cores), full (all data), tiny (seconds)"),

@@ -83,14 +83,14 @@ def epoch_batches(labels: np.ndarray | torch.Tensor | int, config: TrainConfig) 
     if config.batch_size % config.m_per_class:
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of m_per_class {config.m_per_class}")
     classes = len(np.unique(labels))
-    if classes * config.m_per_class < config.batch_size:
-        raise ValueError(f"{classes} classes × m_per_class {config.m_per_class} cannot fill a batch of {config.batch_size}")
+    # a small dataset cannot fill a batch with m images of batch_size/m classes: use fewer classes per batch
+    batch_size = min(config.batch_size, config.m_per_class * classes)
 
     def batches(epoch: int, generator: torch.Generator) -> list[torch.Tensor]:
         # the sampler draws from numpy's global generator, which the loop seeds (and restores afterwards)
-        sampler = MPerClassSampler(labels, m=config.m_per_class, batch_size=config.batch_size, length_before_new_iter=len(labels))
+        sampler = MPerClassSampler(labels, m=config.m_per_class, batch_size=batch_size, length_before_new_iter=max(len(labels), batch_size))
         rows = torch.as_tensor(list(iter(sampler)), dtype=torch.long)
-        return [rows[i : i + config.batch_size] for i in range(0, len(rows) - config.batch_size + 1, config.batch_size)]
+        return [rows[i : i + batch_size] for i in range(0, len(rows) - batch_size + 1, batch_size)]
 
     return batches
 

@@ -48,8 +48,11 @@ class _SeedComparison:
         self.teacher = self.models.gallery_model(compare.teacher or self.models.gallery_models[0].name)
         self.students: dict[str, Encoder] = {}
 
-    def test(self, model: Encoder) -> Embeddings:
-        return self.experiment.store.get(model, self.experiment.test)
+    def queries(self, model: Encoder) -> Embeddings:
+        return self.experiment.store.get(model, self.experiment.test_queries)
+
+    def gallery(self, model: Encoder) -> Embeddings:
+        return self.experiment.store.get(model, self.experiment.test_gallery)
 
     def measure(self, queries: Embeddings, gallery: Embeddings) -> dict[str, float]:
         return measure(queries, gallery, ks=self.cfg.ks, instance_ks=self.cfg.instance_ks)
@@ -60,12 +63,11 @@ class _SeedComparison:
     def baselines(self) -> None:
         query, teacher = self.models.query, self.teacher
         for model, seconds in ((query, self.models.query_seconds), (teacher, None)):
-            embeddings = self.test(model)
             self.record(f"symmetric: {model.name}", "symmetric", model.name, model.name,
-                        measure(embeddings, embeddings, ks=self.cfg.ks), query_flops=self.flops(model),
+                        measure(self.queries(model), self.gallery(model), ks=self.cfg.ks), query_flops=self.flops(model),
                         **({"train_seconds": seconds} if seconds is not None else {}))
         self.record(f"no compatibility: {query.name} → {teacher.name}", "asymmetric", query.name, teacher.name,
-                    self.measure(*mixed_spaces(self.test(query), self.test(teacher))))
+                    self.measure(*mixed_spaces(self.queries(query), self.gallery(teacher))))
 
     def query_training(self) -> None:
         """Every compatibility method: the query architecture trained against the same frozen gallery model."""
@@ -73,7 +75,7 @@ class _SeedComparison:
             student, seconds = self.experiment.train_compatible(method, self.teacher, self.seed, epochs=self.compare.epochs)
             self.students[method] = student
             self.record(f"{method}: {student.name} → {self.teacher.name}", "query-training", student.name, self.teacher.name,
-                        self.measure(self.test(student), self.test(self.teacher)), query_flops=self.flops(student), train_seconds=seconds)
+                        self.measure(self.queries(student), self.gallery(self.teacher)), query_flops=self.flops(student), train_seconds=seconds)
 
     def raml(self) -> None:
         """The same architecture on both sides, the query at a lower resolution, label-free."""
@@ -81,27 +83,27 @@ class _SeedComparison:
         if self.compare.raml_gallery not in names or not self.compare.raml_query_size:
             return
         gallery_model = self.models.gallery_model(self.compare.raml_gallery)
-        gallery = self.test(gallery_model)
+        gallery = self.gallery(gallery_model)
         self.record(f"symmetric: {gallery_model.name}", "symmetric", gallery_model.name, gallery_model.name,
-                    measure(gallery, gallery, ks=self.cfg.ks), query_flops=self.flops(gallery_model))
+                    measure(self.queries(gallery_model), gallery, ks=self.cfg.ks), query_flops=self.flops(gallery_model))
         low_res = gallery_model.at_resolution(self.compare.raml_query_size)
         self.record(f"no compatibility training: {low_res.name} → {gallery_model.name}", "asymmetric", low_res.name, gallery_model.name,
-                    self.measure(*mixed_spaces(self.test(low_res), gallery)), query_flops=self.flops(low_res))
+                    self.measure(*mixed_spaces(self.queries(low_res), gallery)), query_flops=self.flops(low_res))
         student, seconds = self.experiment.train_compatible("raml", gallery_model, self.seed, epochs=self.compare.epochs,
                                                             student_resolution=self.compare.raml_query_size)
         self.record(f"raml: {student.name} → {gallery_model.name}", "query-training", student.name, gallery_model.name,
-                    self.measure(self.test(student), gallery), query_flops=self.flops(student), train_seconds=seconds)
+                    self.measure(self.queries(student), gallery), query_flops=self.flops(student), train_seconds=seconds)
 
     def cmce(self) -> None:
         """The query model untouched, one ψ per gallery model, then their ensemble."""
         query, teacher = self.models.query, self.teacher
         transforms = [self.experiment.fit_psi(m, query, self.seed) for m in self.models.gallery_models]
         teacher_psi = transforms[self.models.gallery_models.index(teacher)]
-        q_test = self.test(query)
+        q_test = self.queries(query)
         self.record(f"CMCE single ψ: {query.name} → ψ({teacher.name})", "cmce", query.name, f"ψ({teacher.name})",
-                    self.measure(q_test, teacher_psi.transform(self.test(teacher))), query_flops=self.flops(query),
+                    self.measure(q_test, teacher_psi.transform(self.gallery(teacher))), query_flops=self.flops(query),
                     train_seconds=psi_seconds([teacher_psi]))
-        gallery, _ = CMCEEnsemble(transforms).transform([self.test(m) for m in self.models.gallery_models])
+        gallery, _ = CMCEEnsemble(transforms).transform([self.gallery(m) for m in self.models.gallery_models])
         self.record(f"CMCE ensemble: {query.name} → mean ψ(all gallery models)", "cmce", query.name, "ensemble",
                     self.measure(q_test, gallery), query_flops=self.flops(query), train_seconds=psi_seconds(transforms))
 
@@ -110,14 +112,14 @@ class _SeedComparison:
         if combo is None:
             return
         method, teacher, gallery_models = self.compare.combination_method, self.teacher, self.models.gallery_models
-        combo_test, g_tests = self.test(combo), [self.test(m) for m in gallery_models]
+        combo_test, g_tests = self.queries(combo), [self.gallery(m) for m in gallery_models]
         # 1: CMCE ψ fitted on top of the compatibility-trained query model
         transforms = [self.experiment.fit_psi(m, combo, self.seed) for m in gallery_models]
         gallery, _ = CMCEEnsemble(transforms).transform(g_tests)
         self.record(f"combination: CMCE ensemble on the {method} query model", "combination", combo.name, "ensemble → its space",
                     self.measure(combo_test, gallery), query_flops=self.flops(combo), train_seconds=psi_seconds(transforms))
         # 2: an ensemble gallery in the gallery model's own space (ψ_i: other models → teacher), distilled query
-        t_test = self.test(teacher)
+        t_test = self.gallery(teacher)
         others = [(i, m) for i, m in enumerate(gallery_models) if m is not teacher]
         to_teacher = [self.experiment.fit_psi(m, teacher, self.seed) for _, m in others]
         mapped = [psi.transform(g_tests[i].align(t_test.ids)) for psi, (i, _) in zip(to_teacher, others)]

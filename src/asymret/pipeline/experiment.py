@@ -75,8 +75,8 @@ class ModelSpec:
 class ExperimentConfig:
     """What the demo and the comparison run; ``PROFILES`` holds the named presets."""
 
-    train_size: int = 10_000
-    test_size: int = 2_000
+    train_size: int | None = 10_000  # None: every training image
+    test_size: int | None = 2_000  # None: every test image (the benchmarks' protocol)
     seeds: tuple[int, ...] = (0, 1, 2)
     embedding_dim: int = 64
     query: ModelSpec = field(default_factory=lambda: ModelSpec("query:convnet-xs", "convnet-xs", epochs=8))
@@ -209,7 +209,12 @@ class Experiment:
         self.store = EmbeddingStore(self.workdir / "embeddings")
         self.cache = ArtifactCache(self.workdir / "artifacts")
         self.train_pool = dataset.select(split="train")
-        self.test = dataset.select(split="test").sample(config.test_size, seed=TEST_SAMPLE_SEED)
+        test = dataset.select(split="test")
+        self.test = test.sample(config.test_size, seed=TEST_SAMPLE_SEED) if config.test_size else test
+        # the queries and the gallery of the test set: the same images ("every test image against the rest", self
+        # excluded by id) unless the dataset fixes roles (In-Shop's query/gallery split)
+        self.test_queries = self.test.select(role="query")
+        self.test_gallery = self.test.select(role="gallery")
         self.timings: dict[str, float] = {}
         self.complexity: dict[str, dict] = {}
 
@@ -217,7 +222,8 @@ class Experiment:
     @property
     def train(self) -> ImageDataset:
         """The training pool, fixed across seeds (seeds vary initialisation, batch order and per-model subsets)."""
-        return self.train_pool.sample(self.config.train_size, seed=0)
+        size = self.config.train_size
+        return self.train_pool.sample(size, seed=0) if size else self.train_pool
 
     def unused_training_images(self, exclude: ImageDataset | None = None) -> ImageDataset:
         """Training-split images that no model of this experiment was trained on (minus ``exclude``'s): the pool
@@ -284,7 +290,7 @@ class Experiment:
                 student = teacher.at_resolution(student_resolution, name=name)
             else:
                 student = create_encoder(spec.arch, embedding_dim=self.config.embedding_dim, input_size=spec.input_size, name=name,
-                                         seed=student_seed)
+                                         neck=spec.neck, pretrained=spec.pretrained, seed=student_seed)
             cfg = TrainConfig(epochs=epochs, batch_size=spec.batch_size, lr=spec.lr if not student_resolution else spec.lr / 3,
                               seed=student_seed)
             train_compatible_query(method, student, data, teacher, cfg, store=self.store)
@@ -321,16 +327,16 @@ class Experiment:
 
     # ------------------------------------------------------------------ one seed
     def run_seed(self, seed: int, rows: dict[str, ResultRow], curves: dict[str, list]) -> None:
-        cfg, test, record = self.config, self.test, RowRecorder(rows)
+        cfg, record = self.config, RowRecorder(rows)
         t0 = time.perf_counter()
         models = self.models(seed)
         query = models.query
-        q_test = self.store.get(query, test)
-        g_tests = [self.store.get(model, test) for model in models.gallery_models]
+        q_test = self.store.get(query, self.test_queries)
+        g_tests = [self.store.get(model, self.test_gallery) for model in models.gallery_models]
 
-        self._record_symmetric(record, query, q_test, models.query_seconds)
+        self._record_symmetric(record, query, q_test, self.store.get(query, self.test_gallery), models.query_seconds)
         for (model, seconds), g_test in zip(models.gallery, g_tests):
-            self._record_symmetric(record, model, g_test, seconds)
+            self._record_symmetric(record, model, self.store.get(model, self.test_queries), g_test, seconds)
 
         teacher = models.gallery_model(cfg.kd_teacher_name)
         t_test = g_tests[models.gallery_models.index(teacher)]
@@ -339,7 +345,7 @@ class Experiment:
 
         kd_model, kd_seconds = self.train_kd(teacher, seed)
         record(f"KD baseline: {kd_model.name} → {teacher.name}", "baseline", kd_model.name, teacher.name,
-               measure(self.store.get(kd_model, test), t_test, ks=cfg.ks, instance_ks=cfg.instance_ks), train_seconds=kd_seconds)
+               measure(self.store.get(kd_model, self.test_queries), t_test, ks=cfg.ks, instance_ks=cfg.instance_ks), train_seconds=kd_seconds)
 
         t1 = time.perf_counter()
         transforms = [self.fit_psi(model, query, seed) for model in models.gallery_models]
@@ -358,9 +364,9 @@ class Experiment:
             self._record_rejection(record, curves, query, q_test, gallery, uncertainty, index, names, seed)
         self.timings[f"seed{seed}/total"] = time.perf_counter() - t0
 
-    def _record_symmetric(self, record: "RowRecorder", model: Encoder, embeddings: Embeddings, seconds: float) -> None:
+    def _record_symmetric(self, record: RowRecorder, model: Encoder, queries: Embeddings, gallery: Embeddings, seconds: float) -> None:
         info = self.complexity[model.name]
-        record(f"symmetric: {model.name}", "symmetric", model.name, model.name, measure(embeddings, embeddings, ks=self.config.ks),
+        record(f"symmetric: {model.name}", "symmetric", model.name, model.name, measure(queries, gallery, ks=self.config.ks),
                flops=info["flops"], params=info["params"], train_seconds=seconds)
 
     def _record_rejection(self, record, curves, query, q_test, gallery, uncertainty, index, names, seed) -> None:
@@ -389,7 +395,7 @@ class Experiment:
             self.run_seed(seed, rows, curves)
         meta = run_metadata(
             command, self.config.seeds, start, dataset=self.dataset.name, train_size=self.config.train_size,
-            test_size=len(self.test), config=self.config.to_dict(), timings=self.timings, models=self.complexity,
+            test_size=len(self.test), test_queries=len(self.test_queries), test_gallery=len(self.test_gallery), config=self.config.to_dict(), timings=self.timings, models=self.complexity,
             protocol="every test image is a query against all other test images; queries embedded by the query model, "
                      "gallery by the gallery side; every row measured by searching an index (the ensemble row: the saved "
                      "and reloaded FAISS index)",
