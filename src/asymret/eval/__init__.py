@@ -1,5 +1,14 @@
-"""Evaluation: retrieval metrics (Recall@K, MAP@R, risk–coverage, TAR@FAR) and result reporting."""
+"""Evaluation: retrieval metrics (Recall@K, MAP@R, risk–coverage, TAR@FAR, revisited Oxford/Paris) and reporting."""
 from .metrics import evaluate_embeddings, ranked_neighbors, retrieval_metrics, risk_coverage, tar_at_far
+from .revisited import (
+    PROTOCOLS,
+    ProtocolScores,
+    RevisitedScores,
+    evaluate_revisited,
+    protocol_sets,
+    revisited_metrics,
+    trapezoidal_average_precision,
+)
 from .report import (
     ResultRow,
     format_mean_std,
@@ -17,6 +26,13 @@ __all__ = [
     "retrieval_metrics",
     "risk_coverage",
     "tar_at_far",
+    "PROTOCOLS",
+    "ProtocolScores",
+    "RevisitedScores",
+    "evaluate_revisited",
+    "protocol_sets",
+    "revisited_metrics",
+    "trapezoidal_average_precision",
     "ResultRow",
     "format_mean_std",
     "markdown_table",
