@@ -10,6 +10,7 @@ decoded as ASCII first, and as latin-1 if that fails (numpy needs latin-1 to get
 """
 from __future__ import annotations
 
+import _compat_pickle  # the stdlib's Python 2 -> 3 name table, the one pickle itself uses
 import codecs
 import io
 import os
@@ -53,8 +54,8 @@ def _builtin(name: str) -> Callable[[], Any]:
     return lambda: getattr(builtins, name)
 
 
-# (module, name) as written in the pickle -> resolver.  Python-2 spellings (__builtin__) are listed explicitly
-# because a custom find_class sees the raw names, before pickle's Python-2 name mapping.
+# (module, name) in Python-3 spelling -> resolver.  Names written by (or for) Python 2 -- ``__builtin__.set``,
+# ``commands.Popen`` -- are translated first, as pickle's own find_class does.
 _NUMPY = {
     ("numpy.core.multiarray", "_reconstruct"): _numpy_global("_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"): _numpy_global("_reconstruct"),
@@ -65,8 +66,8 @@ _NUMPY = {
 }
 _BUILTINS = {
     (module, name): _builtin(name)
-    for module in ("builtins", "__builtin__")
-    for name in ("set", "frozenset", "complex", "bytearray")
+    for module in ("builtins",)
+    for name in ("set", "frozenset", "complex", "bytes", "bytearray")  # bytes(): how protocol 2 writes b""
 }
 ALLOWED_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
     **_NUMPY,
@@ -77,10 +78,15 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        written = f"{module}.{name}"
+        # always translate: Python-3 names never collide with the Python-2 ones in these tables
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         resolver = ALLOWED_GLOBALS.get((module, name))
         if resolver is None:
+            alias = f" (written as '{written}')" if written != f"{module}.{name}" else ""
             raise UnsafePickleError(
-                f"refusing to unpickle global '{module}.{name}': a ground-truth file only needs containers, "
+                f"refusing to unpickle global '{module}.{name}'{alias}: a ground-truth file only needs containers, "
                 "numbers, strings and numpy arrays"
             )
         return resolver()
