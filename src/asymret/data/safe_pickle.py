@@ -64,11 +64,8 @@ _NUMPY = {
     ("numpy", "ndarray"): _numpy_global("ndarray"),
     ("numpy", "dtype"): _numpy_global("dtype"),
 }
-_BUILTINS = {
-    (module, name): _builtin(name)
-    for module in ("builtins",)
-    for name in ("set", "frozenset", "complex", "bytes", "bytearray")  # bytes(): how protocol 2 writes b""
-}
+# bytes(): how protocol 2 writes b"" (e.g. an empty array's data); set/frozenset: protocol-2 sets
+_BUILTINS = {("builtins", name): _builtin(name) for name in ("set", "frozenset", "complex", "bytes", "bytearray")}
 ALLOWED_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
     **_NUMPY,
     **_BUILTINS,
