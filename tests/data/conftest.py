@@ -225,3 +225,117 @@ def writers() -> dict[str, Callable]:
         "fashion_mnist": write_fashion_mnist,
         "idx_bytes": idx_bytes,
     }
+
+
+# ------------------------------------------------------------------------------------------ Revisited Oxford/Paris
+def python2_pickle(obj) -> bytes:
+    """``obj`` pickled the way Python 2 + numpy write protocol 2 (revisitop's gnd files): ``str`` values are
+    byte strings (SHORT_BINSTRING/BINSTRING) and arrays reduce through ``numpy.core.multiarray._reconstruct``
+    with their raw data as a byte string.  Supports dict, list, tuple, str, bool, int, float, None, ndarray."""
+    out = bytearray(b"\x80\x02")
+
+    def string(text: str | bytes) -> None:
+        raw = text.encode("latin1") if isinstance(text, str) else text
+        out.extend(b"U" + bytes([len(raw)]) + raw if len(raw) < 256 else b"T" + struct.pack("<i", len(raw)) + raw)
+
+    def tuple_of(items) -> None:
+        out.extend(b"(")
+        for item in items:
+            write(item)
+        out.extend(b"t")
+
+    def write(value) -> None:
+        if value is None:
+            out.extend(b"N")
+        elif isinstance(value, bool):
+            out.extend(b"\x88" if value else b"\x89")
+        elif isinstance(value, (int, np.integer)):
+            out.extend(b"J" + struct.pack("<i", int(value)))
+        elif isinstance(value, (float, np.floating)):
+            out.extend(b"G" + struct.pack(">d", float(value)))
+        elif isinstance(value, (str, bytes)):
+            string(value)
+        elif isinstance(value, tuple):
+            tuple_of(value)
+        elif isinstance(value, list):
+            out.extend(b"](")
+            for item in value:
+                write(item)
+            out.extend(b"e")
+        elif isinstance(value, dict):
+            out.extend(b"}(")
+            for key, item in value.items():
+                write(key)
+                write(item)
+            out.extend(b"u")
+        elif isinstance(value, np.ndarray):
+            array = np.ascontiguousarray(value)
+            out.extend(b"cnumpy.core.multiarray\n_reconstruct\n")
+            tuple_of([_Global("numpy", "ndarray"), (0,), b"b"])
+            out.extend(b"R")
+            out.extend(b"(K\x01")  # state: (version 1, shape, dtype, fortran, raw data)
+            write(tuple(array.shape))
+            out.extend(b"cnumpy\ndtype\n")
+            tuple_of([array.dtype.str[1:], False, True])
+            out.extend(b"R")
+            tuple_of([3, array.dtype.str[0], None, None, None, -1, -1, 0])
+            out.extend(b"b")
+            write(False)
+            string(array.tobytes())
+            out.extend(b"tb")
+        elif isinstance(value, _Global):
+            out.extend(f"c{value.module}\n{value.name}\n".encode())
+        else:  # pragma: no cover - fixture misuse
+            raise TypeError(f"python2_pickle cannot write {type(value).__name__}")
+
+    write(obj)
+    out.extend(b".")
+    return bytes(out)
+
+
+class _Global:
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+
+REVISITED_IMAGE_SIZE = (12, 10)  # width, height of every fixture image
+REVISITED_IMLIST = ["all_souls_000001", "all_souls_000002", "ashmolean_000003", "balliol_000004",
+                    "bodleian_000005", "christ_church_000006"]
+REVISITED_QIMLIST = ["all_souls_000013", "bodleian_000107"]
+
+
+def revisited_gnd() -> list[dict]:
+    """Two queries; bbx as a float64 array (with .5 coordinates: PIL rounds half to even) and as a list."""
+    return [
+        {"easy": [0, 2], "hard": [1], "junk": [3], "bbx": np.array([1.4, 2.5, 7.6, 6.5])},
+        {"easy": np.array([], dtype=np.int64), "hard": np.array([4], dtype=np.int64), "junk": [], "bbx": [0, 0, 5, 5]},
+    ]
+
+
+def write_revisited(root: Path, name: str = "roxford5k", python2: bool = True, gnd: list | None = None) -> Path:
+    """``root/<name>/gnd_<name>.pkl`` (protocol 2; Python-2 style by default) and ``root/<name>/jpg/*.jpg``."""
+    folder = root / name
+    for seed, image_name in enumerate(REVISITED_IMLIST + REVISITED_QIMLIST):
+        write_image(folder / "jpg" / f"{image_name}.jpg", 4000 + seed, size=REVISITED_IMAGE_SIZE)
+    cfg = {"imlist": REVISITED_IMLIST, "qimlist": REVISITED_QIMLIST, "gnd": revisited_gnd() if gnd is None else gnd}
+    if python2:
+        payload = python2_pickle(cfg)
+    else:
+        import pickle
+
+        payload = pickle.dumps(cfg, protocol=2)
+    (folder / f"gnd_{name}.pkl").write_bytes(payload)
+    return root
+
+
+@pytest.fixture
+def revisited_kit() -> dict:
+    """Revisited writers and constants (tests run with --import-mode=importlib, so they cannot import conftest)."""
+    return {
+        "write": write_revisited,
+        "python2_pickle": python2_pickle,
+        "gnd": revisited_gnd,
+        "imlist": REVISITED_IMLIST,
+        "qimlist": REVISITED_QIMLIST,
+        "image_size": REVISITED_IMAGE_SIZE,
+    }

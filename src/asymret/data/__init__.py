@@ -1,5 +1,5 @@
 """Datasets: one abstraction (:class:`ImageDataset`) and loaders for folders, CSV manifests and benchmarks."""
-from .dataset import ArraySource, FileSource, ImageDataset, ImageLoadError, ImageSource
+from .dataset import ArraySource, CroppedSource, FileSource, ImageDataset, ImageLoadError, ImageSource
 from .loaders import (
     DATASET_LOADERS,
     DatasetFormatError,
@@ -14,9 +14,18 @@ from .loaders import (
     load_sop,
     read_idx,
 )
+from .revisited import (
+    REVISITED_DATASETS,
+    RevisitedBenchmark,
+    RevisitedGroundTruth,
+    RevisitedQuery,
+    load_revisited,
+)
+from .safe_pickle import UnsafePickleError, safe_load_pickle
 
 __all__ = [
     "ArraySource",
+    "CroppedSource",
     "FileSource",
     "ImageDataset",
     "ImageLoadError",
@@ -33,4 +42,11 @@ __all__ = [
     "load_inshop",
     "load_sop",
     "read_idx",
+    "REVISITED_DATASETS",
+    "RevisitedBenchmark",
+    "RevisitedGroundTruth",
+    "RevisitedQuery",
+    "load_revisited",
+    "UnsafePickleError",
+    "safe_load_pickle",
 ]

@@ -107,6 +107,43 @@ class ArraySource(ImageSource):
         return {"type": "array", "origin": self.origin, "shape": list(self.images.shape)}
 
 
+class CroppedSource(ImageSource):
+    """Rectangles of another source's images; keys are row numbers into ``crops`` = ``[(base_key, box), ...]``.
+
+    ``box`` is ``(x1, y1, x2, y2)`` in pixels, x2/y2 exclusive, with PIL's ``Image.crop`` semantics (the reference
+    for revisitop's query crops): each coordinate is rounded with Python's ``round`` and area outside the image
+    is filled with zeros.  A box that rounds to an empty region is refused with :class:`ImageLoadError`.
+    """
+
+    def __init__(self, base: ImageSource, crops: Sequence[tuple[str | int, Sequence[float]]]) -> None:
+        self.base = base
+        self.crops = [(key, tuple(float(v) for v in box)) for key, box in crops]
+        for key, box in self.crops:
+            if len(box) != 4:
+                raise ValueError(f"crop box for {key!r} must be (x1, y1, x2, y2), got {box}")
+
+    def load(self, key: str | int) -> np.ndarray:
+        base_key, box = self.crops[int(key)]
+        pixels = self.base.load(base_key)
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        if x2 <= x1 or y2 <= y1:
+            raise ImageLoadError(f"crop box {box} of image {base_key!r} is empty")
+        height, width = pixels.shape[:2]
+        out = np.zeros((y2 - y1, x2 - x1, pixels.shape[2]), dtype=pixels.dtype)
+        # copy the part of the box that lies inside the image (PIL pads the rest with zeros)
+        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
+        if sx2 > sx1 and sy2 > sy1:
+            out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = pixels[sy1:sy2, sx1:sx2]
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "type": "cropped",
+            "base": self.base.describe(),
+            "crops": stable_hash([[str(key), list(box)] for key, box in self.crops], 32),
+        }
+
+
 @dataclass
 class ImageDataset:
     """Items of one dataset.  All per-item columns are numpy arrays of equal length.

@@ -1,5 +1,24 @@
-"""Evaluation: retrieval metrics (Recall@K, MAP@R, risk–coverage, TAR@FAR) and result reporting."""
-from .metrics import evaluate_embeddings, evaluate_index, ranked_neighbors, ranking_metrics, retrieval_metrics, risk_coverage, tar_at_far
+"""Evaluation: retrieval metrics (Recall@K, MAP@R, instance recall, risk–coverage, TAR@FAR, Revisited
+Oxford/Paris) computed from the rankings an index returns, and result reporting."""
+from .metrics import (
+    evaluate_embeddings,
+    evaluate_index,
+    evaluate_instances,
+    ranked_neighbors,
+    ranking_metrics,
+    retrieval_metrics,
+    risk_coverage,
+    tar_at_far,
+)
+from .revisited import (
+    PROTOCOLS,
+    ProtocolScores,
+    RevisitedScores,
+    evaluate_revisited,
+    protocol_sets,
+    revisited_metrics,
+    trapezoidal_average_precision,
+)
 from .report import (
     ResultRow,
     format_mean_std,
@@ -14,11 +33,19 @@ from .report import (
 __all__ = [
     "evaluate_embeddings",
     "evaluate_index",
+    "evaluate_instances",
     "ranking_metrics",
     "ranked_neighbors",
     "retrieval_metrics",
     "risk_coverage",
     "tar_at_far",
+    "PROTOCOLS",
+    "ProtocolScores",
+    "RevisitedScores",
+    "evaluate_revisited",
+    "protocol_sets",
+    "revisited_metrics",
+    "trapezoidal_average_precision",
     "ResultRow",
     "format_mean_std",
     "markdown_table",
