@@ -419,3 +419,27 @@ def test_a_decompression_bomb_is_skipped_like_other_unreadable_images(built, tmp
     result = invoke("search", "-i", built["index"], "-q", built["query"], "--json", folder / "bomb.png", folder / "ok1.png")
     assert result.exit_code == 0 and "pixels is over the limit" in " ".join(result.output.split())
     assert [entry["query"] for entry in json.loads(result.stdout)] == [str(folder / "ok1.png")]
+
+
+def test_evaluate_an_approximate_index_reports_its_own_recall(built, tmp_path):
+    """`asymret evaluate` searches the index it is given: an IVF index probing 1 of 8 lists scores what it returns."""
+    from asymret.data import load_dataset
+    from asymret.encoders import load_encoder
+    from asymret.eval.metrics import evaluate_index
+    from asymret.index import load_index
+    from asymret.store import EmbeddingStore
+
+    data = _data_args(built)
+    ok("build-index", "-q", built["query"], "-o", tmp_path / "ivf", "--factory", "IVF8,Flat", *data)
+    index = load_index(tmp_path / "ivf")
+    index.set_search_parameters(nprobe=1)
+    index.save(tmp_path / "ivf")
+    output = ok("evaluate", "-i", tmp_path / "ivf", "-q", built["query"], *data)
+    dataset = load_dataset("folder", built["data"]).select(split="test", role="query")
+    queries = EmbeddingStore(built["store"]).get(load_encoder(built["query"]), dataset)
+    labels = dict(zip(dataset.ids.tolist(), dataset.labels.tolist()))
+    own = evaluate_index(load_index(tmp_path / "ivf"), queries, labels)
+    exact = ok("build-index", "-q", built["query"], "-o", tmp_path / "flat", *data) and \
+        ok("evaluate", "-i", tmp_path / "flat", "-q", built["query"], *data)
+    assert metric_value(output, "map@r") == pytest.approx(100 * own["map@r"], abs=0.006)
+    assert metric_value(output, "map@r") != pytest.approx(metric_value(exact, "map@r"), abs=0.006)
