@@ -269,3 +269,22 @@ def test_a_model_producing_nan_writes_nothing(tmp_path, tiny_dataset):
     with pytest.raises(ValueError, match="NaN or inf for 10 images of shard 0"):
         store.extract(encoder, data)
     assert not list(store.directory(encoder, data).glob("shard_*"))
+
+
+def test_find_by_space_prefers_the_model_that_defines_the_space(tmp_path, tiny_dataset):
+    """A compatibility-trained query model lives in its gallery model's space; a ψ fitted on the gallery model
+    must read the gallery model's embeddings, not the query model's."""
+    from asymret.encoders import create_encoder
+
+    gallery = create_encoder("convnet-s", embedding_dim=8, name="gallery", seed=1)
+    student = create_encoder("convnet-xs", embedding_dim=8, name="student", seed=2)
+    student.config["compat_training"] = {"teacher_space": gallery.space().to_dict()}
+    assert student.space().fingerprint == gallery.space().fingerprint != student.fingerprint()
+    store = EmbeddingStore(tmp_path, shard_size=16)
+    data = tiny_dataset.subset(np.arange(12))
+    own, other = store.get(gallery, data), store.get(student, data)
+    found = store.find(gallery.space().fingerprint, data)
+    np.testing.assert_array_equal(found.vectors, own.vectors)
+    assert not np.allclose(found.vectors, other.vectors)
+    with pytest.raises(FileNotFoundError, match="embed it first"):
+        store.find("0" * 16, data)
