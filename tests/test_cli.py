@@ -317,6 +317,11 @@ def test_train_query_cli(built, tmp_path):
     index_dir = tmp_path / "g-index"
     ok("build-index", "-q", built["g_small"], "-o", index_dir, *_data_args(built))  # symmetric index of the gallery model
     ok("evaluate", "--index", index_dir, "--query-model", out, *_data_args(built))
+    # one gallery model alone, no ψ: the distilled query model's index holds the gallery model's own embeddings
+    alone = tmp_path / "g-alone"
+    ok("build-index", "-q", out, "-g", built["g_small"], "-o", alone, *_data_args(built))
+    same = ok("evaluate", "--index", alone, "--query-model", out, *_data_args(built))
+    assert metric_value(same, "map@r") == metric_value(ok("evaluate", "--index", index_dir, "--query-model", out, *_data_args(built)), "map@r")
     fails_cleanly("train-query", "--method", "nope", "-g", built["g_small"], "--out", tmp_path / "x", *_data_args(built))
 
 
@@ -383,6 +388,9 @@ def _bad_argument_cases(built, tmp_path):
         "train-query unknown method": (["train-query", "--method", "bkt", "-g", built["g_small"], "-o", tmp_path / "t", *data], "bct"),
         "upgrade-query ψ folder that is no artifact": (["upgrade-query", "-q", q, "-t", not_artifact, "-o", tmp_path / "u", "--transforms-out", tmp_path / "ut", "--train-split", "test", *data], "manifest.json"),
         "demo unknown profile": (["demo", "--profile", "huge", "--workdir", tmp_path / "w", "--out", tmp_path / "o"], "unknown profile"),
+        "compare unknown method": (["compare", "--profile", "tiny", "--methods", "bkt", "--workdir", tmp_path / "w", "--out", tmp_path / "o"], "unknown compatibility method"),
+        "run unknown preset": (["run", "cub", "--workdir", tmp_path / "w"], "did you mean 'cub200'"),
+        "run config that is not TOML": (["run", text_file.with_suffix(".toml")], "does not exist"),
     }
 
 

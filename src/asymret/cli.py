@@ -488,7 +488,10 @@ def compare_cmd(
         config = dataclasses.replace(config, seeds=tuple(int(s) for s in seeds.split(",")))
     compare = CompareConfig()
     if methods:
-        compare = dataclasses.replace(compare, methods=tuple(m.strip() for m in methods.split(",") if m.strip()))
+        from .compat.query_train import QUERY_METHODS
+
+        # checked before any training starts: a typo should not cost the minutes of training before it is reached
+        compare = dataclasses.replace(compare, methods=tuple(QUERY_METHODS.key(m) for m in methods.split(",") if m.strip()))
     if profile == "tiny":
         compare = dataclasses.replace(compare, raml_gallery="gallery:convnet-m")
     try:
