@@ -288,3 +288,43 @@ def test_find_by_space_prefers_the_model_that_defines_the_space(tmp_path, tiny_d
     assert not np.allclose(found.vectors, other.vectors)
     with pytest.raises(FileNotFoundError, match="embed it first"):
         store.find("0" * 16, data)
+
+
+# ------------------------------------------------------------------------------------------ shard size
+def test_default_shards_are_small_and_the_folder_pins_its_shard_size(tmp_path, tiny_dataset):
+    """A kill loses at most one shard, so the default is small; a folder keeps the size it was started with."""
+    from asymret.store.embeddings import DEFAULT_SHARD_SIZE, LAYOUT_FILE
+
+    assert DEFAULT_SHARD_SIZE <= 256 and EmbeddingStore(tmp_path).shard_size == DEFAULT_SHARD_SIZE
+    data = tiny_dataset.subset(np.arange(40))
+    encoder = _encoder()
+    EmbeddingStore(tmp_path, shard_size=8, batch_size=4).extract(encoder, data, shards=[0, 1])
+    directory = EmbeddingStore(tmp_path).directory(encoder, data)
+    assert json.loads((directory / LAYOUT_FILE).read_text()) == {"shard_size": 8}
+    before = _mtimes(directory, [0, 1])
+    # resumed with the default size: continues with the folder's 8 (shard 0 of size 256 would be another shard)
+    report = EmbeddingStore(tmp_path, batch_size=4).extract(encoder, data)
+    assert (report.computed_shards, report.reused_shards) == (3, 2)
+    assert _mtimes(directory, [0, 1]) == before
+    assert read_manifest(directory)["shard_size"] == 8
+    # shard numbers under another explicit size would name other rows: refused
+    with pytest.raises(ValueError, match="started with shard size 8"):
+        EmbeddingStore(tmp_path, shard_size=5).extract(encoder, data, shards=[0])
+    emb = EmbeddingStore(tmp_path, shard_size=5).get(encoder, data)
+    assert emb.ids.tolist() == data.ids.tolist()
+
+
+def test_a_shard_written_with_other_boundaries_is_not_taken_for_this_one(tmp_path, tiny_dataset):
+    """Folders of older versions have no layout file: a shard marker counts only if it holds exactly its rows."""
+    from asymret.store.embeddings import LAYOUT_FILE
+
+    data = tiny_dataset.subset(np.arange(24))
+    encoder = _encoder()
+    EmbeddingStore(tmp_path, shard_size=16, batch_size=4).extract(encoder, data, shards=[0])  # rows 0..15
+    directory = EmbeddingStore(tmp_path).directory(encoder, data)
+    (directory / LAYOUT_FILE).unlink()  # as an older version left it
+    report = EmbeddingStore(tmp_path, shard_size=8, batch_size=4).extract(encoder, data)
+    assert (report.computed_shards, report.reused_shards) == (3, 0)  # shard 0 recomputed with rows 0..7
+    emb = EmbeddingStore.load(directory, data)
+    assert emb.ids.tolist() == data.ids.tolist()
+    np.testing.assert_allclose(emb.vectors, _expected_vectors(encoder, data), atol=1e-5)

@@ -1,13 +1,18 @@
 """The embedding store: a dataset's embeddings under one model, on disk, in shards, resumable.
 
 Layout: ``root/<model fingerprint>-<output>/<dataset fingerprint>/``
+  ``layout.json``           the shard size S, written before the first shard: it fixes the shard boundaries of the
+                            folder, so a resumed run (or another machine) continues with the same S
   ``shard_00000.npy``       float32 vectors of rows [i·S, (i+1)·S) that could be read
   ``shard_00000.json``      the ids of those rows and the ids that failed to load (written after the vectors:
                             its presence marks the shard finished)
   ``manifest.json``         written last, when every shard is finished: fingerprints, count, dim, failures
 
 Shards are independent (a machine can compute any subset: ``shards=``), an interrupted run recomputes only the
-unfinished shards, and asking again for the same (model, dataset) reads the stored result.
+unfinished shards, and asking again for the same (model, dataset) reads the stored result.  Boundaries depend only
+on the row count and S, never on timing, so machines computing shards independently agree on them.  The default S
+(:data:`DEFAULT_SHARD_SIZE`) is small enough that a killed run at 224 px loses at most about a minute of the slowest
+model's work on a 2-core CPU.
 """
 from __future__ import annotations
 
@@ -28,6 +33,10 @@ from ..core.progress import log, progress_bar
 from ..core.space import Embeddings, Space
 
 OUTPUTS = ("embedding", "pooled")
+#: images per shard for new store folders: 2 batches of 128.  EfficientNet-Lite0 at 224 px embeds ≈ 25 images/s on
+#: 2 cores (docs/bench_extraction.json: ≈ 100/s at 112 px), so a kill loses ≈ 10 s; a 4-GFLOP model ≈ 1.5 min.
+DEFAULT_SHARD_SIZE = 256
+LAYOUT_FILE = "layout.json"
 
 
 @dataclass
@@ -40,11 +49,14 @@ class ExtractionReport:
 class EmbeddingStore:
     """Extracts and caches embeddings (``output="embedding"``) or pooled backbone features (``"pooled"``)."""
 
-    # 512 images: under half a minute of work even for EfficientNet-Lite0 at 224 px on 2 cores (~18 images/s), so
-    # a killed extraction loses little; boundaries stay fixed, so resuming and multi-machine shards still agree
-    def __init__(self, root: str | os.PathLike, shard_size: int = 512, batch_size: int = 128) -> None:
+    def __init__(self, root: str | os.PathLike, shard_size: int | None = None, batch_size: int = 128) -> None:
+        """``shard_size``: images per shard of *new* folders (default :data:`DEFAULT_SHARD_SIZE`); a folder
+        already started keeps its own (see :meth:`shard_size_of`)."""
+        if shard_size is not None and int(shard_size) < 1:
+            raise ValueError(f"shard_size must be at least 1, got {shard_size}")
         self.root = Path(root)
-        self.shard_size = int(shard_size)
+        self.requested_shard_size = None if shard_size is None else int(shard_size)
+        self.shard_size = self.requested_shard_size or DEFAULT_SHARD_SIZE
         self.batch_size = int(batch_size)
 
     # ------------------------------------------------------------------ paths and spaces
@@ -62,8 +74,18 @@ class EmbeddingStore:
         key = encoder.fingerprint() if output == "embedding" else self.space_of(encoder, output).fingerprint
         return self.root / f"{key}-{output}" / dataset.fingerprint()
 
-    def num_shards(self, dataset: ImageDataset) -> int:
-        return max(1, -(-len(dataset) // self.shard_size))
+    def shard_size_of(self, directory: Path) -> int:
+        """The shard size a store folder was started with (its manifest or layout file), else this store's."""
+        for name in ("manifest.json", LAYOUT_FILE):
+            path = directory / name
+            if path.is_file():
+                size = json.loads(path.read_text()).get("shard_size")
+                if size:
+                    return int(size)
+        return self.shard_size
+
+    def num_shards(self, dataset: ImageDataset, shard_size: int | None = None) -> int:
+        return max(1, -(-len(dataset) // (shard_size or self.shard_size)))
 
     # ------------------------------------------------------------------ extraction
     def extract(
@@ -77,18 +99,28 @@ class EmbeddingStore:
         space = self.space_of(encoder, output)
         directory = self.directory(encoder, dataset, output)
         directory.mkdir(parents=True, exist_ok=True)
-        wanted = list(range(self.num_shards(dataset))) if shards is None else sorted(set(int(s) for s in shards))
-        if wanted and (wanted[0] < 0 or wanted[-1] >= self.num_shards(dataset)):
-            raise ValueError(f"shards must be in 0..{self.num_shards(dataset) - 1} for {dataset.name} (got {wanted})")
-        todo = [s for s in wanted if not (directory / f"shard_{s:05d}.json").is_file()]
+        size = self.shard_size_of(directory)
+        if self.requested_shard_size and self.requested_shard_size != size:
+            if shards is not None:  # shard numbers only mean something with the folder's boundaries
+                raise ValueError(f"{directory} was started with shard size {size}, and shard numbers refer to its shards: "
+                                 f"pass shard size {size} (or none) instead of {self.requested_shard_size}")
+            log.info("%s was started with shard size %d: continuing with it (not %d)", directory, size, self.requested_shard_size)
+        if not (directory / LAYOUT_FILE).is_file():
+            atomic_write_json(directory / LAYOUT_FILE, {"shard_size": size})  # before any shard: fixes the boundaries
+        count = self.num_shards(dataset, size)
+        wanted = list(range(count)) if shards is None else sorted(set(int(s) for s in shards))
+        if wanted and (wanted[0] < 0 or wanted[-1] >= count):
+            raise ValueError(f"shards must be in 0..{count - 1} for {dataset.name} (got {wanted})")
+        finished = {s for s in range(count) if self._finished(directory, dataset, s, size)}
+        todo = [s for s in wanted if s not in finished]
         failed: list[str] = []
         encoder.eval()
         forward = encoder if output == "embedding" else encoder.pooled
-        rows_todo = sum(len(self._shard_rows(dataset, s)) for s in todo)
+        rows_todo = sum(len(self._shard_rows(dataset, s, size)) for s in todo)
         with progress_bar(rows_todo, f"embed {dataset.name} with {encoder.name}") as advance, torch.no_grad():
             for shard in todo:
                 vectors, ids, shard_failed = [], [], []
-                rows = self._shard_rows(dataset, shard)
+                rows = self._shard_rows(dataset, shard, size)
                 for start in range(0, len(rows), self.batch_size):
                     images, kept, bad = load_batch(dataset, rows[start : start + self.batch_size])
                     for item_id, reason in bad:
@@ -100,14 +132,32 @@ class EmbeddingStore:
                     advance(len(rows[start : start + self.batch_size]))
                 matrix = np.concatenate(vectors) if vectors else np.zeros((0, space.dim), np.float32)
                 self._write_shard(directory, shard, matrix.astype(np.float32), ids, shard_failed)
+                finished.add(shard)
                 failed += shard_failed
         reused = len(wanted) - len(todo)
-        if all((directory / f"shard_{s:05d}.json").is_file() for s in range(self.num_shards(dataset))):
-            self._finalize(directory, encoder, dataset, output, space)
+        if len(finished) == count:
+            self._finalize(directory, encoder, dataset, output, space, size)
         return ExtractionReport(len(todo), reused, failed)
 
-    def _shard_rows(self, dataset: ImageDataset, shard: int) -> np.ndarray:
-        return np.arange(shard * self.shard_size, min(len(dataset), (shard + 1) * self.shard_size))
+    def _shard_rows(self, dataset: ImageDataset, shard: int, shard_size: int | None = None) -> np.ndarray:
+        size = shard_size or self.shard_size
+        return np.arange(shard * size, min(len(dataset), (shard + 1) * size))
+
+    def _finished(self, directory: Path, dataset: ImageDataset, shard: int, shard_size: int) -> bool:
+        """Whether the shard's marker (written after its vectors) exists and accounts for exactly its rows.
+
+        The id check catches a shard written with other boundaries (a folder of an older version without
+        layout file), which would otherwise be read as this one.
+        """
+        marker = directory / f"shard_{shard:05d}.json"
+        if not marker.is_file():
+            return False
+        meta = json.loads(marker.read_text())
+        expected = dataset.ids[self._shard_rows(dataset, shard, shard_size)].tolist()
+        if sorted(meta["ids"] + meta["failed"]) == sorted(expected):
+            return True
+        log.warning("%s does not hold rows of shard %d with shard size %d: recomputing it", marker, shard, shard_size)
+        return False
 
     def _write_shard(self, directory: Path, shard: int, vectors: np.ndarray, ids: list[str], failed: list[str]) -> None:
         bad = ~np.isfinite(vectors).all(axis=1) if len(vectors) else np.zeros(0, dtype=bool)
@@ -117,8 +167,8 @@ class EmbeddingStore:
         atomic_save_npy(directory / f"shard_{shard:05d}.npy", vectors)
         atomic_write_json(directory / f"shard_{shard:05d}.json", {"ids": ids, "failed": failed, "count": len(ids)})
 
-    def _finalize(self, directory: Path, encoder: Encoder, dataset: ImageDataset, output: str, space: Space) -> None:
-        metas = [json.loads((directory / f"shard_{s:05d}.json").read_text()) for s in range(self.num_shards(dataset))]
+    def _finalize(self, directory: Path, encoder: Encoder, dataset: ImageDataset, output: str, space: Space, shard_size: int) -> None:
+        metas = [json.loads((directory / f"shard_{s:05d}.json").read_text()) for s in range(self.num_shards(dataset, shard_size))]
         write_manifest(directory, "embedding-set", {
             "space": space.to_dict(),
             "output": output,
@@ -129,7 +179,7 @@ class EmbeddingStore:
             "normalized": space.normalized,
             "dtype": "float32",
             "num_shards": len(metas),
-            "shard_size": self.shard_size,
+            "shard_size": shard_size,
             "failed_ids": [item for m in metas for item in m["failed"]],
         })
 
