@@ -153,3 +153,31 @@ def test_plot_risk_coverage_draws_each_curve(tmp_path, monkeypatch):
     plot_risk_coverage(curves, path)  # and the real file, written atomically (no temporary left behind)
     assert path.read_bytes().startswith(PNG_MAGIC)
     assert [p.name for p in tmp_path.iterdir()] == ["risk.png"]
+
+
+def test_cost_table_leaves_out_what_no_row_recorded():
+    from asymret.eval.report import ResultRow, cost_table
+
+    rows = [ResultRow("a", "symmetric", "q", "g", extra={"query_flops": [2e6, 4e6], "train_seconds": [1.0, 3.0]}),
+            ResultRow("b", "cmce", "q", "g", extra={"query_flops": [1e6]}),
+            ResultRow("no cost", "baseline", "q", "g")]
+    table = cost_table(rows).splitlines()
+    assert table[0] == "| setting | query-side MFLOPs/image | training s (mean over seeds) |"
+    assert table[2] == "| a | 3.00 | 2.0 |" and table[3] == "| b | 1.00 | – |"
+    assert len(table) == 4  # the row without any cost is not listed
+    rows[1].extra["params"] = [5e5]
+    assert "params (M)" in cost_table(rows).splitlines()[0] and "| b | 1.00 | 0.500 | – |" in cost_table(rows)
+    assert cost_table(rows[2:]) == ""
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    from asymret.core.manifest import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.txt", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644

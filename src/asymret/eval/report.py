@@ -314,21 +314,19 @@ def _mean_curve(curves: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarr
 
 
 def cost_table(rows: Sequence[ResultRow]) -> str:
-    """Markdown table of the query side's FLOPs/params and training seconds (mean over seeds), where recorded."""
-    lines = []
-    for row in rows:
-        flops = row.extra.get("query_flops") or row.extra.get("flops")
-        params = row.extra.get("params")
-        seconds = row.extra.get("train_seconds")
-        if not (flops or seconds):
-            continue
-        cells = [f"{np.mean(flops) / 1e6:.2f}" if flops else "–", f"{np.mean(params) / 1e6:.3f}" if params else "–",
-                 f"{np.mean(seconds):.1f}" if seconds else "–"]
-        lines.append(f"| {_cell(row.setting)} | " + " | ".join(cells) + " |")
-    if not lines:
+    """Markdown table of the query side's FLOPs/params and training seconds (mean over seeds), where recorded;
+    a column no row recorded is left out."""
+    columns = (("query-side MFLOPs/image", lambda r: r.extra.get("query_flops") or r.extra.get("flops"), lambda v: f"{np.mean(v) / 1e6:.2f}"),
+               ("params (M)", lambda r: r.extra.get("params"), lambda v: f"{np.mean(v) / 1e6:.3f}"),
+               ("training s (mean over seeds)", lambda r: r.extra.get("train_seconds"), lambda v: f"{np.mean(v):.1f}"))
+    kept = [row for row in rows if any(get(row) for name, get, _ in columns if name != "params (M)")]
+    columns = tuple(c for c in columns if any(c[1](row) for row in kept))
+    if not kept:
         return ""
-    header = ["| setting | query-side MFLOPs/image | params (M) | training s (mean over seeds) |", "|---|---:|---:|---:|"]
-    return "\n".join(header + lines)
+    lines = ["| setting | " + " | ".join(name for name, _, _ in columns) + " |", "|---|" + "---:|" * len(columns)]
+    for row in kept:
+        lines.append(f"| {_cell(row.setting)} | " + " | ".join(fmt(get(row)) if get(row) else "–" for _, get, fmt in columns) + " |")
+    return "\n".join(lines)
 
 
 def write_report(rows: Sequence[ResultRow], meta: Mapping[str, Any], curves: Mapping[str, Sequence], out_dir: str | os.PathLike) -> None:
