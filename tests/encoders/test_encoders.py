@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from asymret.data.batches import load_tensors
 from asymret.encoders import Preprocess, create_encoder, load_encoder, train_encoder
 from asymret.store.embeddings import EmbeddingStore
 from asymret.training import TrainConfig
@@ -305,3 +306,47 @@ def test_train_encoder_is_deterministic(tiny_train):
     assert runs[0] == runs[1]
 
 
+
+
+def test_tail_fine_tuning_trains_only_the_last_blocks(tiny_train):
+    """Partial fine-tuning: the prefix (weights and BN statistics) stays, the tail and the neck learn, the views are
+    cached once and the result is the same encoder a full forward pass computes."""
+    from asymret.encoders import train as train_module
+
+    encoder = create_encoder("efficientnet_lite0", embedding_dim=16, input_size=32, pretrained=True, seed=0)
+    net = encoder.backbone.net
+    prefix_before = {k: v.clone() for k, v in net._blocks[:-2].state_dict().items()}
+    stem_before = net._conv_stem.weight.clone()
+    tail_before = net._blocks[-1].state_dict()["_project_conv.weight"].clone()
+    head_before = net._conv_head.weight.clone()
+    data = tiny_train.subset(np.arange(96))
+    train_module._PREFIX_MEMO.clear()
+    history = train_encoder(encoder, data, TrainConfig(epochs=3, batch_size=32, lr=3e-3), tail_blocks=2, cached_views=2,
+                            augmentation="glyph")
+    after = net._blocks[:-2].state_dict()
+    for key, value in prefix_before.items():
+        assert torch.equal(after[key], value), key
+    assert torch.equal(net._conv_stem.weight, stem_before)
+    assert not torch.equal(net._blocks[-1].state_dict()["_project_conv.weight"], tail_before)
+    assert not torch.equal(net._conv_head.weight, head_before)
+    assert history.epoch_losses[-1] < history.epoch_losses[0]
+    assert encoder.config["training"]["tail_blocks"] == 2 and not encoder.training
+    assert not any(p.requires_grad for p in encoder.parameters())
+    (key, cached), = train_module._PREFIX_MEMO.items()
+    assert cached.shape[:2] == (2, 96) and cached.dtype == torch.float16
+    assert not torch.equal(cached[0], cached[1])  # view 1 is augmented
+    with torch.no_grad():  # the trained tail composes with the untouched prefix into the usual forward pass
+        x = load_tensors(data.subset(np.arange(4)), encoder.preprocess)[0]
+        split = encoder.embed_pooled(encoder.pool(encoder.backbone.forward_tail(encoder.backbone.forward_prefix(x, 2), 2)))
+        assert torch.allclose(split, encoder(x), atol=1e-5)
+
+
+def test_tail_fine_tuning_refuses_what_it_cannot_do(tiny_train):
+    data = tiny_train.subset(np.arange(32))
+    with pytest.raises(ValueError, match="cannot be partly fine-tuned"):
+        train_encoder(create_encoder("convnet-xs", embedding_dim=8), data, TrainConfig(epochs=1), tail_blocks=1)
+    lite = create_encoder("efficientnet_lite0", embedding_dim=8, input_size=32, pretrained=True)
+    with pytest.raises(ValueError, match="pick one"):
+        train_encoder(lite, data, TrainConfig(epochs=1), tail_blocks=1, freeze_backbone=True)
+    with pytest.raises(ValueError, match="tail_blocks must be in 1..16"):
+        train_encoder(lite, data, TrainConfig(epochs=1), tail_blocks=17)

@@ -145,6 +145,27 @@ class _EfficientNetLiteFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x)
 
+    # Partial fine-tuning (asymret.encoders.train, ``tail_blocks``): the frozen prefix runs once over the data and
+    # its activations are cached; only the tail (the last MBConv blocks and the head convolution) is trained.
+    def tail_modules(self, tail_blocks: int) -> list[nn.Module]:
+        blocks = self.net._blocks
+        if not 0 < tail_blocks <= len(blocks):
+            raise ValueError(f"tail_blocks must be in 1..{len(blocks)} for this backbone (got {tail_blocks})")
+        return [*blocks[len(blocks) - tail_blocks:], self.net._conv_head, self.net._bn1]
+
+    def forward_prefix(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[: len(net._blocks) - tail_blocks]:
+            x = block(x)
+        return x
+
+    def forward_tail(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
+        net = self.net
+        for block in net._blocks[len(net._blocks) - tail_blocks:]:
+            x = block(x)
+        return net._swish(net._bn1(net._conv_head(x)))
+
 
 def _efficientnet_lite(variant: int):
     native_size = {0: 224, 1: 240, 2: 260}[variant]

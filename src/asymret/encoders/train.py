@@ -6,12 +6,17 @@ Two regimes, one loop (:func:`asymret.training.train`):
 - ``freeze_backbone=True``: the backbone's pooled features are extracted once (through the embedding store when
   one is given, so they are cached and resumable) and only the neck and the classifier are trained.  This is how
   a pretrained ImageNet backbone (EfficientNet-Lite) becomes a gallery model on 2 CPU cores.
+- ``tail_blocks=n``: partial fine-tuning. The backbone's frozen prefix runs once over ``cached_views`` views of
+  every image (the image itself and augmented copies) and its activations are kept; the last ``n`` blocks, the
+  head convolution and the neck are trained on them, each epoch drawing one view per image.  Fine-tuning a
+  pretrained model this way costs a few prefix passes plus training a small tail.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 from pytorch_metric_learning import losses as pml_losses
 
 from ..data.dataset import ImageDataset
@@ -34,6 +39,8 @@ def train_encoder(
     temperature: float = 0.05,
     use_augmentation: bool = True,
     augmentation: str | AugmentConfig = "light",
+    tail_blocks: int = 0,
+    cached_views: int = 2,
 ) -> TrainHistory:
     """Train ``encoder`` (in place) with a normalised-softmax loss on ``dataset``'s labels.
 
@@ -41,6 +48,13 @@ def train_encoder(
     """
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty dataset")
+    if tail_blocks and freeze_backbone:
+        raise ValueError("freeze_backbone trains the neck only; tail_blocks fine-tunes the backbone's last blocks — pick one")
+    if tail_blocks and not hasattr(encoder.backbone, "tail_modules"):
+        raise ValueError(f"backbone {encoder.config.get('arch')!r} cannot be partly fine-tuned (tail_blocks); "
+                         "use freeze_backbone or full training")
+    if cached_views < 1:
+        raise ValueError(f"cached_views must be ≥ 1 (got {cached_views})")
     aug = augment_config(augmentation if use_augmentation else "none")
     augmenting = aug.enabled and not freeze_backbone  # cached frozen features cannot be augmented
     num_classes = int(dataset.labels.max()) + 1
@@ -62,6 +76,22 @@ def train_encoder(
 
         def compute_loss(rows: torch.Tensor) -> torch.Tensor:
             return loss_fn(encoder.embed_pooled(features[rows]), labels[rows])
+
+        batches = epoch_batches(labels.numpy(), config)
+    elif tail_blocks:
+        prefix = cached_prefix_activations(encoder, dataset, tail_blocks, cached_views, aug)
+        labels = torch.as_tensor(dataset.labels, dtype=torch.long)
+        encoder.requires_grad_(False)
+        tail = nn.ModuleList(encoder.backbone.tail_modules(tail_blocks))
+        tail.requires_grad_(True)
+        encoder.neck.requires_grad_(True)
+        trainable = [tail, encoder.neck]
+        view_generator = torch.Generator().manual_seed(config.seed + 2)
+
+        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
+            views = torch.randint(0, cached_views, (len(rows),), generator=view_generator)
+            x = prefix[views, rows].float()
+            return loss_fn(encoder.embed_pooled(encoder.pool(encoder.backbone.forward_tail(x, tail_blocks))), labels[rows])
 
         batches = epoch_batches(labels.numpy(), config)
     else:
@@ -88,5 +118,40 @@ def train_encoder(
         **config.to_dict(), "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
         "freeze_backbone": freeze_backbone, "loss": "normalized-softmax", "temperature": temperature,
         "augmentation": aug.to_dict() if augmenting else None,
+        **({"tail_blocks": tail_blocks, "cached_views": cached_views} if tail_blocks else {}),
     }
     return history
+
+
+# The last prefix activations computed, keyed by everything that decides them: a multi-seed experiment fine-tunes
+# the same pretrained backbone on the same data once per seed, and the frozen prefix's pass is the expensive part.
+_PREFIX_MEMO: dict[str, torch.Tensor] = {}
+
+
+@torch.no_grad()
+def cached_prefix_activations(encoder: Encoder, dataset: ImageDataset, tail_blocks: int, views: int,
+                              augmentation: AugmentConfig, batch_size: int = 128) -> torch.Tensor:
+    """(views, N, C, h, w) float16 activations of the backbone's frozen prefix: view 0 is each image as it is, the
+    others augmented copies (seeded, so the same data gives the same views)."""
+    from ..core.manifest import stable_hash
+    from ..core.progress import progress_bar
+
+    key = stable_hash({"backbone": encoder.backbone_fingerprint(), "data": dataset.fingerprint(), "tail": tail_blocks,
+                       "views": views, "augmentation": augmentation.to_dict()})
+    if key in _PREFIX_MEMO:
+        return _PREFIX_MEMO[key]
+    images, _, _ = load_tensors(dataset, encoder.preprocess)
+    backbone = encoder.backbone.eval()
+    generator = torch.Generator().manual_seed(0)
+    chunks: list[list[torch.Tensor]] = [[] for _ in range(views)]
+    with progress_bar(len(images), f"cache {encoder.name}'s frozen prefix × {views} views") as advance:
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            for view in range(views):
+                x = batch if view == 0 or not augmentation.enabled else augment_batch(batch, augmentation, generator)
+                chunks[view].append(backbone.forward_prefix(x, tail_blocks).to(torch.float16))
+            advance(len(batch))
+    activations = torch.stack([torch.cat(c) for c in chunks])
+    _PREFIX_MEMO.clear()  # keep one: they are hundreds of MB
+    _PREFIX_MEMO[key] = activations
+    return activations

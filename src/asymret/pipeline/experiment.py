@@ -57,6 +57,8 @@ class ModelSpec:
     lr: float = 3e-3
     train_fraction: float = 1.0  # share of the training images this model sees (data diversity)
     freeze_backbone: bool = False
+    tail_blocks: int = 0  # > 0: fine-tune only the backbone's last blocks on cached prefix activations
+    cached_views: int = 2  # with tail_blocks: views per image whose prefix activations are cached
     pretrained: bool = False
     input_size: int | None = None
     neck: str = "linear"
@@ -250,7 +252,8 @@ class Experiment:
                                      pretrained=spec.pretrained, name=spec.name, seed=model_seed)
             train_cfg = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
                                     seed=model_seed, m_per_class=spec.m_per_class, warmup_epochs=spec.warmup_epochs)
-            train_encoder(encoder, data, train_cfg, freeze_backbone=spec.freeze_backbone, store=self.store, augmentation=spec.augment)
+            train_encoder(encoder, data, train_cfg, freeze_backbone=spec.freeze_backbone, store=self.store, augmentation=spec.augment,
+                          tail_blocks=spec.tail_blocks, cached_views=spec.cached_views)
             return encoder
 
         return self.cache.get_or_build("encoder", f"seed{seed}/{spec.name}", recipe, build)
