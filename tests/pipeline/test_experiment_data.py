@@ -53,3 +53,25 @@ def test_config_from_dict_round_trip_and_refuses_unknown_keys():
     with pytest.raises(ValueError, match="unknown ψ setting"):
         ExperimentConfig.from_dict({"psi": {"hidden": 3}})
     assert ExperimentConfig.from_dict({"psi": {"hidden_dim": 3}}).psi == PsiConfig(hidden_dim=3)
+
+
+def test_instance_recall_from_new_views_of_the_images(tmp_path, tiny_dataset):
+    """With ``instance_view`` the instance queries are new views (harder than the image itself); class-level
+    metrics are unchanged, and the protocol says which was measured."""
+    import dataclasses
+
+    from asymret.pipeline import Experiment, ModelSpec
+
+    test = tiny_dataset.splits == "test"  # every test image a query against all of them
+    tiny_dataset = dataclasses.replace(tiny_dataset, is_query=test, is_gallery=test)
+    config = dataclasses.replace(PROFILES["tiny"], train_size=None, test_size=None, seeds=(0,), instance_ks=(1,),
+                                 query=ModelSpec("query:convnet-xs", "convnet-xs", epochs=2))
+    same = Experiment(config, tiny_dataset, tmp_path)
+    views = Experiment(dataclasses.replace(config, instance_view="strong"), tiny_dataset, tmp_path)
+    query, _ = same.train_model(config.query, 0)
+    gallery = same.store.get(query, same.test_gallery)
+    on_itself, on_views = same.measure_query_model(query, gallery), views.measure_query_model(query, gallery)
+    assert on_itself["recall@1"] == on_views["recall@1"]  # class level: the same queries
+    assert on_itself["instance_recall@1"] == 1.0  # the image itself finds its own copy
+    assert on_views["instance_recall@1"] < on_itself["instance_recall@1"]
+    assert "new 'strong' view" in views.instance_protocol() and "itself" in same.instance_protocol()

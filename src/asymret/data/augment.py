@@ -19,7 +19,9 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "AUGMENT_PRESETS", "augment_config", "augment_batch"]
+from .dataset import ImageDataset, ImageSource
+
+__all__ = ["AugmentConfig", "AUGMENT_PRESETS", "augment_config", "augment_batch", "ViewSource", "camera_views"]
 
 
 @dataclass(frozen=True)
@@ -176,3 +178,39 @@ def augment_batch(batch: torch.Tensor, config: AugmentConfig | str, generator: t
         flips = torch.rand(n, generator=generator) < 0.5
         out = torch.where(flips.view(n, 1, 1, 1), out.flip(-1), out)
     return out.contiguous()
+
+
+class ViewSource(ImageSource):
+    """Another source's images, each seen through one fixed random augmentation: a *new view* of the same item
+    (another photo of the product, another print of the character), for instance-level retrieval.
+
+    The view of an item depends only on its key and ``seed`` (not on batching or order), so a view set is
+    reproducible and cacheable like any dataset.
+    """
+
+    def __init__(self, base: ImageSource, config: AugmentConfig | str, seed: int = 0) -> None:
+        self.base, self.config, self.seed = base, augment_config(config), int(seed)
+        if not self.config.enabled:
+            raise ValueError("a view source needs an augmentation that changes the image (not 'none')")
+
+    def load(self, key: str | int) -> "np.ndarray":
+        import numpy as np
+
+        from ..core.seeds import derive_seed
+
+        pixels = self.base.load(key)
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float() / 255.0
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "view", str(key)))
+        view = augment_batch(x, self.config, generator)[0].permute(1, 2, 0)
+        return (view.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).numpy()
+
+    def describe(self) -> dict:
+        return {"type": "view", "base": self.base.describe(), "augmentation": self.config.to_dict(), "seed": self.seed}
+
+
+def camera_views(dataset: ImageDataset, config: AugmentConfig | str, seed: int = 0) -> ImageDataset:
+    """``dataset`` with every image replaced by one new augmented view of it (same ids, labels and roles): the
+    queries of instance-level retrieval, where a new view must find its original in the gallery."""
+    from dataclasses import replace
+
+    return replace(dataset, source=ViewSource(dataset.source, config, seed), name=f"{dataset.name}~views")

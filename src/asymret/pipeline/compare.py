@@ -22,7 +22,7 @@ from ..core.uncertainty import ensemble_mean
 from ..encoders.encoder import Encoder
 from ..eval.report import ResultRow, RowRecorder, run_metadata, write_report
 from ..gallery.ensemble import CMCEEnsemble
-from .experiment import Experiment, SeedModels, measure, mixed_spaces, psi_seconds
+from .experiment import Experiment, SeedModels, measure, psi_seconds
 
 
 @dataclass
@@ -54,8 +54,8 @@ class _SeedComparison:
     def gallery(self, model: Encoder) -> Embeddings:
         return self.experiment.store.get(model, self.experiment.test_gallery)
 
-    def measure(self, queries: Embeddings, gallery: Embeddings) -> dict[str, float]:
-        return measure(queries, gallery, ks=self.cfg.ks, instance_ks=self.cfg.instance_ks)
+    def measure(self, query_model: Encoder, gallery: Embeddings, mixed: bool = False) -> dict[str, float]:
+        return self.experiment.measure_query_model(query_model, gallery, mixed=mixed)
 
     def flops(self, model: Encoder) -> float:
         return model.complexity()["flops"]
@@ -67,7 +67,7 @@ class _SeedComparison:
                         measure(self.queries(model), self.gallery(model), ks=self.cfg.ks), query_flops=self.flops(model),
                         **({"train_seconds": seconds} if seconds is not None else {}))
         self.record(f"no compatibility: {query.name} → {teacher.name}", "asymmetric", query.name, teacher.name,
-                    self.measure(*mixed_spaces(self.queries(query), self.gallery(teacher))))
+                    self.measure(query, self.gallery(teacher), mixed=True))
 
     def query_training(self) -> None:
         """Every compatibility method: the query architecture trained against the same frozen gallery model."""
@@ -75,7 +75,7 @@ class _SeedComparison:
             student, seconds = self.experiment.train_compatible(method, self.teacher, self.seed, epochs=self.compare.epochs)
             self.students[method] = student
             self.record(f"{method}: {student.name} → {self.teacher.name}", "query-training", student.name, self.teacher.name,
-                        self.measure(self.queries(student), self.gallery(self.teacher)), query_flops=self.flops(student), train_seconds=seconds)
+                        self.measure(student, self.gallery(self.teacher)), query_flops=self.flops(student), train_seconds=seconds)
 
     def raml(self) -> None:
         """The same architecture on both sides, the query at a lower resolution, label-free."""
@@ -88,36 +88,35 @@ class _SeedComparison:
                     measure(self.queries(gallery_model), gallery, ks=self.cfg.ks), query_flops=self.flops(gallery_model))
         low_res = gallery_model.at_resolution(self.compare.raml_query_size)
         self.record(f"no compatibility training: {low_res.name} → {gallery_model.name}", "asymmetric", low_res.name, gallery_model.name,
-                    self.measure(*mixed_spaces(self.queries(low_res), gallery)), query_flops=self.flops(low_res))
+                    self.measure(low_res, gallery, mixed=True), query_flops=self.flops(low_res))
         student, seconds = self.experiment.train_compatible("raml", gallery_model, self.seed, epochs=self.compare.epochs,
                                                             student_resolution=self.compare.raml_query_size)
         self.record(f"raml: {student.name} → {gallery_model.name}", "query-training", student.name, gallery_model.name,
-                    self.measure(self.queries(student), gallery), query_flops=self.flops(student), train_seconds=seconds)
+                    self.measure(student, gallery), query_flops=self.flops(student), train_seconds=seconds)
 
     def cmce(self) -> None:
         """The query model untouched, one ψ per gallery model, then their ensemble."""
         query, teacher = self.models.query, self.teacher
         transforms = [self.experiment.fit_psi(m, query, self.seed) for m in self.models.gallery_models]
         teacher_psi = transforms[self.models.gallery_models.index(teacher)]
-        q_test = self.queries(query)
         self.record(f"CMCE single ψ: {query.name} → ψ({teacher.name})", "cmce", query.name, f"ψ({teacher.name})",
-                    self.measure(q_test, teacher_psi.transform(self.gallery(teacher))), query_flops=self.flops(query),
+                    self.measure(query, teacher_psi.transform(self.gallery(teacher))), query_flops=self.flops(query),
                     train_seconds=psi_seconds([teacher_psi]))
         gallery, _ = CMCEEnsemble(transforms).transform([self.gallery(m) for m in self.models.gallery_models])
         self.record(f"CMCE ensemble: {query.name} → mean ψ(all gallery models)", "cmce", query.name, "ensemble",
-                    self.measure(q_test, gallery), query_flops=self.flops(query), train_seconds=psi_seconds(transforms))
+                    self.measure(query, gallery), query_flops=self.flops(query), train_seconds=psi_seconds(transforms))
 
     def combinations(self) -> None:
         combo = self.students.get(self.compare.combination_method)
         if combo is None:
             return
         method, teacher, gallery_models = self.compare.combination_method, self.teacher, self.models.gallery_models
-        combo_test, g_tests = self.queries(combo), [self.gallery(m) for m in gallery_models]
+        g_tests = [self.gallery(m) for m in gallery_models]
         # 1: CMCE ψ fitted on top of the compatibility-trained query model
         transforms = [self.experiment.fit_psi(m, combo, self.seed) for m in gallery_models]
         gallery, _ = CMCEEnsemble(transforms).transform(g_tests)
         self.record(f"combination: CMCE ensemble on the {method} query model", "combination", combo.name, "ensemble → its space",
-                    self.measure(combo_test, gallery), query_flops=self.flops(combo), train_seconds=psi_seconds(transforms))
+                    self.measure(combo, gallery), query_flops=self.flops(combo), train_seconds=psi_seconds(transforms))
         # 2: an ensemble gallery in the gallery model's own space (ψ_i: other models → teacher), distilled query
         t_test = self.gallery(teacher)
         others = [(i, m) for i, m in enumerate(gallery_models) if m is not teacher]
@@ -126,7 +125,7 @@ class _SeedComparison:
         stack = np.stack([t_test.vectors] + [m.vectors for m in mapped])
         in_teacher_space = Embeddings(ensemble_mean(stack), t_test.ids, t_test.space, t_test.labels)
         self.record(f"combination: {method} query model → ensemble in {teacher.name}'s space", "combination",
-                    combo.name, f"mean({teacher.name}, ψ(others))", self.measure(combo_test, in_teacher_space),
+                    combo.name, f"mean({teacher.name}, ψ(others))", self.measure(combo, in_teacher_space),
                     query_flops=self.flops(combo), train_seconds=psi_seconds(to_teacher))
 
 
@@ -143,7 +142,8 @@ def run_comparison(experiment: Experiment, compare: CompareConfig, out_dir: str 
     meta = run_metadata(command, cfg.seeds, start, dataset=experiment.dataset.name, train_size=cfg.train_size,
                         test_size=len(experiment.test), config=cfg.to_dict(), compare=compare.to_dict(),
                         protocol="every test image is a query against all other test images; asymmetric rows embed queries "
-                                 "with the query side; every row measured by searching an exact index")
+                                 "with the query side; every row measured by searching an exact index",
+                        instance_protocol=experiment.instance_protocol())
     result_rows = list(rows.values())
     write_report(result_rows, meta, {}, Path(out_dir))
     return result_rows, meta

@@ -22,6 +22,7 @@ from ..core.progress import log
 from ..core.registry import Registry
 from ..core.seeds import derive_seed
 from ..core.space import Embeddings, Space
+from ..data.augment import camera_views
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder, create_encoder
 from ..encoders.train import train_encoder
@@ -89,6 +90,9 @@ class ExperimentConfig:
     reject_fraction: float = 0.1
     ks: tuple[int, ...] = (1, 2, 4, 8)
     instance_ks: tuple[int, ...] = (1, 10)
+    # instance recall's queries: "" = the gallery image itself, embedded by the query side; an augmentation preset
+    # (e.g. "strong", "glyph") = one new view of it (another photo, another print) that must find the original
+    instance_view: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,9 +177,11 @@ def measure(
     instance_ks: Sequence[int] = (),
     reject_fraction: float | None = None,
     exclude: np.ndarray | None = None,
+    instance_queries: Embeddings | None = None,
 ) -> dict[str, float]:
     """Class-level (and, with ``instance_ks``, instance-level) recall of ``queries`` searched in ``index`` —
-    an exact index over ``gallery`` when no index is given.  Gallery labels come from ``gallery``."""
+    an exact index over ``gallery`` when no index is given.  Gallery labels come from ``gallery``.  Instance
+    recall searches ``instance_queries`` (new views of the images, same ids) when given, else ``queries``."""
     if gallery is None or gallery.labels is None:
         raise ValueError("measure needs the gallery embeddings with their labels")
     if index is None:
@@ -183,7 +189,8 @@ def measure(
     labels = dict(zip(gallery.ids.tolist(), gallery.labels.tolist()))
     metrics = evaluate_index(index, queries, labels, ks=ks, reject_fraction=reject_fraction, exclude=exclude)
     if instance_ks:
-        metrics.update(evaluate_instances(index, queries, ks=instance_ks, reject_fraction=reject_fraction, exclude=exclude))
+        metrics.update(evaluate_instances(index, queries if instance_queries is None else instance_queries, ks=instance_ks,
+                                          reject_fraction=reject_fraction, exclude=exclude))
     return metrics
 
 
@@ -217,6 +224,7 @@ class Experiment:
         # excluded by id) unless the dataset fixes roles (In-Shop's query/gallery split)
         self.test_queries = self.test.select(role="query")
         self.test_gallery = self.test.select(role="gallery")
+        self.test_query_views = camera_views(self.test_queries, config.instance_view, seed=TEST_SAMPLE_SEED) if config.instance_view else None
         self.timings: dict[str, float] = {}
         self.complexity: dict[str, dict] = {}
 
@@ -344,28 +352,45 @@ class Experiment:
         teacher = models.gallery_model(cfg.kd_teacher_name)
         t_test = g_tests[models.gallery_models.index(teacher)]
         record(f"asymmetric, no transformation: {query.name} → {teacher.name}", "asymmetric", query.name, teacher.name,
-               measure(*mixed_spaces(q_test, t_test), ks=cfg.ks, instance_ks=cfg.instance_ks))
+               self.measure_query_model(query, t_test, mixed=True))
 
         kd_model, kd_seconds = self.train_kd(teacher, seed)
         record(f"KD baseline: {kd_model.name} → {teacher.name}", "baseline", kd_model.name, teacher.name,
-               measure(self.store.get(kd_model, self.test_queries), t_test, ks=cfg.ks, instance_ks=cfg.instance_ks), train_seconds=kd_seconds)
+               self.measure_query_model(kd_model, t_test), train_seconds=kd_seconds)
 
         t1 = time.perf_counter()
         transforms = [self.fit_psi(model, query, seed) for model in models.gallery_models]
         self.timings[f"seed{seed}/fit_psi"] = time.perf_counter() - t1
         for psi, model, g_test in zip(transforms, models.gallery_models, g_tests):
             record(f"CMCE single ψ: {query.name} → {model.name}", "cmce", query.name, f"ψ({model.name})",
-                   measure(q_test, psi.transform(g_test), ks=cfg.ks, instance_ks=cfg.instance_ks), train_seconds=psi_seconds([psi]))
+                   self.measure_query_model(query, psi.transform(g_test)), train_seconds=psi_seconds([psi]))
 
         ensemble = CMCEEnsemble(transforms)
         gallery, uncertainty = ensemble.transform(g_tests)
         index = self.build_index(ensemble, gallery, uncertainty, seed)
         names = "+".join(model.name.split(":")[-1] for model in models.gallery_models)
         record(f"CMCE ensemble: {query.name} → mean ψ({names})", "cmce", query.name, f"ensemble({names})",
-               measure(q_test, gallery, index=index, ks=cfg.ks, instance_ks=cfg.instance_ks), train_seconds=psi_seconds(transforms))
+               self.measure_query_model(query, gallery, index=index), train_seconds=psi_seconds(transforms))
         if uncertainty is not None:
             self._record_rejection(record, curves, query, q_test, gallery, uncertainty, index, names, seed)
         self.timings[f"seed{seed}/total"] = time.perf_counter() - t0
+
+    def measure_query_model(self, query_model: Encoder, gallery: Embeddings, index: GalleryIndexBase | None = None,
+                            mixed: bool = False, reject_fraction: float | None = None, exclude: np.ndarray | None = None) -> dict[str, float]:
+        """Class- and instance-level recall of ``query_model``'s test queries against ``gallery`` (through ``index``
+        when given); instance queries are new views of the images when the config asks for them.  ``mixed``
+        compares incompatible spaces on purpose (the "no compatibility" baselines)."""
+        cfg = self.config
+        queries = self.store.get(query_model, self.test_queries)
+        views = None
+        if cfg.instance_ks and self.test_query_views is not None:
+            views = self.store.get(query_model, self.test_query_views)
+        if mixed:
+            if views is not None:
+                views = mixed_spaces(views, gallery)[0]
+            queries, gallery = mixed_spaces(queries, gallery)
+        return measure(queries, gallery, index=index, ks=cfg.ks, instance_ks=cfg.instance_ks, reject_fraction=reject_fraction,
+                       exclude=exclude, instance_queries=views)
 
     def _record_symmetric(self, record: RowRecorder, model: Encoder, queries: Embeddings, gallery: Embeddings, seconds: float) -> None:
         info = self.complexity[model.name]
@@ -376,17 +401,22 @@ class Experiment:
         cfg = self.config
         pct = int(round(100 * cfg.reject_fraction))
         record(f"CMCE ensemble, reject {pct}% most uncertain gallery", "cmce-reject", query.name, f"ensemble({names})",
-               measure(q_test, gallery, index=index, ks=cfg.ks, instance_ks=cfg.instance_ks, reject_fraction=cfg.reject_fraction))
+               self.measure_query_model(query, gallery, index=index, reject_fraction=cfg.reject_fraction))
         n_rejected = int(index.rejected_mask(cfg.reject_fraction).sum())
         at_random = np.zeros(len(index), dtype=bool)
         at_random[np.random.default_rng(derive_seed(seed, "random rejection")).permutation(len(index))[:n_rejected]] = True
         record(f"CMCE ensemble, reject {pct}% at random (reference)", "cmce-reject", query.name, f"ensemble({names})",
-               measure(q_test, gallery, index=index, ks=cfg.ks, instance_ks=cfg.instance_ks, exclude=at_random))
+               self.measure_query_model(query, gallery, index=index, exclude=at_random))
         for drop in (False, True):
             curve = risk_coverage(q_test.vectors, q_test.labels, gallery.vectors, gallery.labels, uncertainty,
                                   query_ids=q_test.ids, gallery_ids=gallery.ids, random_seed=derive_seed(seed, "risk-coverage"),
                                   drop_queries=drop)
             curves.setdefault("drop_queries" if drop else "gallery_only", []).append(curve)
+
+    def instance_protocol(self) -> str:
+        view = self.config.instance_view
+        return ("instance recall: the query side embeds " + (f"one new '{view}' view of each test image (seeded) and must find the "
+                "original in the gallery" if view else "the gallery image itself and must find its gallery copy"))
 
     # ------------------------------------------------------------------ all seeds + report
     def run(self, out_dir: str | os.PathLike, command: str = "") -> tuple[list[ResultRow], dict[str, Any]]:
@@ -402,6 +432,7 @@ class Experiment:
             protocol="every test image is a query against all other test images; queries embedded by the query model, "
                      "gallery by the gallery side; every row measured by searching an index (the ensemble row: the saved "
                      "and reloaded FAISS index)",
+            instance_protocol=self.instance_protocol(),
         )
         if self.complexity and self.config.gallery:
             cheapest = min(self.complexity[spec.name]["flops"] for spec in self.config.gallery)
