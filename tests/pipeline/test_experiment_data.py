@@ -75,3 +75,19 @@ def test_instance_recall_from_new_views_of_the_images(tmp_path, tiny_dataset):
     assert on_itself["instance_recall@1"] == 1.0  # the image itself finds its own copy
     assert on_views["instance_recall@1"] < on_itself["instance_recall@1"]
     assert "new 'strong' view" in views.instance_protocol() and "itself" in same.instance_protocol()
+
+
+def test_validation_classes_are_held_out_of_training(tmp_path, tiny_dataset):
+    import dataclasses
+
+    from asymret.pipeline import Experiment
+
+    config = dataclasses.replace(PROFILES["tiny"], train_size=None, validation_classes=1)
+    experiment = Experiment(config, tiny_dataset, tmp_path)
+    held_out = set(experiment.validation.labels.tolist())
+    assert len(held_out) == 1 and not held_out & set(experiment.train.labels.tolist())
+    assert len(experiment.train) + len(experiment.validation) == int((tiny_dataset.splits == "train").sum())
+    assert experiment.validation.fingerprint() == Experiment(config, tiny_dataset, tmp_path).validation.fingerprint()
+    assert Experiment(PROFILES["tiny"], tiny_dataset, tmp_path).validation is None
+    with pytest.raises(ValueError, match="leaves no training class"):
+        Experiment(dataclasses.replace(config, validation_classes=4), tiny_dataset, tmp_path)

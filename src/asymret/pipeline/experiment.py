@@ -38,6 +38,7 @@ __all__ = ["ModelSpec", "ExperimentConfig", "PROFILES", "Experiment", "SeedModel
 
 #: the test sample is the same for every run of a config (it is the benchmark, not a random draw per seed)
 TEST_SAMPLE_SEED = 12345
+VALIDATION_CLASS_SEED = 101
 
 
 def _strict_kwargs(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -93,6 +94,9 @@ class ExperimentConfig:
     # instance recall's queries: "" = the gallery image itself, embedded by the query side; an augmentation preset
     # (e.g. "strong", "glyph") = one new view of it (another photo, another print) that must find the original
     instance_view: str = ""
+    # open-set data: this many training classes (a seeded choice) are held out of every model's training as the
+    # validation split where choices are made — classes no model saw, like the test classes (0 = none)
+    validation_classes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,6 +222,15 @@ class Experiment:
         self.store = EmbeddingStore(self.workdir / "embeddings")
         self.cache = ArtifactCache(self.workdir / "artifacts")
         self.train_pool = dataset.select(split="train")
+        self.validation: ImageDataset | None = None
+        if config.validation_classes:
+            classes = np.unique(self.train_pool.labels)
+            if config.validation_classes >= len(classes):
+                raise ValueError(f"validation_classes={config.validation_classes} leaves no training class (there are {len(classes)})")
+            held_out = np.random.default_rng(VALIDATION_CLASS_SEED).choice(classes, size=config.validation_classes, replace=False)
+            is_validation = np.isin(self.train_pool.labels, held_out)
+            self.validation = self.train_pool.subset(np.flatnonzero(is_validation), name=f"{dataset.name}/validation-classes")
+            self.train_pool = self.train_pool.subset(np.flatnonzero(~is_validation), name=f"{dataset.name}/train")
         test = dataset.select(split="test")
         self.test = test.sample(config.test_size, seed=TEST_SAMPLE_SEED) if config.test_size else test
         # the queries and the gallery of the test set: the same images ("every test image against the rest", self
