@@ -335,7 +335,15 @@ def write_report(rows: Sequence[ResultRow], meta: Mapping[str, Any], curves: Map
     out_dir.mkdir(parents=True, exist_ok=True)
     write_results_json(out_dir / "results.json", rows, meta)
     costs = cost_table(rows)
-    atomic_write_bytes(out_dir / "results.md", (markdown_table(rows) + ("\n" + costs + "\n" if costs else "")).encode())
+    text = markdown_table(rows) + ("\n" + costs + "\n" if costs else "")
+    validation = meta.get("validation")
+    if validation and validation.get("symmetric"):
+        text += (f"\nValidation split ({validation['classes']} training classes held out of every model, {validation['images']} "
+                 "images; where choices are made), symmetric:\n\n| model | recall@1 | map@r | seeds |\n|---|---:|---:|---:|\n")
+        for name, runs in validation["symmetric"].items():
+            text += (f"| {_cell(name)} | {format_mean_std([r['recall@1'] for r in runs])} | "
+                     f"{format_mean_std([r['map@r'] for r in runs])} | {len(runs)} |\n")
+    atomic_write_bytes(out_dir / "results.md", text.encode())
     plot_recall_bars(rows, out_dir / "recall_at_1.png", metric="recall@1")
     if curves:
         plot_curves = {}

@@ -240,6 +240,7 @@ class Experiment:
         self.test_query_views = camera_views(self.test_queries, config.instance_view, seed=TEST_SAMPLE_SEED) if config.instance_view else None
         self.timings: dict[str, float] = {}
         self.complexity: dict[str, dict] = {}
+        self.validation_metrics: dict[str, list[dict[str, float]]] = {}
 
     # ------------------------------------------------------------------ data
     @property
@@ -358,6 +359,10 @@ class Experiment:
         q_test = self.store.get(query, self.test_queries)
         g_tests = [self.store.get(model, self.test_gallery) for model in models.gallery_models]
 
+        if self.validation is not None:  # where choices are made: every model's symmetric recall on unseen training classes
+            for model in [query, *models.gallery_models]:
+                embedded = self.store.get(model, self.validation)
+                self.validation_metrics.setdefault(model.name, []).append(measure(embedded, embedded, ks=(1,)))
         self._record_symmetric(record, query, q_test, self.store.get(query, self.test_gallery), models.query_seconds)
         for (model, seconds), g_test in zip(models.gallery, g_tests):
             self._record_symmetric(record, model, self.store.get(model, self.test_queries), g_test, seconds)
@@ -447,6 +452,9 @@ class Experiment:
                      "and reloaded FAISS index)",
             instance_protocol=self.instance_protocol(),
         )
+        if self.validation is not None:
+            meta["validation"] = {"images": len(self.validation), "classes": int(len(np.unique(self.validation.labels))),
+                                  "symmetric": self.validation_metrics}
         if self.complexity and self.config.gallery:
             cheapest = min(self.complexity[spec.name]["flops"] for spec in self.config.gallery)
             meta["cheapest_gallery_over_query_flops"] = cheapest / self.complexity[self.config.query.name]["flops"]
