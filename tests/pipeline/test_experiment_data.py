@@ -91,3 +91,14 @@ def test_validation_classes_are_held_out_of_training(tmp_path, tiny_dataset):
     assert Experiment(PROFILES["tiny"], tiny_dataset, tmp_path).validation is None
     with pytest.raises(ValueError, match="leaves no training class"):
         Experiment(dataclasses.replace(config, validation_classes=4), tiny_dataset, tmp_path)
+
+
+def test_a_recipe_leaves_out_settings_at_their_default():
+    """A setting added later (at a default that keeps the old behaviour) must not invalidate cached models."""
+    from asymret.pipeline import ModelSpec
+    from asymret.pipeline.cache import recipe_of
+
+    spec = ModelSpec("query:convnet-xs", "convnet-xs", epochs=8)
+    assert recipe_of(spec) == {"name": "query:convnet-xs", "arch": "convnet-xs", "epochs": 8}
+    assert recipe_of(ModelSpec("q", "convnet-xs", epochs=8, tail_blocks=2))["tail_blocks"] == 2
+    assert recipe_of(PsiConfig()) == {} and recipe_of(PsiConfig(epochs=5)) == {"epochs": 5}

@@ -16,7 +16,7 @@ from ..compat.transform import CMCETransform
 from ..core.manifest import atomic_write_json, stable_hash
 from ..encoders.encoder import load_encoder
 
-__all__ = ["ArtifactCache", "ARTIFACT_KINDS"]
+__all__ = ["ArtifactCache", "ARTIFACT_KINDS", "recipe_of"]
 
 T = TypeVar("T")
 RECIPE_FILE = "recipe.json"
@@ -26,6 +26,25 @@ ARTIFACT_KINDS: dict[str, tuple[Callable[[Any, Path], Any], Callable[[Path], Any
     "encoder": (lambda encoder, directory: encoder.save(directory), load_encoder),
     "transformation": (lambda psi, directory: psi.save(directory), CMCETransform.load),
 }
+
+
+def recipe_of(settings: Any) -> dict[str, Any]:
+    """A dataclass's fields as a recipe, leaving out those at their default value: a setting added to asymret later
+    (with a default that keeps the old behaviour) then does not invalidate every cached model."""
+    import dataclasses
+
+    recipe = {}
+    for item in dataclasses.fields(settings):
+        value = getattr(settings, item.name)
+        if item.default is not dataclasses.MISSING:
+            default = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            default = item.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if value != default:
+            recipe[item.name] = recipe_of(value) if dataclasses.is_dataclass(value) else value
+    return recipe
 
 
 def _slug(name: str) -> str:

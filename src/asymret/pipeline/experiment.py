@@ -32,7 +32,7 @@ from ..gallery.ensemble import CMCEEnsemble
 from ..index import ExactIndex, GalleryIndex, GalleryIndexBase, load_index
 from ..store.embeddings import EmbeddingStore
 from ..training import TrainConfig
-from .cache import ArtifactCache
+from .cache import ArtifactCache, recipe_of
 
 __all__ = ["ModelSpec", "ExperimentConfig", "PROFILES", "Experiment", "SeedModels", "measure", "psi_seconds"]
 
@@ -267,7 +267,7 @@ class Experiment:
         """The encoder ``spec`` trained for ``seed`` (from the cache when this exact recipe was trained before)."""
         data = self.model_data(spec, seed)
         model_seed = derive_seed(seed, spec.name)
-        recipe = {"spec": asdict(spec), "seed": model_seed, "dim": self.config.embedding_dim, "data": data.fingerprint()}
+        recipe = {"spec": recipe_of(spec), "seed": model_seed, "dim": self.config.embedding_dim, "data": data.fingerprint()}
 
         def build() -> Encoder:
             encoder = create_encoder(spec.arch, embedding_dim=self.config.embedding_dim, neck=spec.neck, input_size=spec.input_size,
@@ -307,7 +307,7 @@ class Experiment:
         else:
             name = f"{method}:{spec.arch}←{base}"
         student_seed = derive_seed(seed, name)
-        recipe = {"method": method, "query": asdict(spec), "teacher": teacher.fingerprint(), "epochs": epochs, "seed": student_seed,
+        recipe = {"method": method, "query": recipe_of(spec), "teacher": teacher.fingerprint(), "epochs": epochs, "seed": student_seed,
                   "data": data.fingerprint(), "student_resolution": student_resolution}
 
         def build() -> Encoder:
@@ -332,7 +332,7 @@ class Experiment:
         settings = psi or self.config.psi
         train = self.train
         psi_seed = derive_seed(seed, "psi", gallery_model.name, query_model.name)
-        recipe = {"g": gallery_model.fingerprint(), "q": query_model.fingerprint(), "psi": asdict(settings), "seed": psi_seed,
+        recipe = {"g": gallery_model.fingerprint(), "q": query_model.fingerprint(), "psi": recipe_of(settings), "seed": psi_seed,
                   "data": train.fingerprint()}
 
         def build() -> CMCETransform:

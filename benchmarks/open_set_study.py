@@ -1,0 +1,144 @@
+"""Open-set studies on a run config's validation classes (never the test classes): does ψ generalise to classes it
+never saw, does fitting it on unlabelled images of the gallery being indexed fix what it doesn't, and which kind of
+ensemble diversity (D-T / D-TG / D-TGA, the CMCE paper's ablation) pays.
+
+    python benchmarks/open_set_study.py --config glyphs --workdir runs/glyphs --seeds 0,1,2 --out docs/open_set_study
+
+Reuses the models ``asymret run CONFIG --workdir WORKDIR`` trained (the config must set ``validation_classes``).
+
+1. **Seen vs unseen classes**: asymmetric R@1 of query → ψ(gallery model) on images of training classes (as many
+   classes as the validation split, all their images) vs the validation classes; beside it each model's own
+   symmetric R@1 on both sets, so that ψ's own drop is told apart from the models'.
+2. **ψ without labels**: ψ fitted with the similarity loss alone on the training images, and on the training
+   images plus the (unlabelled) validation images it will index — the transductive fit a gallery side can do.
+3. **Diversity**: D-T (three ψ's of one gallery model, different ψ seeds), D-TG (one architecture trained with
+   different seeds: the same gallery spec from three seeds' runs), D-TGA (the config's different gallery models).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asymret.compat import CMCETransform
+from asymret.core.manifest import atomic_write_bytes, atomic_write_json
+from asymret.core.seeds import derive_seed
+from asymret.core.space import Embeddings
+from asymret.data import load_dataset
+from asymret.eval.metrics import evaluate_embeddings
+from asymret.eval.report import format_mean_std
+from asymret.gallery import CMCEEnsemble
+from asymret.pipeline import Experiment
+from asymret.pipeline.runner import load_run_config
+from _common import run_meta
+
+SEEN_SAMPLE_SEED = 103
+
+
+def seen_classes_split(experiment: Experiment, classes: int):
+    """All images of ``classes`` training classes (a seeded choice): the validation split's shape, on seen classes."""
+    pool = experiment.train
+    chosen = np.random.default_rng(SEEN_SAMPLE_SEED).choice(np.unique(pool.labels), size=classes, replace=False)
+    return pool.subset(np.flatnonzero(np.isin(pool.labels, chosen)), name=f"{pool.name}/seen-classes")
+
+
+def unlabelled(*parts: Embeddings) -> Embeddings:
+    """The parts as one unlabelled set (what a label-free ψ fit may see)."""
+    return Embeddings(np.concatenate([p.vectors for p in parts]), np.concatenate([p.ids for p in parts]), parts[0].space)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="glyphs")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs"))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", type=Path, default=Path("docs/open_set_study"))
+    args = parser.parse_args()
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    run_config = load_run_config(args.config)
+    config = dataclasses.replace(run_config.experiment, seeds=seeds)
+    experiment = Experiment(config, load_dataset(run_config.dataset_kind, run_config.dataset_root, **run_config.dataset_options), args.workdir)
+    if experiment.validation is None:
+        raise SystemExit(f"config {args.config} sets no validation_classes: there is no split to study on")
+    validation = experiment.validation
+    seen = seen_classes_split(experiment, len(np.unique(validation.labels)))
+    store = experiment.store
+    start = time.perf_counter()
+    results: list[dict] = []
+
+    def add(study: str, setting: str, split: str, seed: int, metrics: dict) -> None:
+        results.append({"study": study, "setting": setting, "split": split, "seed": seed,
+                        "recall@1": metrics["recall@1"], "map@r": metrics["map@r"]})
+
+    all_models = {seed: experiment.models(seed) for seed in seeds}
+    for seed in seeds:
+        models = all_models[seed]
+        query, gallery = models.query, models.gallery_models
+        q = {name: store.get(query, data) for name, data in (("seen", seen), ("unseen", validation))}
+        for name in q:
+            add("1 seen vs unseen", f"symmetric {query.name}", name, seed, evaluate_embeddings(q[name], q[name], (1,)))
+        transforms = []
+        for model in gallery:
+            psi = experiment.fit_psi(model, query, seed)
+            transforms.append(psi)
+            for name, data in (("seen", seen), ("unseen", validation)):
+                g = store.get(model, data)
+                add("1 seen vs unseen", f"symmetric {model.name}", name, seed, evaluate_embeddings(g, g, (1,)))
+                add("1 seen vs unseen", f"{query.name} → ψ({model.name})", name, seed, evaluate_embeddings(q[name], psi.transform(g), (1,)))
+
+        # 2: label-free ψ, on the training images, then with the images being indexed added (unlabelled)
+        for model, default_psi in zip(gallery, transforms):
+            g_val = store.get(model, validation)
+            add("2 ψ without labels", f"default ψ (similarity + 0.1·dual-CE, training images) · {model.name}", "unseen", seed,
+                evaluate_embeddings(q["unseen"], default_psi.transform(g_val), (1,)))
+            settings = dataclasses.replace(config.psi, losses={"similarity": 1.0})
+            psi_seed = derive_seed(seed, "psi", model.name, query.name)
+            g_train, q_train = store.get(model, experiment.train), store.get(query, experiment.train)
+            plain = CMCETransform(settings, name=model.name, seed=psi_seed).fit(unlabelled(g_train), unlabelled(q_train))
+            add("2 ψ without labels", f"similarity only, training images · {model.name}", "unseen", seed,
+                evaluate_embeddings(q["unseen"], plain.transform(g_val), (1,)))
+            q_val = store.get(query, validation)
+            transductive = CMCETransform(settings, name=model.name, seed=psi_seed).fit(unlabelled(g_train, g_val), unlabelled(q_train, q_val))
+            add("2 ψ without labels", f"similarity only, training + indexed images (unlabelled) · {model.name}", "unseen", seed,
+                evaluate_embeddings(q["unseen"], transductive.transform(g_val), (1,)))
+
+        # 3: what kind of diversity the ensemble needs
+        g_vals = [store.get(model, validation) for model in gallery]
+        first = gallery[0]
+        d_t = [transforms[0]] + [
+            CMCETransform(config.psi, head=query.classifier, name=first.name, seed=derive_seed(seed, "D-T", str(i))).fit(
+                store.get(first, experiment.train), store.get(query, experiment.train)) for i in (1, 2)]
+        ensemble, _ = CMCEEnsemble(d_t).transform([g_vals[0]] * 3)
+        add("3 diversity", f"D-T: 3 ψ seeds of {first.name}", "unseen", seed, evaluate_embeddings(q["unseen"], ensemble, (1,)))
+        if len(seeds) >= 3 and len(gallery) > 1:
+            same_arch = [all_models[s].gallery_models[1] for s in seeds]  # one spec, trained by three seeds' runs
+            d_tg = [experiment.fit_psi(model, query, seed) for model in same_arch]
+            ensemble, _ = CMCEEnsemble(d_tg).transform([store.get(model, validation) for model in same_arch])
+            add("3 diversity", f"D-TG: {gallery[1].name} trained with 3 seeds", "unseen", seed, evaluate_embeddings(q["unseen"], ensemble, (1,)))
+        ensemble, _ = CMCEEnsemble(transforms).transform(g_vals)
+        add("3 diversity", "D-TGA: the config's gallery models (different architectures / data)", "unseen", seed,
+            evaluate_embeddings(q["unseen"], ensemble, (1,)))
+        print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    meta = run_meta(args, seeds, start)
+    meta.update(validation=f"{len(validation)} images of {len(np.unique(validation.labels))} training classes no model was trained on",
+                seen=f"{len(seen)} images of {len(np.unique(seen.labels))} training classes the models were trained on")
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "open_set_study.json", {"meta": meta, "results": results})
+    lines = ["| study | setting | split | R@1 % | MAP@R % | seeds |", "|---|---|---|---:|---:|---:|"]
+    for key in dict.fromkeys((r["study"], r["setting"], r["split"]) for r in results):
+        rows = [r for r in results if (r["study"], r["setting"], r["split"]) == key]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {format_mean_std([r['recall@1'] for r in rows])} | "
+                     f"{format_mean_std([r['map@r'] for r in rows])} | {len(rows)} |")
+    table = "\n".join(lines)
+    atomic_write_bytes(args.out / "open_set_study.md", (table + "\n").encode())
+    print(table)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    main()
