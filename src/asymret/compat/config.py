@@ -17,8 +17,10 @@ __all__ = ["PsiConfig"]
 class PsiConfig:
     """How a transformation ψ is built and fitted — the one place these defaults are written.
 
-    ``losses`` maps the CMCE loss names (``similarity``, ``kl``, ``dual-ce``) to weights; ``None`` means
-    similarity 1 plus dual-ce 0.1 through the query model's head when one is given (similarity alone otherwise).
+    ``losses`` maps the CMCE loss names (``similarity``, ``contrastive``, ``kl``, ``dual-ce``) to weights; ``None``
+    means similarity 1 plus dual-ce 0.1 through the query model's head when one is given (similarity alone
+    otherwise).  ``contrastive`` (InfoNCE against the batch's other images, ``contrastive_temperature``) asks for
+    each image's own position where 1 − cos cannot: a target space concentrated in a narrow cone.
     """
 
     kind: str = "mlp"
@@ -26,6 +28,7 @@ class PsiConfig:
     num_layers: int = 2
     losses: dict[str, float] | None = None
     similarity: str = "cos"
+    contrastive_temperature: float = 0.05
     epochs: int = 30
     batch_size: int = 256
     lr: float = 2e-3

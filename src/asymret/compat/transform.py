@@ -26,7 +26,7 @@ from ..core.manifest import SpaceMismatchError, atomic_torch_save, hash_arrays, 
 from ..core.space import Embeddings, Space
 from ..training import TrainConfig, TrainHistory, batch_indices, seeded, train
 from .config import PsiConfig
-from .losses.base import CompatLoss, SharedHeadCELoss, SharedHeadKLLoss, SimilarityLoss, WeightedSum
+from .losses.base import CompatLoss, ContrastiveMatchLoss, SharedHeadCELoss, SharedHeadKLLoss, SimilarityLoss, WeightedSum
 
 
 class TransformationNet(nn.Module):
@@ -62,19 +62,22 @@ class TransformationNet(nn.Module):
 
 
 def build_cmce_loss(weights: Mapping[str, float], head: CosineClassifier | None, similarity: str = "cos",
-                    kl_temperature: float = 1.0, train_head: bool = False) -> WeightedSum:
-    """The weighted CMCE loss from ``{"similarity": w, "kl": w, "dual-ce": w}``; head-based terms need ``head``."""
+                    kl_temperature: float = 1.0, train_head: bool = False, contrastive_temperature: float = 0.05) -> WeightedSum:
+    """The weighted CMCE loss from ``{"similarity": w, "contrastive": w, "kl": w, "dual-ce": w}``; head-based
+    terms need ``head``."""
     terms: dict[str, tuple[CompatLoss, float]] = {}
     for name, weight in weights.items():
         if name == "similarity":
             terms[name] = (SimilarityLoss(similarity), weight)
+        elif name == "contrastive":
+            terms[name] = (ContrastiveMatchLoss(contrastive_temperature), weight)
         elif name in ("kl", "dual-ce"):
             if head is None:
                 raise ValueError(f"the {name!r} loss needs the shared head (the query model's classifier): pass head=")
             shared = head if train_head else copy.deepcopy(head).frozen()
             terms[name] = (SharedHeadKLLoss(shared, kl_temperature) if name == "kl" else SharedHeadCELoss(shared, train_head), weight)
         else:
-            raise ValueError(f"unknown CMCE loss {name!r} (similarity, kl, dual-ce)")
+            raise ValueError(f"unknown CMCE loss {name!r} (similarity, contrastive, kl, dual-ce)")
     return WeightedSum(terms)
 
 
@@ -126,7 +129,8 @@ class CMCETransform:
         self.source_space, self.target_space = gallery.space, query.space
         with seeded(self.train_config.seed):  # ψ's initialisation; the caller's random streams are left alone
             self.net = TransformationNet(gallery.space.dim, query.space.dim, self.kind, self.hidden_dim, self.num_layers)
-        loss = build_cmce_loss(self.loss_weights, self.head, self.similarity)
+        loss = build_cmce_loss(self.loss_weights, self.head, self.similarity,
+                               contrastive_temperature=self.settings.contrastive_temperature)
         if loss.uses_labels and labels is None:
             raise ValueError("the dual-ce loss needs labels (none given and none attached to the embeddings)")
         source = torch.from_numpy(gallery.vectors)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ...core.registry import Registry
-from .base import CompatLoss, SharedHeadCELoss, SharedHeadKLLoss, SimilarityLoss, WeightedSum
+from .base import CompatLoss, ContrastiveMatchLoss, SharedHeadCELoss, SharedHeadKLLoss, SimilarityLoss, WeightedSum
 from .query_losses import (
     AMLLoss,
     BCTLoss,
@@ -36,6 +36,7 @@ def _distill_cos() -> SimilarityLoss:
 LOSSES: Registry[Callable[..., CompatLoss]] = Registry("loss")
 for _name, _constructor in {
     "similarity": SimilarityLoss,  # kwarg kind="cos" | "l2"
+    "contrastive": ContrastiveMatchLoss,  # kwarg temperature
     "distill-l2": _distill_l2,
     "distill-cos": _distill_cos,
     "kl": SharedHeadKLLoss,  # head, temperature
