@@ -351,14 +351,3 @@ def test_tail_fine_tuning_refuses_what_it_cannot_do(tiny_train):
     with pytest.raises(ValueError, match="tail_blocks must be in 1..16"):
         train_encoder(lite, data, TrainConfig(epochs=1), tail_blocks=17)
 
-
-def test_linear_bn_neck_centres_the_embedding(tiny_train):
-    """The batch-normalised neck removes the component every image shares (a trained plain linear neck on
-    post-ReLU features leaves a large one)."""
-    encoder = create_encoder("convnet-xs", embedding_dim=16, neck="linear-bn", seed=0)
-    train_encoder(encoder, tiny_train, TrainConfig(epochs=3, batch_size=32, lr=3e-3))
-    vectors = encoder.embed_images([tiny_train.load(i) for i in range(len(tiny_train))])
-    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert np.linalg.norm(vectors.mean(axis=0)) < 0.5
-    with pytest.raises(ValueError, match="linear-bn"):
-        create_encoder("convnet-xs", embedding_dim=16, neck="nope")

@@ -42,14 +42,10 @@ def _make_neck(kind: str, in_dim: int, dim: int | None) -> nn.Module:
         return nn.Identity()
     if kind == "linear":
         return nn.Linear(in_dim, dim)
-    if kind == "linear-bn":
-        # batch-normalised embedding: removes the component common to every image, which otherwise dominates the
-        # cosine geometry of a weak model trained on non-negative (post-ReLU) features (a collapsed space)
-        return nn.Sequential(nn.Linear(in_dim, dim), nn.BatchNorm1d(dim))
     if kind == "mlp":
         hidden = max(dim, min(in_dim, 1024))
         return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
-    raise ValueError(f"unknown neck {kind!r} (identity, linear, linear-bn, mlp)")
+    raise ValueError(f"unknown neck {kind!r} (identity, linear, mlp)")
 
 
 class Encoder(nn.Module):
