@@ -13,6 +13,8 @@ Reuses the models ``asymret run CONFIG --workdir WORKDIR`` trained (the config m
    images plus the (unlabelled) validation images it will index — the transductive fit a gallery side can do.
 3. **Diversity**: D-T (three ψ's of one gallery model, different ψ seeds), D-TG (one architecture trained with
    different seeds: the same gallery spec from three seeds' runs), D-TGA (the config's different gallery models).
+4. **ψ's recipe**: the config's ψ, the same trained 10× longer, and with the contrastive (InfoNCE) term instead
+   of 1 − cos; plus how concentrated the query space is (norm of its mean embedding: 0 = spread, 1 = one point).
 """
 from __future__ import annotations
 
@@ -105,6 +107,24 @@ def main() -> None:
             transductive = CMCETransform(settings, name=model.name, seed=psi_seed).fit(unlabelled(g_train, g_val), unlabelled(q_train, q_val))
             add("2 ψ without labels", f"similarity only, training + indexed images (unlabelled) · {model.name}", "unseen", seed,
                 evaluate_embeddings(q["unseen"], transductive.transform(g_val), (1,)))
+
+        # 4: ψ's recipe, and the query space's concentration that 1 − cos cannot see past
+        q_train = store.get(query, experiment.train)
+        add("4 ψ recipe", f"norm of {query.name}'s mean training embedding (×100)", "seen", seed,
+            {"recall@1": float(np.linalg.norm(q_train.vectors.mean(axis=0))), "map@r": float("nan")})
+        recipes = {"the config's ψ, 10× the epochs": dataclasses.replace(config.psi, epochs=10 * config.psi.epochs),
+                   "contrastive instead of 1 − cos": dataclasses.replace(config.psi, losses={"contrastive": 1.0}),
+                   "contrastive, 10× the epochs": dataclasses.replace(config.psi, losses={"contrastive": 1.0}, epochs=10 * config.psi.epochs)}
+        for model, default_psi in zip(gallery, transforms):
+            g_train = store.get(model, experiment.train)
+            for name, data in (("seen", seen), ("unseen", validation)):
+                add("4 ψ recipe", f"the config's ψ · {model.name}", name, seed,
+                    evaluate_embeddings(q[name], default_psi.transform(store.get(model, data)), (1,)))
+            for label, settings in recipes.items():
+                psi = CMCETransform(settings, head=query.classifier, name=model.name, seed=derive_seed(seed, "psi", model.name, query.name))
+                psi.fit(g_train, q_train)
+                for name, data in (("seen", seen), ("unseen", validation)):
+                    add("4 ψ recipe", f"{label} · {model.name}", name, seed, evaluate_embeddings(q[name], psi.transform(store.get(model, data)), (1,)))
 
         # 3: what kind of diversity the ensemble needs
         g_vals = [store.get(model, validation) for model in gallery]
