@@ -51,7 +51,7 @@ def test_presets_are_deterministic_and_keep_shape(preset):
 @pytest.mark.parametrize("setting, value", [
     ("rotate_degrees", 20.0), ("scale", (0.7, 0.9)), ("translate", 0.2), ("shear_degrees", 15.0), ("aspect", 0.3),
     ("brightness", 0.5), ("contrast", 0.5), ("blur_p", 1.0), ("stroke_p", 1.0), ("noise_std", 0.2),
-    ("hflip", True), ("shift_pad", 3),
+    ("hflip", True), ("shift_pad", 3), ("downscale", (0.5, 0.6)), ("jpeg_p", 1.0),
 ])
 def test_each_op_changes_the_images_only_when_enabled(setting, value):
     x = _glyph_batch()
@@ -124,3 +124,32 @@ def test_warmup_ramps_the_learning_rate_linearly(monkeypatch):
     train([parameter], lambda batch: (parameter - 1).pow(2).sum(), lambda epoch, generator: [0, 1, 2, 3], config)
     # 4 steps per epoch: the first epoch ramps 0.1 → 0.4, then the constant rate
     assert seen == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4])
+
+
+def test_lower_resolution_removes_the_finest_detail_and_keeps_the_coarse():
+    fine = torch.zeros(1, 1, 32, 32)
+    fine[..., ::2, :] = 1.0  # one-pixel stripes: gone at half resolution
+    coarse = torch.zeros(1, 1, 32, 32)
+    coarse[..., 8:24, 8:24] = 1.0  # a large square: survives
+    cfg = AugmentConfig(downscale=(0.5, 0.5))
+    blurred = augment_batch(fine, cfg, torch.Generator().manual_seed(0))
+    assert float(blurred.std()) < 0.1 * float(fine.std())
+    kept = augment_batch(coarse, cfg, torch.Generator().manual_seed(0))
+    assert float(kept.std()) > 0.8 * float(coarse.std())
+    assert float(torch.corrcoef(torch.stack([kept.flatten(), coarse.flatten()]))[0, 1]) > 0.95
+
+
+def test_jpeg_round_trip_is_lossy_close_and_works_in_any_normalised_range():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=gen)
+    x = F.avg_pool2d(x, 3, stride=1, padding=1)  # some structure, not pure noise
+    cfg = AugmentConfig(jpeg_p=1.0, jpeg_quality=(20, 20))
+    out = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    error = float((out - x).abs().mean())
+    assert 0.0 < error < 0.1
+    # the same images in a normalised space ((x − 0.5)/0.25) get the same round trip, in that space
+    normalised = augment_batch((x - 0.5) / 0.25, cfg, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(normalised * 0.25 + 0.5, out, atol=1e-4, rtol=0)
+    # grey images are encoded as one channel
+    grey = augment_batch(x[:, :1], cfg, torch.Generator().manual_seed(1))
+    assert grey.shape == (2, 1, 32, 32) and 0.0 < float((grey - x[:, :1]).abs().mean()) < 0.1

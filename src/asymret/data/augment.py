@@ -3,8 +3,9 @@
 Open-set metric learning with few images per class needs strong augmentation (a model must learn what stays the
 same under viewpoint, scale, stroke and colour changes, not memorise pixels); the closed-set demo needs little.
 :class:`AugmentConfig` says what to do, with named presets (``light`` = the old ±2-px shifts and flips exactly,
-``strong`` for photos, ``glyph`` for printed characters), and :func:`augment_batch` applies it to a batch of
-*preprocessed* tensors (B, C, H, W) with a ``torch.Generator`` — every op is per sample and vectorised.
+``strong`` for photos, ``glyph`` for printed characters, ``camera`` for new views of an item: crop, angle, blur,
+lower resolution, JPEG), and :func:`augment_batch` applies it to a batch of *preprocessed* tensors (B, C, H, W)
+with a ``torch.Generator`` — every op is per sample, vectorised except the lower-resolution and JPEG round trips.
 
 The ops work in any affine-normalised pixel space (``(x/255 − mean)/std``): geometry resamples with border
 padding (the background continues), contrast and saturation act around per-image/per-pixel means, brightness and
@@ -43,6 +44,9 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.3, 1.2)  # in pixels
     stroke_p: float = 0.0  # morphological dilation or erosion (3×3), thicker or thinner strokes
     noise_std: float = 0.0  # Gaussian pixel noise, normalised units
+    downscale: tuple[float, float] = (1.0, 1.0)  # lower resolution: shrink by a factor drawn from this range, then back
+    jpeg_p: float = 0.0  # JPEG re-encoding (per image, through Pillow) at a quality drawn from jpeg_quality
+    jpeg_quality: tuple[int, int] = (30, 90)
 
     @property
     def enabled(self) -> bool:
@@ -69,6 +73,10 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     # printed characters: no flips (a mirrored character is another character), stroke width, blur and noise
     "glyph": AugmentConfig(rotate_degrees=10, scale=(0.8, 1.1), aspect=0.1, translate=0.08, shear_degrees=10,
                            contrast=0.3, blur_p=0.3, stroke_p=0.5, noise_std=0.1),
+    # a second photo of the same item, for instance queries: a slightly different crop and angle, softer focus, a
+    # lower-resolution sensor and JPEG compression
+    "camera": AugmentConfig(rotate_degrees=8, scale=(0.9, 1.15), translate=0.05, brightness=0.1, contrast=0.2, blur_p=0.3,
+                            downscale=(0.5, 0.9), jpeg_p=1.0, jpeg_quality=(30, 80)),
 }
 
 
@@ -148,6 +156,40 @@ def _stroke(batch: torch.Tensor, rows: torch.Tensor, generator: torch.Generator)
     return torch.where((rows & ~grow).view(-1, 1, 1, 1), eroded, out)
 
 
+def _downscale(batch: torch.Tensor, factors: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """Each image shrunk by its own factor (antialiased) and resized back: the detail a lower-resolution sensor loses."""
+    n, _, h, w = batch.shape
+    factor = _uniform(n, factors[0], factors[1], generator)
+    out = torch.empty_like(batch)
+    for i in range(n):
+        small = (max(1, round(h * float(factor[i]))), max(1, round(w * float(factor[i]))))
+        low = F.interpolate(batch[i:i + 1], size=small, mode="bilinear", antialias=True, align_corners=False)
+        out[i:i + 1] = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+    return out
+
+
+def _jpeg(batch: torch.Tensor, rows: torch.Tensor, quality: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """JPEG round trip of the chosen images.  The batch may be in any affine-normalised space, so each image is
+    mapped to 0–255 by its own range, encoded, decoded and mapped back."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    qualities = torch.randint(int(quality[0]), int(quality[1]) + 1, (batch.shape[0],), generator=generator)
+    out = batch.clone()
+    for i in torch.nonzero(rows).flatten().tolist():
+        image = batch[i]
+        low, high = float(image.min()), float(image.max())
+        scale = (high - low) or 1.0
+        pixels = ((image - low) / scale * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(buffer, format="JPEG", quality=int(qualities[i]))
+        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float32).reshape(pixels.shape)
+        out[i] = torch.from_numpy(decoded).permute(2, 0, 1) / 255.0 * scale + low
+    return out
+
+
 def augment_batch(batch: torch.Tensor, config: AugmentConfig | str, generator: torch.Generator) -> torch.Tensor:
     """``batch`` (B, C, H, W) transformed per sample as ``config`` says (same shape and dtype; a new tensor)."""
     config = augment_config(config)
@@ -172,6 +214,10 @@ def augment_batch(batch: torch.Tensor, config: AugmentConfig | str, generator: t
         out = torch.where(rows, out.mean(dim=1, keepdim=True).expand_as(out), out)
     if config.blur_p:
         out = _blur(out, _chosen(n, config.blur_p, generator), config.blur_sigma, generator)
+    if config.downscale != (1.0, 1.0):
+        out = _downscale(out, config.downscale, generator)
+    if config.jpeg_p:
+        out = _jpeg(out, _chosen(n, config.jpeg_p, generator), config.jpeg_quality, generator)
     if config.noise_std:
         out = out + config.noise_std * torch.randn(out.shape, generator=generator)
     if config.hflip:
