@@ -165,6 +165,8 @@ def train_encoder_cmd(
     augment: str = typer.Option("light", "--augment", help="augmentation preset: none, light, strong (photos), glyph (characters)"),
     m_per_class: int = typer.Option(0, "--m-per-class", min=0, help="class-balanced batches of m images per class (0: shuffled)"),
     warmup_epochs: float = typer.Option(0.0, "--warmup-epochs", min=0.0, help="linear learning-rate warm-up"),
+    center: bool = typer.Option(False, "--center", help="centre the embedding on the mean training embedding afterwards "
+                                "(a model trained briefly from scratch leaves its embeddings in a narrow cone)"),
     store: Path = StoreOpt,
 ) -> None:
     """Train an embedding model (normalised softmax) — a gallery model or the query model."""
@@ -188,7 +190,7 @@ def train_encoder_cmd(
         train_encoder(encoder, data, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, m_per_class=m_per_class,
                                                  warmup_epochs=warmup_epochs),
                       freeze_backbone=freeze_backbone, store=EmbeddingStore(store), augmentation=augment,
-                      tail_blocks=tail_blocks, cached_views=cached_views)
+                      tail_blocks=tail_blocks, cached_views=cached_views, center=center)
     except ValueError as error:
         _fail(str(error))
     encoder.save(output, extra={"train_seconds": time.perf_counter() - start})

@@ -351,3 +351,42 @@ def test_tail_fine_tuning_refuses_what_it_cannot_do(tiny_train):
     with pytest.raises(ValueError, match="tail_blocks must be in 1..16"):
         train_encoder(lite, data, TrainConfig(epochs=1), tail_blocks=17)
 
+
+
+# ------------------------------------------------------------------------------------------ centring
+def _mean_norm(encoder, dataset) -> float:
+    return float(np.linalg.norm(encoder.embed_images([dataset.load(i) for i in range(len(dataset))]).mean(axis=0)))
+
+
+@pytest.mark.parametrize("path", ["full", "frozen"])
+def test_center_spreads_the_space_keeps_the_ranking_and_survives_save_load(tmp_path, tiny_train, path):
+    cfg = TrainConfig(epochs=4, batch_size=32, lr=3e-3, seed=0)
+    plain = create_encoder("convnet-xs", embedding_dim=16, seed=0)
+    centred = create_encoder("convnet-xs", embedding_dim=16, seed=0)
+    train_encoder(plain, tiny_train, cfg, freeze_backbone=path == "frozen")
+    train_encoder(centred, tiny_train, cfg, freeze_backbone=path == "frozen", center=True)
+    # the same training (centring happens afterwards), then the mean training embedding is subtracted
+    center = np.asarray(centred.config["center"], dtype=np.float32)
+    assert np.linalg.norm(center) > 0.3  # a briefly trained convnet's cone
+    np.testing.assert_allclose(center, plain.embed_images([tiny_train.load(i) for i in range(len(tiny_train))]).mean(axis=0),
+                               atol=1e-5)
+    assert _mean_norm(centred, tiny_train) < 0.5 * _mean_norm(plain, tiny_train)
+    assert centred.fingerprint() != plain.fingerprint()  # another space
+    assert centred.config["training"]["centered"] is True
+    # the centred head still classifies (its class weights were centred the same way)
+    assert _accuracy(centred, tiny_train) >= _accuracy(plain, tiny_train) - 0.1
+    centred.save(tmp_path / "enc")
+    loaded = load_encoder(tmp_path / "enc")
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), centred(x), rtol=0, atol=0)
+    assert loaded.fingerprint() == centred.fingerprint()
+
+
+def test_retraining_a_centred_encoder_starts_uncentred(tiny_train):
+    encoder = create_encoder("convnet-xs", embedding_dim=16, seed=0)
+    data = tiny_train.subset(np.arange(64))
+    train_encoder(encoder, data, TrainConfig(epochs=1, batch_size=32), center=True)
+    assert "center" in encoder.config
+    train_encoder(encoder, data, TrainConfig(epochs=1, batch_size=32))
+    assert "center" not in encoder.config and encoder.center is None

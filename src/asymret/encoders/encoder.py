@@ -55,6 +55,10 @@ class Encoder(nn.Module):
     - :meth:`pooled` the pooled backbone vector; :meth:`embed_pooled` maps pooled vectors to embeddings (this is
       what frozen-backbone training optimises on cached pooled features);
     - :meth:`forward` the L2-normalised embedding.
+    ``config["center"]`` (optional, set by ``train_encoder(..., center=True)``) is the mean training embedding,
+    subtracted before a second normalisation: a model trained briefly from scratch puts all its embeddings in a
+    narrow cone (post-ReLU features share a large common component), where retrieval still ranks but a mapping
+    *into* the space (ψ, distillation) is judged by 1 − cos against that common part and learns nothing.
     ``classifier`` (optional) is the normalised-softmax head the encoder was trained with; CMCE and BCT reuse it.
     """
 
@@ -95,7 +99,20 @@ class Encoder(nn.Module):
         return self.pool(self.forward_features(x))
 
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.neck(pooled), dim=1)
+        embedding = F.normalize(self.neck(pooled), dim=1)
+        center = self.center
+        return embedding if center is None else F.normalize(embedding - center, dim=1)
+
+    @property
+    def center(self) -> torch.Tensor | None:
+        values = self.config.get("center")
+        if values is None:
+            return None
+        cached = self.__dict__.get("_center_tensor")
+        if cached is None or cached[0] is not values:  # rebuilt when the config's list is replaced
+            cached = (values, torch.tensor(values, dtype=torch.float32))
+            self.__dict__["_center_tensor"] = cached
+        return cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed_pooled(self.pooled(x))

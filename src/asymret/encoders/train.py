@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
 
 from ..data.dataset import ImageDataset
@@ -41,10 +42,13 @@ def train_encoder(
     augmentation: str | AugmentConfig = "light",
     tail_blocks: int = 0,
     cached_views: int = 2,
+    center: bool = False,
 ) -> TrainHistory:
     """Train ``encoder`` (in place) with a normalised-softmax loss on ``dataset``'s labels.
 
-    Afterwards ``encoder.classifier`` holds the learned class weights (a :class:`CosineClassifier`).
+    Afterwards ``encoder.classifier`` holds the learned class weights (a :class:`CosineClassifier`).  With
+    ``center`` the embedding is then centred on the training images' mean embedding (no augmentation) and
+    renormalised, and the class weights with it — see :class:`Encoder`.
     """
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty dataset")
@@ -55,6 +59,7 @@ def train_encoder(
                          "use freeze_backbone or full training")
     if cached_views < 1:
         raise ValueError(f"cached_views must be ≥ 1 (got {cached_views})")
+    encoder.config.pop("center", None)  # trained (again) uncentred; the centre is measured afterwards
     aug = augment_config(augmentation if use_augmentation else "none")
     augmenting = aug.enabled and not freeze_backbone  # cached frozen features cannot be augmented
     num_classes = int(dataset.labels.max()) + 1
@@ -78,6 +83,9 @@ def train_encoder(
             return loss_fn(encoder.embed_pooled(features[rows]), labels[rows])
 
         batches = epoch_batches(labels.numpy(), config)
+
+        def training_embeddings() -> torch.Tensor:
+            return encoder.embed_pooled(features)
     elif tail_blocks:
         prefix = cached_prefix_activations(encoder, dataset, tail_blocks, cached_views, aug)
         labels = torch.as_tensor(dataset.labels, dtype=torch.long)
@@ -94,6 +102,10 @@ def train_encoder(
             return loss_fn(encoder.embed_pooled(encoder.pool(encoder.backbone.forward_tail(x, tail_blocks))), labels[rows])
 
         batches = epoch_batches(labels.numpy(), config)
+
+        def training_embeddings() -> torch.Tensor:  # view 0: the images as they are
+            return torch.cat([encoder.embed_pooled(encoder.pool(encoder.backbone.forward_tail(prefix[0, i:i + 256].float(), tail_blocks)))
+                              for i in range(0, prefix.shape[1], 256)])
     else:
         images, labels, _ = load_tensors(dataset, encoder.preprocess)
         encoder.requires_grad_(True)
@@ -108,19 +120,42 @@ def train_encoder(
 
         batches = epoch_batches(labels.numpy(), config)
 
+        def training_embeddings() -> torch.Tensor:
+            return torch.cat([encoder(images[i:i + 256]) for i in range(0, len(images), 256)])
+
     params = [p for module in trainable for p in module.parameters()] + list(loss_fn.parameters())
     history = train(params, compute_loss, batches, config, modules=trainable, description=f"train {encoder.name}")
     # keep BN of a frozen backbone in eval mode; the loop switched only the trainable modules
     encoder.requires_grad_(False)
     encoder.eval()
+    if center:
+        _center(encoder, training_embeddings, loss_fn, labels, config)
     encoder.classifier = CosineClassifier.from_normalized_softmax(loss_fn).frozen()
     encoder.config["training"] = {
         **config.to_dict(), "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
         "freeze_backbone": freeze_backbone, "loss": "normalized-softmax", "temperature": temperature,
         "augmentation": aug.to_dict() if augmenting else None,
         **({"tail_blocks": tail_blocks, "cached_views": cached_views} if tail_blocks else {}),
+        **({"centered": True} if center else {}),
     }
     return history
+
+
+def _center(encoder: Encoder, training_embeddings, loss_fn: nn.Module, labels: torch.Tensor, config: TrainConfig) -> None:
+    """Centre ``encoder``'s space on its mean training embedding, then refit the class weights (only them) on the
+    centred training embeddings: they start centred like the embeddings, and a few epochs settle them."""
+    from dataclasses import replace
+
+    with torch.no_grad():
+        embeddings = training_embeddings()
+        mean = embeddings.mean(dim=0)
+        centred = F.normalize(embeddings - mean, dim=1)
+        weight = loss_fn.W  # (dim, classes)
+        weight.copy_(F.normalize(F.normalize(weight, dim=0) - mean[:, None], dim=0))
+    encoder.config["center"] = [float(v) for v in mean]
+    head_config = replace(config, epochs=min(config.epochs, 5), warmup_epochs=0.0)
+    train([weight], lambda rows: loss_fn(centred[rows], labels[rows]), epoch_batches(labels.numpy(), head_config), head_config,
+          modules=[], description=f"centre {encoder.name}: refit class weights")
 
 
 # The last prefix activations computed, keyed by everything that decides them: a multi-seed experiment fine-tunes

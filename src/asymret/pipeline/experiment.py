@@ -69,6 +69,7 @@ class ModelSpec:
     augment: str = "light"  # a preset of asymret.data.augment
     m_per_class: int = 0  # > 0: class-balanced batches
     warmup_epochs: float = 0.0
+    center: bool = False  # centre the trained embedding on its mean training embedding (see Encoder)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
@@ -275,7 +276,7 @@ class Experiment:
             train_cfg = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
                                     seed=model_seed, m_per_class=spec.m_per_class, warmup_epochs=spec.warmup_epochs)
             train_encoder(encoder, data, train_cfg, freeze_backbone=spec.freeze_backbone, store=self.store, augmentation=spec.augment,
-                          tail_blocks=spec.tail_blocks, cached_views=spec.cached_views)
+                          tail_blocks=spec.tail_blocks, cached_views=spec.cached_views, center=spec.center)
             return encoder
 
         return self.cache.get_or_build("encoder", f"seed{seed}/{spec.name}", recipe, build)
