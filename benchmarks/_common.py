@@ -28,5 +28,6 @@ def run_meta(args: argparse.Namespace, seeds: tuple[int, ...], start: float) -> 
     script = sys.argv[0].split("/")[-1]
     return {"command": f"python benchmarks/{script} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_description(),
-            "seeds": list(seeds), "validation": f"{args.val_size} training-split images no model was trained on",
+            "seeds": list(seeds),
+            **({"validation": f"{args.val_size} training-split images no model was trained on"} if hasattr(args, "val_size") else {}),
             "wall_seconds": time.perf_counter() - start}

@@ -102,3 +102,34 @@ def test_a_recipe_leaves_out_settings_at_their_default():
     assert recipe_of(spec) == {"name": "query:convnet-xs", "arch": "convnet-xs", "epochs": 8}
     assert recipe_of(ModelSpec("q", "convnet-xs", epochs=8, tail_blocks=2))["tail_blocks"] == 2
     assert recipe_of(PsiConfig()) == {} and recipe_of(PsiConfig(epochs=5)) == {"epochs": 5}
+
+
+def test_transductive_psi_is_label_free_fits_the_indexed_gallery_and_adds_rows(tmp_path, tiny_dataset):
+    """``transductive_psi``: ψ's fitted with the similarity loss alone on the training images plus the indexed
+    gallery; they match the query model's embeddings of that gallery better than ψ's fitted on training images."""
+    import dataclasses
+
+    import numpy as np
+
+    from asymret.pipeline import Experiment, ModelSpec
+
+    config = dataclasses.replace(PROFILES["tiny"], train_size=None, test_size=None, seeds=(0,), transductive_psi=True,
+                                 query=ModelSpec("query:convnet-xs", "convnet-xs", epochs=2),
+                                 gallery=(ModelSpec("gallery:convnet-s", "convnet-s", epochs=2),))
+    experiment = Experiment(config, tiny_dataset, tmp_path)
+    models = experiment.models(0)
+    query, gallery_model = models.query, models.gallery_models[0]
+    plain = experiment.fit_psi(gallery_model, query, 0)
+    transductive = experiment.fit_psi(gallery_model, query, 0, unlabelled=experiment.test_gallery)
+    assert transductive.loss_weights == {"similarity": 1.0} and transductive is not plain
+    g_test = experiment.store.get(gallery_model, experiment.test_gallery)
+    q_test = experiment.store.get(query, experiment.test_gallery).align(g_test.ids)
+
+    def mean_cos(psi):
+        return float(np.mean(np.sum(psi.transform(g_test).vectors * q_test.vectors, axis=1)))
+
+    assert mean_cos(transductive) > mean_cos(plain)
+    rows, _ = experiment.run(tmp_path / "out")
+    settings = [row.setting for row in rows]
+    assert any(s.startswith("CMCE ensemble, transductive") for s in settings)
+    assert any(s.startswith("CMCE single ψ, transductive") for s in settings)

@@ -98,6 +98,10 @@ class ExperimentConfig:
     # open-set data: this many training classes (a seeded choice) are held out of every model's training as the
     # validation split where choices are made — classes no model saw, like the test classes (0 = none)
     validation_classes: int = 0
+    # also fit every ψ label-free (similarity loss alone) on the training images *plus the gallery being indexed*
+    # (its images embedded by both sides — the server owns them), and report those rows beside the usual ones:
+    # on open-set data a ψ fitted on training classes alone can memorise them
+    transductive_psi: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,6 +210,15 @@ def mixed_spaces(queries: Embeddings, gallery: Embeddings) -> tuple[Embeddings, 
                   name=f"{queries.space.name} vs {gallery.space.name} (incompatible, compared on purpose)")
     return (Embeddings(queries.vectors, queries.ids, space, queries.labels),
             Embeddings(gallery.vectors, gallery.ids, space, gallery.labels))
+
+
+def _unlabelled(parts: Sequence[Embeddings]) -> Embeddings:
+    """The parts as one set without labels (what a label-free fit may see); an image in two parts is kept once."""
+    vectors = np.concatenate([p.vectors for p in parts])
+    ids = np.concatenate([p.ids for p in parts])
+    _, first = np.unique(ids, return_index=True)
+    first = np.sort(first)
+    return Embeddings(vectors[first], ids[first], parts[0].space)
 
 
 def psi_seconds(transforms: Sequence[CMCETransform]) -> float:
@@ -328,19 +341,30 @@ class Experiment:
         """The distillation baseline of the CMCE paper: the query architecture regressing the teacher (cosine)."""
         return self.train_compatible("distill-cos", teacher, seed)
 
-    def fit_psi(self, gallery_model: Encoder, query_model: Encoder, seed: int, psi: PsiConfig | None = None) -> CMCETransform:
-        """ψ: ``gallery_model``'s space → ``query_model``'s, fitted on the training images (cached by recipe)."""
+    def fit_psi(self, gallery_model: Encoder, query_model: Encoder, seed: int, psi: PsiConfig | None = None,
+                unlabelled: ImageDataset | None = None) -> CMCETransform:
+        """ψ: ``gallery_model``'s space → ``query_model``'s, fitted on the training images (cached by recipe).
+
+        With ``unlabelled`` (e.g. the gallery being indexed) ψ is fitted label-free — the similarity loss alone —
+        on the training images and those images together, both embedded by both models."""
         settings = psi or self.config.psi
         train = self.train
         psi_seed = derive_seed(seed, "psi", gallery_model.name, query_model.name)
+        if unlabelled is not None:
+            settings = replace(settings, losses={"similarity": 1.0})
         recipe = {"g": gallery_model.fingerprint(), "q": query_model.fingerprint(), "psi": recipe_of(settings), "seed": psi_seed,
-                  "data": train.fingerprint()}
+                  "data": train.fingerprint(), **({"unlabelled": unlabelled.fingerprint()} if unlabelled is not None else {})}
 
         def build() -> CMCETransform:
             transform = CMCETransform(settings, head=query_model.classifier, name=f"ψ[{gallery_model.name}]", seed=psi_seed)
-            return transform.fit(self.store.get(gallery_model, train), self.store.get(query_model, train))
+            parts = [train] if unlabelled is None else [train, unlabelled]
+            g = [self.store.get(gallery_model, part) for part in parts]
+            q = [self.store.get(query_model, part) for part in parts]
+            if unlabelled is None:
+                return transform.fit(g[0], q[0])
+            return transform.fit(_unlabelled(g), _unlabelled(q))
 
-        name = f"seed{seed}/{gallery_model.name}-to-{query_model.name}"
+        name = f"seed{seed}/{gallery_model.name}-to-{query_model.name}" + ("-transductive" if unlabelled is not None else "")
         return self.cache.get_or_build("transformation", name, recipe, build)[0]
 
     def build_index(self, ensemble: CMCEEnsemble, gallery: Embeddings, uncertainty: np.ndarray | None, seed: int) -> GalleryIndexBase:
@@ -392,7 +416,23 @@ class Experiment:
                self.measure_query_model(query, gallery, index=index), train_seconds=psi_seconds(transforms))
         if uncertainty is not None:
             self._record_rejection(record, curves, query, q_test, gallery, uncertainty, index, names, seed)
+        if cfg.transductive_psi:
+            self._record_transductive(record, models, query, g_tests, names, seed)
         self.timings[f"seed{seed}/total"] = time.perf_counter() - t0
+
+    def _record_transductive(self, record: RowRecorder, models: SeedModels, query: Encoder, g_tests: list[Embeddings], names: str,
+                             seed: int) -> None:
+        """ψ's fitted label-free on the training images plus the indexed gallery, singly and as the ensemble."""
+        t1 = time.perf_counter()
+        transforms = [self.fit_psi(model, query, seed, unlabelled=self.test_gallery) for model in models.gallery_models]
+        self.timings[f"seed{seed}/fit_psi_transductive"] = time.perf_counter() - t1
+        for psi, model, g_test in zip(transforms, models.gallery_models, g_tests):
+            record(f"CMCE single ψ, transductive: {query.name} → {model.name}", "cmce-transductive", query.name, f"ψ({model.name})",
+                   self.measure_query_model(query, psi.transform(g_test)), train_seconds=psi_seconds([psi]))
+        ensemble = CMCEEnsemble(transforms)
+        gallery, _ = ensemble.transform(g_tests)
+        record(f"CMCE ensemble, transductive: {query.name} → mean ψ({names})", "cmce-transductive", query.name, f"ensemble({names})",
+               self.measure_query_model(query, gallery), train_seconds=psi_seconds(transforms))
 
     def measure_query_model(self, query_model: Encoder, gallery: Embeddings, index: GalleryIndexBase | None = None,
                             mixed: bool = False, reject_fraction: float | None = None, exclude: np.ndarray | None = None) -> dict[str, float]:
