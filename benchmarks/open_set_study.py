@@ -15,6 +15,9 @@ Reuses the models ``asymret run CONFIG --workdir WORKDIR`` trained (the config m
    different seeds: the same gallery spec from three seeds' runs), D-TGA (the config's different gallery models).
 4. **ψ's recipe**: the config's ψ, the same trained 10× longer, and with the contrastive (InfoNCE) term instead
    of 1 − cos; plus how concentrated the query space is (norm of its mean embedding: 0 = spread, 1 = one point).
+5. **The instance views**: how far the query model moves an image when it is re-printed (the config's
+   ``instance_view``): mean cos(q(x), q(view of x)) ×100 and the query model's own instance R@1 on the validation
+   images (views must find their originals) — the ceiling of every asymmetric instance recall.
 """
 from __future__ import annotations
 
@@ -93,13 +96,15 @@ def main() -> None:
                 add("1 seen vs unseen", f"{query.name} → ψ({model.name})", name, seed, evaluate_embeddings(q[name], psi.transform(g), (1,)))
 
         # 2: label-free ψ, on the training images, then with the images being indexed added (unlabelled)
-        for model, default_psi in zip(gallery, transforms):
+        for model in gallery:
             g_val = store.get(model, validation)
-            add("2 ψ without labels", f"default ψ (similarity + 0.1·dual-CE, training images) · {model.name}", "unseen", seed,
-                evaluate_embeddings(q["unseen"], default_psi.transform(g_val), (1,)))
-            settings = dataclasses.replace(config.psi, losses={"similarity": 1.0})
             psi_seed = derive_seed(seed, "psi", model.name, query.name)
             g_train, q_train = store.get(model, experiment.train), store.get(query, experiment.train)
+            with_labels = dataclasses.replace(config.psi, losses={"similarity": 1.0, "dual-ce": 0.1})
+            labelled = CMCETransform(with_labels, head=query.classifier, name=model.name, seed=psi_seed).fit(g_train, q_train)
+            add("2 ψ without labels", f"similarity + 0.1·dual-CE (the labels, through the query head), training images · {model.name}",
+                "unseen", seed, evaluate_embeddings(q["unseen"], labelled.transform(g_val), (1,)))
+            settings = dataclasses.replace(config.psi, losses={"similarity": 1.0})
             plain = CMCETransform(settings, name=model.name, seed=psi_seed).fit(unlabelled(g_train), unlabelled(q_train))
             add("2 ψ without labels", f"similarity only, training images · {model.name}", "unseen", seed,
                 evaluate_embeddings(q["unseen"], plain.transform(g_val), (1,)))
@@ -142,6 +147,18 @@ def main() -> None:
         ensemble, _ = CMCEEnsemble(transforms).transform(g_vals)
         add("3 diversity", "D-TGA: the config's gallery models (different architectures / data)", "unseen", seed,
             evaluate_embeddings(q["unseen"], ensemble, (1,)))
+        # 5: the instance views, seen by the query model alone
+        if config.instance_view:
+            from asymret.data.augment import camera_views
+            from asymret.pipeline.experiment import measure
+
+            q_val = store.get(query, validation)
+            views = store.get(query, camera_views(validation, config.instance_view, seed=derive_seed(seed, "study views"))).align(q_val.ids)
+            add("5 instance views", f"mean cos(q(x), q('{config.instance_view}' view of x)) ×100 · {query.name}", "unseen", seed,
+                {"recall@1": float(np.mean(np.sum(q_val.vectors * views.vectors, axis=1))), "map@r": float("nan")})
+            found = measure(q_val, q_val, ks=(1,), instance_ks=(1,), instance_queries=views)
+            add("5 instance views", f"instance R@1 of the views, symmetric {query.name}", "unseen", seed,
+                {"recall@1": found["instance_recall@1"], "map@r": float("nan")})
         print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
 
     meta = run_meta(args, seeds, start)
