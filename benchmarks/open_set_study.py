@@ -12,7 +12,8 @@ Reuses the models ``asymret run CONFIG --workdir WORKDIR`` trained (the config m
 2. **ψ without labels**: ψ fitted with the similarity loss alone on the training images, and on the training
    images plus the (unlabelled) validation images it will index — the transductive fit a gallery side can do.
 3. **Diversity**: D-T (three ψ's of one gallery model, different ψ seeds), D-TG (one architecture trained with
-   different seeds: the same gallery spec from three seeds' runs), D-TGA (the config's different gallery models).
+   different seeds: the same gallery spec from three seeds' runs), D-TGA (the config's different gallery models, and
+   every smaller subset of them).
 4. **ψ's recipe**: the config's ψ, the same trained 10× longer, and with the contrastive (InfoNCE) term instead
    of 1 − cos; plus how concentrated the query space is (norm of its mean embedding: 0 = spread, 1 = one point).
 5. **The instance views**: how far the query model moves an image when it is re-printed (the config's
@@ -22,6 +23,7 @@ Reuses the models ``asymret run CONFIG --workdir WORKDIR`` trained (the config m
 from __future__ import annotations
 
 import argparse
+import itertools
 import dataclasses
 import time
 from pathlib import Path
@@ -147,6 +149,12 @@ def main() -> None:
         ensemble, _ = CMCEEnsemble(transforms).transform(g_vals)
         add("3 diversity", "D-TGA: the config's gallery models (different architectures / data)", "unseen", seed,
             evaluate_embeddings(q["unseen"], ensemble, (1,)))
+        # every smaller ensemble of the config's models: is the mean held back by one member?
+        for size in range(2, len(gallery)):
+            for members in itertools.combinations(range(len(gallery)), size):
+                subset, _ = CMCEEnsemble([transforms[i] for i in members]).transform([g_vals[i] for i in members])
+                names = " + ".join(gallery[i].name.split(":")[-1] for i in members)
+                add("3 diversity", f"D-TGA subset: {names}", "unseen", seed, evaluate_embeddings(q["unseen"], subset, (1,)))
         # 5: the instance views, seen by the query model alone
         if config.instance_view:
             from asymret.data.augment import camera_views
