@@ -401,38 +401,31 @@ class Experiment:
         record(f"KD baseline: {kd_model.name} → {teacher.name}", "baseline", kd_model.name, teacher.name,
                self.measure_query_model(kd_model, t_test), train_seconds=kd_seconds)
 
-        t1 = time.perf_counter()
-        transforms = [self.fit_psi(model, query, seed) for model in models.gallery_models]
-        self.timings[f"seed{seed}/fit_psi"] = time.perf_counter() - t1
-        for psi, model, g_test in zip(transforms, models.gallery_models, g_tests):
-            record(f"CMCE single ψ: {query.name} → {model.name}", "cmce", query.name, f"ψ({model.name})",
-                   self.measure_query_model(query, psi.transform(g_test)), train_seconds=psi_seconds([psi]))
-
-        ensemble = CMCEEnsemble(transforms)
-        gallery, uncertainty = ensemble.transform(g_tests)
-        index = self.build_index(ensemble, gallery, uncertainty, seed)
-        names = "+".join(model.name.split(":")[-1] for model in models.gallery_models)
-        record(f"CMCE ensemble: {query.name} → mean ψ({names})", "cmce", query.name, f"ensemble({names})",
-               self.measure_query_model(query, gallery, index=index), train_seconds=psi_seconds(transforms))
+        gallery, uncertainty, index, names = self._record_cmce(record, models, query, g_tests, seed)
         if uncertainty is not None:
             self._record_rejection(record, curves, query, q_test, gallery, uncertainty, index, names, seed)
         if cfg.transductive_psi:
-            self._record_transductive(record, models, query, g_tests, names, seed)
+            self._record_cmce(record, models, query, g_tests, seed, unlabelled=self.test_gallery)
         self.timings[f"seed{seed}/total"] = time.perf_counter() - t0
 
-    def _record_transductive(self, record: RowRecorder, models: SeedModels, query: Encoder, g_tests: list[Embeddings], names: str,
-                             seed: int) -> None:
-        """ψ's fitted label-free on the training images plus the indexed gallery, singly and as the ensemble."""
+    def _record_cmce(self, record: RowRecorder, models: SeedModels, query: Encoder, g_tests: list[Embeddings], seed: int,
+                     unlabelled: ImageDataset | None = None) -> tuple[Embeddings, np.ndarray | None, GalleryIndexBase | None, str]:
+        """One ψ per gallery model, singly and as the ensemble (served from a saved index); with ``unlabelled`` the
+        ψ's are fitted label-free on the training images plus those images (the transductive rows)."""
+        label, kind = ("", "cmce") if unlabelled is None else (", transductive", "cmce-transductive")
         t1 = time.perf_counter()
-        transforms = [self.fit_psi(model, query, seed, unlabelled=self.test_gallery) for model in models.gallery_models]
-        self.timings[f"seed{seed}/fit_psi_transductive"] = time.perf_counter() - t1
+        transforms = [self.fit_psi(model, query, seed, unlabelled=unlabelled) for model in models.gallery_models]
+        self.timings[f"seed{seed}/fit_psi" + ("" if unlabelled is None else "_transductive")] = time.perf_counter() - t1
         for psi, model, g_test in zip(transforms, models.gallery_models, g_tests):
-            record(f"CMCE single ψ, transductive: {query.name} → {model.name}", "cmce-transductive", query.name, f"ψ({model.name})",
+            record(f"CMCE single ψ{label}: {query.name} → {model.name}", kind, query.name, f"ψ({model.name})",
                    self.measure_query_model(query, psi.transform(g_test)), train_seconds=psi_seconds([psi]))
         ensemble = CMCEEnsemble(transforms)
-        gallery, _ = ensemble.transform(g_tests)
-        record(f"CMCE ensemble, transductive: {query.name} → mean ψ({names})", "cmce-transductive", query.name, f"ensemble({names})",
-               self.measure_query_model(query, gallery), train_seconds=psi_seconds(transforms))
+        gallery, uncertainty = ensemble.transform(g_tests)
+        index = self.build_index(ensemble, gallery, uncertainty, seed) if unlabelled is None else None
+        names = "+".join(model.name.split(":")[-1] for model in models.gallery_models)
+        record(f"CMCE ensemble{label}: {query.name} → mean ψ({names})", kind, query.name, f"ensemble({names})",
+               self.measure_query_model(query, gallery, index=index), train_seconds=psi_seconds(transforms))
+        return gallery, uncertainty, index, names
 
     def measure_query_model(self, query_model: Encoder, gallery: Embeddings, index: GalleryIndexBase | None = None,
                             mixed: bool = False, reject_fraction: float | None = None, exclude: np.ndarray | None = None) -> dict[str, float]:
