@@ -1,82 +1,176 @@
-"""How does CMCE's benefit depend on the gap between the query model and the gallery models?
+"""How does CMCE's gain depend on the gap between the gallery models and the query model?
 
-Keeps the demo's three gallery models and varies only the query model (architecture and training length), on a
-*validation* split (training-split images no model saw — never the test split).  For each query model: its
-symmetric R@1 / MAP@R, the CMCE ensemble's asymmetric R@1 / MAP@R, and the gain of the latter over the former.
+Varies *both* sides of a run config — the query model's training length and every gallery model's training length
+(a weaker gallery = the same architectures trained for a fraction of their epochs) — and measures, on the config's
+validation split (held-out training classes for open-set data, unused training images otherwise; never the test
+split), for every (query strength, gallery strength) cell:
 
-    python benchmarks/gap_study.py --workdir runs/demo/default --seeds 0,1,2 --out docs/gap_study
+- the query model's symmetric R@1 and the gallery models' (the gap: best gallery model − query model);
+- the CMCE ensemble's asymmetric R@1 (query → mean ψ(gallery)), every single ψ's, and the KD baseline's (the query
+  architecture distilled from the config's KD teacher at that gallery strength, querying the teacher's gallery);
+- CMCE's gain over the query model alone, over the best single ψ and over KD — plotted against the gap.
+
+    python benchmarks/gap_study.py --config glyphs-quick --workdir runs/glyphs-quick --seeds 0,1,2 --out docs/gap_study_glyphs
+
+Models at the config's full strength are the ones ``asymret run CONFIG --workdir WORKDIR`` trains (reused from the
+cache); the weaker ones are trained here and cached beside them.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from asymret.core.manifest import atomic_write_bytes, atomic_write_json
 from asymret.data import load_dataset
 from asymret.eval.metrics import evaluate_embeddings
 from asymret.eval.report import format_mean_std
 from asymret.gallery import CMCEEnsemble
-from asymret.core.manifest import atomic_write_bytes, atomic_write_json
-from asymret.pipeline import PROFILES, Experiment, ModelSpec
+from asymret.pipeline import Experiment, ExperimentConfig, ModelSpec
+from asymret.pipeline.runner import load_run_config
 from _common import run_meta, validation_split
 
-QUERY_MODELS = (
-    ModelSpec("query:convnet-xs-1ep", "convnet-xs", epochs=1),
-    ModelSpec("query:convnet-xs-3ep", "convnet-xs", epochs=3),
-    ModelSpec("query:convnet-xs", "convnet-xs", epochs=8),  # the demo's query model
-    ModelSpec("query:convnet-s", "convnet-s", epochs=8),
-    ModelSpec("query:convnet-m", "convnet-m", epochs=10),  # as strong as a gallery model
-)
+BASELINES = {"query": "over the query model alone", "single": "over the best single ψ", "kd": "over KD"}
+
+
+def weakened(spec: ModelSpec, fraction: float) -> ModelSpec:
+    """``spec`` trained for ``fraction`` of its epochs (at least one); the full-strength spec keeps its name (and cache)."""
+    if fraction >= 1.0:
+        return spec
+    epochs = max(1, math.ceil(fraction * spec.epochs))
+    return dataclasses.replace(spec, name=f"{spec.name}-{epochs}ep", epochs=epochs, warmup_epochs=min(spec.warmup_epochs, epochs / 4))
+
+
+def cell_config(config: ExperimentConfig, query_fraction: float, gallery_fraction: float) -> ExperimentConfig:
+    gallery = tuple(weakened(spec, gallery_fraction) for spec in config.gallery)
+    teacher = gallery[[spec.name for spec in config.gallery].index(config.kd_teacher_name)].name
+    return dataclasses.replace(config, query=weakened(config.query, query_fraction), gallery=gallery, kd_teacher=teacher)
+
+
+def r1(queries, gallery) -> float:
+    return evaluate_embeddings(queries, gallery, (1,))["recall@1"]
+
+
+def measure_cell(experiment: Experiment, validation, seed: int) -> dict:
+    store, config = experiment.store, experiment.config
+    models = experiment.models(seed)
+    query, gallery = models.query, models.gallery_models
+    q_val = store.get(query, validation)
+    g_val = [store.get(model, validation) for model in gallery]
+    transforms = [experiment.fit_psi(model, query, seed) for model in gallery]
+    ensemble, _ = CMCEEnsemble(transforms).transform(g_val)
+    teacher = models.gallery_model(config.kd_teacher_name)
+    kd_model, _ = experiment.train_kd(teacher, seed)
+    gallery_r1 = [r1(g, g) for g in g_val]
+    query_r1 = r1(q_val, q_val)
+    return {"query": query.name, "query_epochs": config.query.epochs, "gallery": [m.name for m in gallery],
+            "gallery_epochs": [spec.epochs for spec in config.gallery], "seed": seed,
+            "query_r1": query_r1, "gallery_r1": gallery_r1, "gap": max(gallery_r1) - query_r1,
+            "single_psi_r1": [r1(q_val, psi.transform(g)) for psi, g in zip(transforms, g_val)],
+            "cmce_r1": r1(q_val, ensemble),
+            "kd_r1": r1(store.get(kd_model, validation), g_val[gallery.index(teacher)])}
+
+
+def gains(row: dict) -> dict[str, float]:
+    return {"query": row["cmce_r1"] - row["query_r1"], "single": row["cmce_r1"] - max(row["single_psi_r1"]),
+            "kd": row["cmce_r1"] - row["kd_r1"]}
+
+
+def write_results(out: Path, meta: dict, results: list[dict], query_fractions, gallery_fractions) -> None:
+    """The JSON, the table and the plot of what has been measured so far (called after every seed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "gap_study.json", {"meta": meta, "results": results})
+    cell = format_mean_std
+    lines = ["| gallery strength | query strength | best gallery R@1 | query R@1 | gap | best single ψ R@1 | KD R@1 | CMCE ensemble R@1 | "
+             "gain over query | gain over best ψ | gain over KD | seeds |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for gf in gallery_fractions:
+        for qf in query_fractions:
+            rows = [r for r in results if r["gallery_fraction"] == gf and r["query_fraction"] == qf]
+            if not rows:
+                continue
+            g = [gains(r) for r in rows]
+            lines.append(f"| {gf:g}× epochs ({'/'.join(map(str, rows[0]['gallery_epochs']))}) | {qf:g}× ({rows[0]['query_epochs']} ep) | "
+                         f"{cell([max(r['gallery_r1']) for r in rows])} | {cell([r['query_r1'] for r in rows])} | {cell([r['gap'] for r in rows])} | "
+                         f"{cell([max(r['single_psi_r1']) for r in rows])} | {cell([r['kd_r1'] for r in rows])} | {cell([r['cmce_r1'] for r in rows])} | "
+                         f"{cell([x['query'] for x in g])} | {cell([x['single'] for x in g])} | {cell([x['kd'] for x in g])} | {len(rows)} |")
+    table = "\n".join(lines)
+    header = f"Validation split: {meta['validation']}. Machine: {meta['machine']}. {meta['date']}. Seeds {meta['seeds']}.\n\n"
+    atomic_write_bytes(out / "gap_study.md", (header + table + "\n\n![gain against gap](gain_vs_gap.png)\n").encode())
+    plot(out / "gain_vs_gap.png", results, gallery_fractions)
+    print(table, flush=True)
+
+
+def plot(path: Path, results: list[dict], gallery_fractions) -> None:
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(12, 3.8), layout="constrained")
+    axes = figure.subplots(1, len(BASELINES), sharey=True)
+    colours = colormaps["viridis"](np.linspace(0.1, 0.85, len(gallery_fractions)))
+    for ax, (key, title) in zip(axes, BASELINES.items()):
+        for gf, colour in zip(gallery_fractions, colours):
+            cells = sorted({r["query_fraction"] for r in results if r["gallery_fraction"] == gf})
+            xs, ys, es = [], [], []
+            for qf in cells:
+                rows = [r for r in results if r["gallery_fraction"] == gf and r["query_fraction"] == qf]
+                xs.append(np.mean([r["gap"] for r in rows]))
+                values = [gains(r)[key] for r in rows]
+                ys.append(np.mean(values))
+                es.append(np.std(values))
+            if xs:
+                ax.errorbar(xs, ys, yerr=es, marker="o", color=colour, capsize=3, label=f"gallery {gf:g}× epochs")
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_title(f"CMCE gain {title}")
+        ax.set_xlabel("gap: best gallery R@1 − query R@1 (validation)")
+    axes[0].set_ylabel("R@1 gain (points)")
+    axes[0].legend(fontsize=8)
+    FigureCanvasAgg(figure).print_png(str(path))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="default")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/demo/default"))
+    parser.add_argument("--config", default="glyphs-quick", help="a run config (TOML) or a preset")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-quick"))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--val-size", type=int, default=2000)
-    parser.add_argument("--out", type=Path, default=Path("docs/gap_study"))
+    parser.add_argument("--query-fractions", default="0.1,0.3,1", help="the query model's training length, as fractions of the config's")
+    parser.add_argument("--gallery-fractions", default="0.1,0.3,1", help="every gallery model's training length, as fractions")
+    parser.add_argument("--val-size", type=int, default=2000, help="validation images when the config holds out no classes")
+    parser.add_argument("--out", type=Path, default=Path("docs/gap_study_glyphs"))
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    base = PROFILES[args.profile]
-    dataset = load_dataset("fashion-mnist")
+    query_fractions = [float(f) for f in args.query_fractions.split(",")]
+    gallery_fractions = [float(f) for f in args.gallery_fractions.split(",")]
+    run_config = load_run_config(args.config)
+    dataset = load_dataset(run_config.dataset_kind, run_config.dataset_root, **run_config.dataset_options)
+    base = dataclasses.replace(run_config.experiment, seeds=seeds)
+    reference = Experiment(base, dataset, args.workdir)
+    if reference.validation is not None:
+        validation = reference.validation
+        described = f"{len(validation)} images of {len(np.unique(validation.labels))} held-out training classes no model saw"
+    else:
+        validation = validation_split(reference, args.val_size)
+        described = f"{len(validation)} training-split images no model saw"
     start = time.perf_counter()
-    results = []
-    for spec in QUERY_MODELS:
-        experiment = Experiment(dataclasses.replace(base, seeds=seeds, query=spec), dataset, args.workdir)
-        validation = validation_split(experiment, args.val_size)  # the same images as ablate_cmce.py
-        for seed in seeds:
-            models = experiment.models(seed)
-            query, gallery = models.query, models.gallery_models
-            transforms = [experiment.fit_psi(model, query, seed) for model in gallery]
-            q_val = experiment.store.get(query, validation)
-            g_val = [experiment.store.get(m, validation) for m in gallery]
-            ensemble, _ = CMCEEnsemble(transforms).transform(g_val)
-            sym, asym = evaluate_embeddings(q_val, q_val, (1,)), evaluate_embeddings(q_val, ensemble, (1,))
-            best_gallery = max(evaluate_embeddings(e, e, (1,))["recall@1"] for e in g_val)
-            results.append({"query": spec.name, "flops": query.complexity()["flops"], "seed": seed,
-                            "query_r1": sym["recall@1"], "query_mapr": sym["map@r"],
-                            "cmce_r1": asym["recall@1"], "cmce_mapr": asym["map@r"], "best_gallery_r1": best_gallery})
-    meta = run_meta(args, seeds, start)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "gap_study.json", {"meta": meta, "results": results})
-
-    cell = format_mean_std
-    lines = ["| query model | MFLOPs | query alone R@1 | CMCE ensemble R@1 | gain R@1 | query alone MAP@R | CMCE MAP@R | gain MAP@R | best gallery model R@1 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for spec in QUERY_MODELS:
-        rows = [r for r in results if r["query"] == spec.name]
-        get = lambda key: [r[key] for r in rows]  # noqa: E731
-        gain_r1 = [r["cmce_r1"] - r["query_r1"] for r in rows]
-        gain_map = [r["cmce_mapr"] - r["query_mapr"] for r in rows]
-        lines.append(f"| {spec.name} | {rows[0]['flops'] / 1e6:.2f} | {cell(get('query_r1'))} | {cell(get('cmce_r1'))} | "
-                     f"{cell(gain_r1)} | {cell(get('query_mapr'))} | {cell(get('cmce_mapr'))} | {cell(gain_map)} | {cell(get('best_gallery_r1'))} |")
-    table = "\n".join(lines)
-    atomic_write_bytes(args.out / "gap_study.md", (table + "\n").encode())
-    print(table)
+    previous = args.out / "gap_study.json"
+    results: list[dict] = json.loads(previous.read_text())["results"] if previous.exists() else []  # resume after an interruption
+    done = {(r["seed"], r["query_fraction"], r["gallery_fraction"]) for r in results}
+    for seed in seeds:
+        for gf in gallery_fractions:
+            for qf in query_fractions:
+                if (seed, qf, gf) in done:
+                    continue
+                experiment = Experiment(cell_config(base, qf, gf), dataset, args.workdir)
+                results.append({"query_fraction": qf, "gallery_fraction": gf, **measure_cell(experiment, validation, seed)})
+        meta = {**run_meta(args, seeds, start), "validation": described}
+        write_results(args.out, meta, results, query_fractions, gallery_fractions)
+        print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

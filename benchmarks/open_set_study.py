@@ -169,21 +169,25 @@ def main() -> None:
             found = measure(q_val, q_val, ks=(1,), instance_ks=(1,), instance_queries=views)
             add("5 instance views", f"instance R@1 of the views, symmetric {query.name}", "unseen", seed,
                 {"recall@1": found["instance_recall@1"], "map@r": float("nan")})
+        meta = run_meta(args, seeds, start)
+        meta.update(validation=f"{len(validation)} images of {len(np.unique(validation.labels))} training classes no model was trained on",
+                    seen=f"{len(seen)} images of {len(np.unique(seen.labels))} training classes the models were trained on",
+                    seeds_done=list(seeds[: seeds.index(seed) + 1]))
+        write_results(args.out, meta, results)  # after every seed: a long run's finished seeds are never lost
         print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    meta = run_meta(args, seeds, start)
-    meta.update(validation=f"{len(validation)} images of {len(np.unique(validation.labels))} training classes no model was trained on",
-                seen=f"{len(seen)} images of {len(np.unique(seen.labels))} training classes the models were trained on")
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "open_set_study.json", {"meta": meta, "results": results})
+
+def write_results(out: Path, meta: dict, results: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "open_set_study.json", {"meta": meta, "results": results})
     lines = ["| study | setting | split | R@1 % | MAP@R % | seeds |", "|---|---|---|---:|---:|---:|"]
     for key in dict.fromkeys((r["study"], r["setting"], r["split"]) for r in results):
         rows = [r for r in results if (r["study"], r["setting"], r["split"]) == key]
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {format_mean_std([r['recall@1'] for r in rows])} | "
                      f"{format_mean_std([r['map@r'] for r in rows])} | {len(rows)} |")
     table = "\n".join(lines)
-    atomic_write_bytes(args.out / "open_set_study.md", (table + "\n").encode())
-    print(table)
+    atomic_write_bytes(out / "open_set_study.md", (table + "\n").encode())
+    print(table, flush=True)
 
 
 if __name__ == "__main__":

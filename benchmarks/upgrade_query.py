@@ -1,17 +1,24 @@
 """Query-model upgrade without re-embedding the gallery: accuracy before/after and the cost against re-embedding.
 
-The gallery is Fashion-MNIST's whole test split (10,000 images, every image a query against the rest), indexed
-as the demo's CMCE ensemble (three gallery models, one ψ each). Query model v1 is the demo's (convnet-xs, 8
-epochs on 10,000 images); two upgrades are measured: v2 trained longer (16 epochs, same images) and v2 trained on
-more data (8 epochs on 30,000 images). For each:
+The gallery is a run config's test gallery (every test image a query against the rest), indexed as the config's
+CMCE ensemble (one ψ per gallery model).  Query model v1 is the config's; the upgrades measured:
+
+- v2 trained longer (twice the config's epochs, the same images);
+- v2 trained on more data (the config's epochs on three times the images) — when the config trains on a sample of
+  the training split (the Fashion-MNIST demo: 10,000 of 60,000);
+
+For each:
 
 - accuracy: the query model alone (symmetric), v1 against the v1 gallery, v2 against the *stale* v1 gallery (what
   happens without an upgrade; the spaces are mixed on purpose), and v2 against the upgraded gallery;
 - cost of ``upgrade_query`` (the query model embeds the ψ training images, ψ's refitted on *stored* gallery
   embeddings, index rebuilt — no gallery-model forward pass) against re-embedding: the gallery models embed
-  the ψ training images and the gallery again, then the same refit and rebuild.
+  the ψ training images and the gallery again (then the same refit and rebuild would follow).
 
-    python benchmarks/upgrade_query.py --workdir runs/demo/default --seeds 0,1,2 --out docs/upgrade_query
+    python benchmarks/upgrade_query.py --config fashion-mnist --workdir runs/fashion-mnist --seeds 0,1,2 --out docs/upgrade_query
+    python benchmarks/upgrade_query.py --config glyphs --workdir runs/glyphs --seeds 0 --out docs/upgrade_query_glyphs
+
+Reuses the models ``asymret run CONFIG --workdir WORKDIR`` trained.
 """
 from __future__ import annotations
 
@@ -27,47 +34,42 @@ import numpy as np
 import torch
 
 from asymret.core.manifest import atomic_write_bytes, atomic_write_json
-from asymret.core.seeds import derive_seed
 from asymret.data import load_dataset
-from asymret.encoders import create_encoder, train_encoder
 from asymret.eval.report import format_mean_std, run_metadata
-from asymret.pipeline import PROFILES, Experiment
+from asymret.pipeline import Experiment
 from asymret.pipeline.experiment import measure, mixed_spaces
+from asymret.pipeline.runner import load_run_config
 from asymret.pipeline.upgrade import gallery_from_store, upgrade_query
 from asymret.store import EmbeddingStore
-from asymret.training import TrainConfig
-
-UPGRADES = {"v2: trained longer (16 epochs, same 10k images)": (16, 10_000),
-            "v2: more data (8 epochs on 30k images)": (8, 30_000)}
 
 
-def train_query_v2(experiment: Experiment, epochs: int, images: int, seed: int):
-    spec = experiment.config.query
-    pool = experiment.train_pool.sample(images, seed=derive_seed(seed, "upgrade data")) if images != len(experiment.train) else experiment.train
-    model_seed = derive_seed(seed, "query v2", str(epochs), str(images))
-    name = f"query:convnet-xs-v2-{epochs}ep-{images // 1000}k"
-    recipe = {"epochs": epochs, "data": pool.fingerprint(), "seed": model_seed, "spec": dataclasses.asdict(spec)}
-
-    def build():
-        encoder = create_encoder(spec.arch, embedding_dim=experiment.config.embedding_dim, neck=spec.neck, input_size=spec.input_size,
-                                 name=name, seed=model_seed)
-        train_encoder(encoder, pool, TrainConfig(epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
-                                                 seed=model_seed), augmentation=spec.augment)
-        return encoder
-
-    return experiment.cache.get_or_build("encoder", f"seed{seed}/{name}", recipe, build)[0]
+def upgrades(experiment: Experiment) -> dict[str, Experiment]:
+    """Label → an experiment whose query model is the v2 (same workdir, so the models are cached beside v1's)."""
+    config, spec = experiment.config, experiment.config.query
+    longer = dataclasses.replace(spec, name=f"{spec.name}-v2-{2 * spec.epochs}ep", epochs=2 * spec.epochs)
+    chosen = {f"v2: trained longer ({longer.epochs} epochs, same {len(experiment.train):,} images)":
+              dataclasses.replace(config, query=longer)}
+    if config.train_size and 3 * config.train_size <= len(experiment.train_pool):
+        more = dataclasses.replace(spec, name=f"{spec.name}-v2-{3 * config.train_size // 1000}k")
+        chosen[f"v2: more data ({spec.epochs} epochs on {3 * config.train_size:,} images)"] = dataclasses.replace(
+            config, query=more, train_size=3 * config.train_size)
+    return {label: Experiment(c, experiment.dataset, experiment.workdir) for label, c in chosen.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=Path("runs/demo/default"))
+    parser.add_argument("--config", default="fashion-mnist", help="a run config (TOML) or a preset")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/fashion-mnist"))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=Path("docs/upgrade_query"))
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     start = time.perf_counter()
-    experiment = Experiment(PROFILES["default"], load_dataset("fashion-mnist"), args.workdir)
-    gallery_images = experiment.dataset.select(split="test")  # all 10,000
+    run_config = load_run_config(args.config)
+    dataset = load_dataset(run_config.dataset_kind, run_config.dataset_root, **run_config.dataset_options)
+    experiment = Experiment(dataclasses.replace(run_config.experiment, seeds=seeds), dataset, args.workdir)
+    gallery_images = experiment.test_gallery
+    labels = list(upgrades(experiment))
     rows: dict[str, list[dict]] = {}
 
     def add(name: str, metrics: dict, **extra) -> None:
@@ -84,8 +86,8 @@ def main() -> None:
         q_v1 = store.get(query_v1, gallery_images)
         add("query model v1 alone (symmetric)", measure(q_v1, q_v1, ks=(1,)))
         add("v1 → CMCE gallery (v1)", measure(q_v1, gallery_v1, ks=(1,)))
-        for label, (epochs, images) in UPGRADES.items():
-            query_v2 = train_query_v2(experiment, epochs, images, seed)
+        for label, v2_experiment in upgrades(experiment).items():
+            query_v2, _ = v2_experiment.train_model(v2_experiment.config.query, seed)
             q_v2 = store.get(query_v2, gallery_images)
             add(f"{label}: alone (symmetric)", measure(q_v2, q_v2, ks=(1,)))
             add(f"{label} → stale v1 gallery (no upgrade)", measure(*mixed_spaces(q_v2, gallery_v1), ks=(1,)))
@@ -110,9 +112,9 @@ def main() -> None:
             print(f"seed {seed} {label}: R@1 {100 * rows[f'{label} → upgraded gallery (upgrade-query)'][-1]['r1']:.1f}, "
                   f"upgrade {report.seconds['total']:.1f} s, gallery models re-embedding {reembed:.1f} s", flush=True)
 
-    meta = run_metadata("python benchmarks/upgrade_query.py " + " ".join(sys.argv[1:]), seeds, start, dataset="fashion-mnist",
+    meta = run_metadata("python benchmarks/upgrade_query.py " + " ".join(sys.argv[1:]), seeds, start, config=args.config,
                         gallery_images=len(gallery_images), psi_training_images=len(experiment.train),
-                        protocol="every test image a query against the other 9,999, through the index search")
+                        protocol="every test image a query against the rest, through the index search")
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "upgrade_query.json", {"meta": meta, "rows": rows})
     lines = ["| setting | R@1 | MAP@R | seeds |", "|---|---:|---:|---:|"]
@@ -120,7 +122,7 @@ def main() -> None:
         lines.append(f"| {name} | {format_mean_std([e['r1'] for e in entries])} | {format_mean_std([e['mapr'] for e in entries])} | {len(entries)} |")
     lines += ["", "| upgrade | upgrade-query s (query model embeds ψ training images / ψ refit / index) | "
               "re-embedding instead: gallery models' forward passes alone, s |", "|---|---:|---:|"]
-    for label in UPGRADES:
+    for label in labels:
         entries = rows[f"{label} → upgraded gallery (upgrade-query)"]
         parts = " / ".join(f"{np.mean([e[f'upgrade_{k}'] for e in entries]):.1f}"
                            for k in ("embed_training_images_with_query_model", "fit_transforms", "build_index"))

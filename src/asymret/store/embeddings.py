@@ -31,8 +31,11 @@ from ..encoders.encoder import Encoder
 from ..core.manifest import atomic_save_npy, atomic_write_json, read_manifest, write_manifest
 from ..core.progress import log, progress_bar
 from ..core.space import Embeddings, Space
+from ..rerank.local import LocalSpec, local_descriptors, local_space
 
-OUTPUTS = ("embedding", "pooled")
+#: what the store holds per image: the embedding, the pooled backbone vector, or local descriptors
+#: (``local-k<budget>[@<layer>]``, see :class:`asymret.rerank.local.LocalSpec`)
+OUTPUTS = ("embedding", "pooled", "local-k<budget>[@<layer>]")
 #: images per shard for new store folders: 2 batches of 128.  EfficientNet-Lite0 at 224 px embeds ≈ 25 images/s on
 #: 2 cores (docs/bench_extraction.json: ≈ 100/s at 112 px), so a kill loses ≈ 10 s; a 4-GFLOP model ≈ 1.5 min.
 DEFAULT_SHARD_SIZE = 256
@@ -66,6 +69,8 @@ class EmbeddingStore:
             return encoder.space()
         if output == "pooled":
             return Space(encoder.backbone_fingerprint(), encoder.feature_dim, normalized=False, name=f"{encoder.name}:pooled")
+        if LocalSpec.is_output(output):
+            return local_space(encoder, LocalSpec.from_output(output))
         raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
 
     def directory(self, encoder: Encoder, dataset: ImageDataset, output: str = "embedding") -> Path:
@@ -115,7 +120,7 @@ class EmbeddingStore:
         todo = [s for s in wanted if s not in finished]
         failed: list[str] = []
         encoder.eval()
-        forward = encoder if output == "embedding" else encoder.pooled
+        forward = self._forward(encoder, output)
         rows_todo = sum(len(self._shard_rows(dataset, s, size)) for s in todo)
         with progress_bar(rows_todo, f"embed {dataset.name} with {encoder.name}") as advance, torch.no_grad():
             for shard in todo:
@@ -138,6 +143,15 @@ class EmbeddingStore:
         if len(finished) == count:
             self._finalize(directory, encoder, dataset, output, space, size)
         return ExtractionReport(len(todo), reused, failed)
+
+    @staticmethod
+    def _forward(encoder: Encoder, output: str):
+        if output == "embedding":
+            return encoder
+        if output == "pooled":
+            return encoder.pooled
+        spec = LocalSpec.from_output(output)
+        return lambda batch: local_descriptors(encoder, batch, spec)
 
     def _shard_rows(self, dataset: ImageDataset, shard: int, shard_size: int | None = None) -> np.ndarray:
         size = shard_size or self.shard_size
