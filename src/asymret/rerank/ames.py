@@ -1,0 +1,280 @@
+"""An AMES-style pair-wise re-ranker: a small transformer scores two images from their local descriptors.
+
+After Suma et al., *AMES: Asymmetric and Memory-Efficient Similarity Estimation for Instance-level Retrieval*
+(ECCV 2024), written for asymret (their public code has no training; the facts used are in ``../shared/RERANK.md``):
+
+- each side's descriptors go through their own input projection (Linear → LayerNorm) — the query side and the
+  database side may come from *different* models (asymret's asymmetric mode: the light query model's descriptors
+  against a gallery model's), and the database side may be stored compactly (:class:`~.codec.DescriptorCodec`);
+- the sequence is ``[matching token | query tokens | database tokens]``; every block attends within each image,
+  then across the two images; the matching token sees both and every token sees it; there is no positional
+  encoding by index, so the score does not depend on the descriptors' order (a descriptor's (x, y) is added as a
+  feature);
+- the matching token's output, through Linear(d → 1), is the pair's logit;
+- trained with the one training loop on pairs mined from training classes: each training image against its
+  global shortlist (other training images), positives = same class, BCE with the classes balanced;
+- a *universal* model is trained with random budgets per batch and accepts any budget at test time;
+- fused with the global similarity: s = λ·g + (1 − λ)·σ(γ·logit), λ and γ chosen on a validation split.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.manifest import SpaceMismatchError, atomic_torch_save, read_manifest, stable_hash, write_manifest
+from ..core.progress import log
+from ..core.space import Space
+from ..training import TrainConfig, TrainHistory, train
+from .local import LocalDescriptors
+from .shortlist import fuse
+
+__all__ = ["AMESConfig", "PairTransformer", "AMESReranker", "PairSide"]
+
+
+@dataclass(frozen=True)
+class AMESConfig:
+    """The model (sized for 2 CPU cores: AMES itself is 128-d, 5 layers) and how it is trained."""
+
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    ffn: int = 256
+    query_budget: int = 32  # descriptors per query image
+    database_budget: int = 16  # descriptors per database image (the memory that counts)
+    universal: bool = False  # train with random budgets (1..budget per side and batch): any budget works at test
+    shortlist: int = 20  # training: each training image against this many of its global nearest neighbours
+    random_pairs: int = 4  # ... and this many random training images (easy negatives; hard ones come from the shortlist)
+    pairs_per_epoch: int = 40_000
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AMESConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown AMES setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+@dataclass
+class PairSide:
+    """One side's descriptors as the model takes them: ``vectors`` (N, k, c) float32, ``xy`` (N, k, 2), ``valid``
+    (N, k) bool, the images' ids and the space the descriptors come from (plus the codec's, when stored compactly)."""
+
+    vectors: np.ndarray
+    xy: np.ndarray
+    valid: np.ndarray
+    ids: np.ndarray
+    space: Space
+    labels: np.ndarray | None = None
+
+    @classmethod
+    def from_local(cls, local: LocalDescriptors, budget: int, codec=None) -> "PairSide":
+        """The first ``budget`` descriptors (by detector weight); L2-normalised, or as ``codec`` stores them
+        (float16 PCA or binarised: what a database side holds)."""
+        part = local.take(budget)
+        if codec is None:
+            vectors = part.vectors / np.maximum(np.linalg.norm(part.vectors, axis=2, keepdims=True), 1e-12)
+            space = part.space
+        else:
+            vectors = codec.encode(part).decode()
+            space = Space(stable_hash({"local": part.space.fingerprint, "codec": codec.fingerprint()}), codec.dim,
+                          normalized=True, name=f"{part.space.name}|codec")
+        vectors = np.where(part.valid[..., None], vectors, 0.0).astype(np.float32)
+        return cls(vectors, part.xy.astype(np.float32), part.valid.copy(), part.ids, space, part.labels)
+
+    def rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.vectors[rows]), torch.from_numpy(self.xy[rows]), torch.from_numpy(self.valid[rows])
+
+
+class PairTransformer(nn.Module):
+    """[MTC | query tokens | database tokens] → intra-image attention, cross-image attention (× layers) → logit."""
+
+    def __init__(self, query_dim: int, database_dim: int, config: AMESConfig) -> None:
+        super().__init__()
+        d = config.dim
+        self.query_in = nn.Sequential(nn.Linear(query_dim, d), nn.LayerNorm(d))
+        self.database_in = nn.Sequential(nn.Linear(database_dim, d), nn.LayerNorm(d))
+        self.position = nn.Linear(2, d)  # a descriptor's (x, y): a feature, not an order
+        self.side = nn.Parameter(torch.zeros(2, d))
+        self.matching_token = nn.Parameter(torch.zeros(1, 1, d))
+        nn.init.normal_(self.matching_token, std=0.02)
+        nn.init.normal_(self.side, std=0.02)
+
+        def block() -> nn.TransformerEncoderLayer:
+            return nn.TransformerEncoderLayer(d, config.heads, config.ffn, dropout=0.0, batch_first=True)
+
+        self.within = nn.ModuleList(block() for _ in range(config.layers))
+        self.across = nn.ModuleList(block() for _ in range(config.layers))
+        self.head = nn.Linear(d, 1)
+
+    @staticmethod
+    def _masks(nq: int, nd: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boolean attention masks (True = may *not* attend) for within-image and across-image attention."""
+        n = 1 + nq + nd
+        image = torch.cat([torch.tensor([-1]), torch.zeros(nq, dtype=torch.long), torch.ones(nd, dtype=torch.long)])
+        same = image[:, None] == image[None, :]
+        to_mtc = (image[None, :] == -1).expand(n, n)
+        from_mtc = (image[:, None] == -1).expand(n, n)
+        within = ~(same | to_mtc | from_mtc)
+        across = ~((~same) | to_mtc | from_mtc)
+        across.fill_diagonal_(False)  # a token keeps itself in view (no row without any key)
+        return within, across
+
+    def forward(self, q: torch.Tensor, q_xy: torch.Tensor, q_valid: torch.Tensor,
+                db: torch.Tensor, db_xy: torch.Tensor, db_valid: torch.Tensor) -> torch.Tensor:
+        """Logits (B,) for B pairs: q (B, kq, cq), db (B, kd, cd), their (x, y) and validity."""
+        b, nq, nd = q.shape[0], q.shape[1], db.shape[1]
+        tokens = torch.cat([
+            self.matching_token.expand(b, 1, -1),
+            self.query_in(q) + self.position(q_xy) + self.side[0],
+            self.database_in(db) + self.position(db_xy) + self.side[1],
+        ], dim=1)
+        padding = torch.cat([torch.zeros(b, 1, dtype=torch.bool), ~q_valid, ~db_valid], dim=1)
+        within, across = self._masks(nq, nd)
+        # float masks (−inf where forbidden): the same type for the attention and the padding mask
+        within_f = torch.zeros(within.shape).masked_fill(within, float("-inf"))
+        across_f = torch.zeros(across.shape).masked_fill(across, float("-inf"))
+        padding_f = torch.zeros(padding.shape).masked_fill(padding, float("-inf"))
+        for attend_within, attend_across in zip(self.within, self.across):
+            tokens = attend_within(tokens, src_mask=within_f, src_key_padding_mask=padding_f)
+            tokens = attend_across(tokens, src_mask=across_f, src_key_padding_mask=padding_f)
+        return self.head(tokens[:, 0]).squeeze(1)
+
+
+class AMESReranker:
+    """Fit on training pairs, score (query, candidate) pairs, fuse with the global similarity, save and load."""
+
+    kind = "ames"
+
+    def __init__(self, config: AMESConfig | None = None) -> None:
+        self.config = config or AMESConfig()
+        self.model: PairTransformer | None = None
+        self.query_space: Space | None = None
+        self.database_space: Space | None = None
+        self.fusion: dict[str, float] = {"lambda": 0.5, "gamma": 1.0}
+        self.history: TrainHistory | None = None
+
+    # ------------------------------------------------------------------ training
+    def fit(self, queries: PairSide, database: PairSide, candidates: np.ndarray) -> "AMESReranker":
+        """Train on training-class pairs: ``queries`` row i against ``database`` rows ``candidates[i]`` (its global
+        shortlist); the label is whether the two images share a class."""
+        cfg = self.config
+        if queries.labels is None or database.labels is None:
+            raise ValueError("training pairs need labels on both sides")
+        torch.manual_seed(cfg.seed)
+        self.model = PairTransformer(queries.vectors.shape[2], database.vectors.shape[2], cfg)
+        self.query_space, self.database_space = queries.space, database.space
+        if cfg.random_pairs:
+            extra = np.random.default_rng(cfg.seed).integers(0, len(database.ids), size=(len(candidates), cfg.random_pairs))
+            candidates = np.concatenate([candidates, extra], axis=1)
+        pair_q = np.repeat(np.arange(len(candidates)), candidates.shape[1])
+        pair_d = candidates.reshape(-1)
+        keep = queries.ids[pair_q] != database.ids[pair_d]  # never an image against itself
+        pair_q, pair_d = pair_q[keep], pair_d[keep]
+        targets = (queries.labels[pair_q] == database.labels[pair_d]).astype(np.float32)
+        positive_share = float(targets.mean())
+        if positive_share in (0.0, 1.0):
+            raise ValueError(f"the training shortlists hold {'no' if positive_share == 0 else 'only'} positive pairs: nothing to learn")
+        pos_weight = torch.tensor((1.0 - positive_share) / positive_share)  # the classes weigh equally
+        per_epoch = min(cfg.pairs_per_epoch, len(pair_q))
+        train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                seed=cfg.seed, warmup_epochs=min(0.5, cfg.epochs / 4))
+
+        def batches(epoch: int, generator: torch.Generator) -> list[tuple[torch.Tensor, tuple[int, int]]]:
+            chosen = torch.randperm(len(pair_q), generator=generator)[:per_epoch]
+            out = []
+            for start in range(0, per_epoch - cfg.batch_size + 1, cfg.batch_size):
+                budgets = (cfg.query_budget, cfg.database_budget)
+                if cfg.universal:
+                    budgets = tuple(int(torch.randint(1, b + 1, (1,), generator=generator)) for b in budgets)
+                out.append((chosen[start : start + cfg.batch_size], budgets))
+            return out
+
+        def loss(batch) -> torch.Tensor:
+            pairs, (kq, kd) = batch
+            pairs = pairs.numpy()
+            logits = self._logits(queries, pair_q[pairs], database, pair_d[pairs], kq, kd)
+            return F.binary_cross_entropy_with_logits(logits, torch.from_numpy(targets[pairs]), pos_weight=pos_weight)
+
+        self.history = train(self.model.parameters(), loss, batches, train_cfg, modules=[self.model], description="train AMES re-ranker")
+        return self
+
+    def _logits(self, queries: PairSide, q_rows: np.ndarray, database: PairSide, d_rows: np.ndarray,
+                query_budget: int | None = None, database_budget: int | None = None) -> torch.Tensor:
+        q, q_xy, q_valid = queries.rows(q_rows)
+        d, d_xy, d_valid = database.rows(d_rows)
+        if query_budget is not None:
+            q, q_xy, q_valid = q[:, :query_budget], q_xy[:, :query_budget], q_valid[:, :query_budget]
+        if database_budget is not None:
+            d, d_xy, d_valid = d[:, :database_budget], d_xy[:, :database_budget], d_valid[:, :database_budget]
+        return self.model(q, q_xy, q_valid, d, d_xy, d_valid)
+
+    # ------------------------------------------------------------------ scoring and fusion
+    def _check(self, queries: PairSide, database: PairSide) -> None:
+        if self.model is None:
+            raise RuntimeError("the re-ranker is not trained: call fit() or load one")
+        for side, expected, what in ((queries, self.query_space, "query"), (database, self.database_space, "database")):
+            if side.space.fingerprint != expected.fingerprint:
+                raise SpaceMismatchError(f"{what} descriptors from {side.space.name or side.space.fingerprint}, but the re-ranker was "
+                                         f"trained on {expected.name or expected.fingerprint}")
+
+    @torch.no_grad()
+    def score(self, queries: PairSide, database: PairSide, candidates: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Logits (Nq, S) of every query against its candidate database rows."""
+        self._check(queries, database)
+        self.model.eval()
+        pair_q = np.repeat(np.arange(len(candidates)), candidates.shape[1])
+        pair_d = candidates.reshape(-1)
+        out = np.empty(len(pair_q), dtype=np.float32)
+        for start in range(0, len(pair_q), batch_size):
+            stop = start + batch_size
+            out[start:stop] = self._logits(queries, pair_q[start:stop], database, pair_d[start:stop]).numpy()
+        return out.reshape(candidates.shape)
+
+    def fuse(self, global_scores: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """The fused scores with this re-ranker's (λ, γ) (set them with :func:`~.shortlist.choose_fusion`)."""
+        return fuse(global_scores, logits, self.fusion["lambda"], self.fusion["gamma"])
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike) -> Path:
+        if self.model is None:
+            raise RuntimeError("an untrained re-ranker cannot be saved")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(directory / "reranker.pt", self.model.state_dict())
+        write_manifest(directory, "reranker", {
+            "method": self.kind, "config": asdict(self.config), "fusion": self.fusion,
+            "query_space": self.query_space.to_dict(), "database_space": self.database_space.to_dict(),
+            "query_dim": self.model.query_in[0].in_features, "database_dim": self.model.database_in[0].in_features,
+            "history": None if self.history is None else self.history.to_dict(),
+        })
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "AMESReranker":
+        directory = Path(directory)
+        manifest = read_manifest(directory, kind="reranker")
+        if manifest["method"] != cls.kind:
+            raise ValueError(f"{directory} holds a {manifest['method']} re-ranker, not {cls.kind}")
+        reranker = cls(AMESConfig.from_dict(manifest["config"]))
+        reranker.model = PairTransformer(manifest["query_dim"], manifest["database_dim"], reranker.config)
+        state = torch.load(directory / "reranker.pt", map_location="cpu", weights_only=True)  # never runs code
+        reranker.model.load_state_dict(state)
+        reranker.model.eval()
+        reranker.fusion = {k: float(v) for k, v in manifest["fusion"].items()}
+        reranker.query_space = Space.from_dict(manifest["query_space"])
+        reranker.database_space = Space.from_dict(manifest["database_space"])
+        log.info("loaded %s re-ranker from %s", cls.kind, directory)
+        return reranker

@@ -1,0 +1,94 @@
+"""A global shortlist and what re-ranking does to it: reorder by fused scores, measure, choose the fusion.
+
+The global search (any :class:`~asymret.index.base.GalleryIndexBase`) gives each query its top-S gallery items;
+a re-ranker scores those S pairs; the fused score s = λ·g + (1 − λ)·σ(γ·logit) reorders them.  Measured with the
+same :func:`~asymret.eval.metrics.ranking_metrics` as every global result (R@K, MAP@R), so the rows compare.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..core.space import Embeddings
+from ..eval.metrics import ranking_metrics
+
+__all__ = ["Shortlist", "global_shortlist", "fuse", "choose_fusion", "LAMBDAS", "GAMMAS"]
+
+#: the fusion grid searched on a validation split (AMES's published values lie inside it: λ 0.35–0.85, γ 0.1–0.8)
+LAMBDAS = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
+GAMMAS = (0.1, 0.3, 1.0, 3.0)
+
+
+@dataclass
+class Shortlist:
+    """Per query (rows of ``query_ids``): the ``candidates`` (Nq, S) as positions into the gallery, best first,
+    their global ``scores`` (Nq, S), and R — how many same-label gallery items each query has (its own id excluded)."""
+
+    query_ids: np.ndarray
+    candidates: np.ndarray
+    scores: np.ndarray
+    query_labels: np.ndarray
+    gallery_labels: np.ndarray
+    n_positives: np.ndarray
+
+    @property
+    def depth(self) -> int:
+        return int(self.candidates.shape[1])
+
+    def metrics(self, order: np.ndarray | None = None, ks: Iterable[int] = (1, 2, 4, 8)) -> dict[str, float]:
+        """R@K and MAP@R of the shortlist in its global order, or reordered by ``order`` (Nq, S) column indices.
+        MAP@R is exact when S ≥ every query's R; otherwise the positives beyond the shortlist count as missed."""
+        candidates = self.candidates if order is None else np.take_along_axis(self.candidates, order, axis=1)
+        relevant = (candidates >= 0) & (self.gallery_labels[np.maximum(candidates, 0)] == self.query_labels[:, None])
+        return ranking_metrics(relevant, self.n_positives, ks)
+
+    def reordered(self, fused: np.ndarray) -> np.ndarray:
+        """Column order (Nq, S) by decreasing fused score (stable: ties keep the global order)."""
+        return np.argsort(-fused, axis=1, kind="stable")
+
+
+def global_shortlist(queries: Embeddings, gallery: Embeddings, depth: int, exclude_same_id: bool = True) -> Shortlist:
+    """The exact top-``depth`` of ``queries`` in ``gallery`` (spaces checked), each query's own id excluded."""
+    import faiss
+
+    gallery.space.check_compatible(queries.space, "queries")
+    if queries.labels is None or gallery.labels is None:
+        raise ValueError("a shortlist to re-rank and measure needs labels on both sides")
+    extra = 1 if exclude_same_id else 0
+    index = faiss.IndexFlatIP(gallery.space.dim)
+    index.add(gallery.vectors)
+    scores, rows = index.search(queries.vectors, min(len(gallery), depth + extra))
+    if exclude_same_id:
+        same = gallery.ids[np.maximum(rows, 0)] == queries.ids[:, None]
+        keep = ~same
+        keep[keep.all(axis=1), -1] = False  # self not found in the top: drop the last column instead
+        rows = rows[keep].reshape(len(rows), -1)
+        scores = scores[keep].reshape(len(scores), -1)
+    labels_q, labels_g = np.asarray(queries.labels), np.asarray(gallery.labels)
+    _, counts = np.unique(labels_g, return_counts=True)
+    count_of = dict(zip(np.unique(labels_g).tolist(), counts.tolist()))
+    n_pos = np.array([count_of.get(label, 0) for label in labels_q.tolist()], dtype=np.int64)
+    if exclude_same_id:
+        in_gallery = np.isin(queries.ids, gallery.ids)
+        n_pos = n_pos - in_gallery.astype(np.int64)
+    return Shortlist(queries.ids, rows.astype(np.int64), scores.astype(np.float32), labels_q, labels_g, n_pos)
+
+
+def fuse(global_scores: np.ndarray, logits: np.ndarray, lam: float, gamma: float) -> np.ndarray:
+    """s = λ·g + (1 − λ)·σ(γ·logit) (AMES's and LOCORE's fusion)."""
+    return lam * global_scores + (1.0 - lam) / (1.0 + np.exp(-gamma * logits))
+
+
+def choose_fusion(shortlist: Shortlist, logits: np.ndarray, lambdas: Sequence[float] = LAMBDAS, gammas: Sequence[float] = GAMMAS,
+                  metric: str = "map@r") -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The (λ, γ) with the best ``metric`` on this (validation) shortlist, and every grid point's value.
+    Ties go to the larger λ (more weight on the global score: the cheaper, safer choice)."""
+    table = []
+    for lam, gamma in product(lambdas, gammas):
+        measured = shortlist.metrics(shortlist.reordered(fuse(shortlist.scores, logits, lam, gamma)), ks=(1,))
+        table.append({"lambda": float(lam), "gamma": float(gamma), "recall@1": measured["recall@1"], "map@r": measured["map@r"]})
+    best = max(table, key=lambda row: (row[metric], row["lambda"]))
+    return {"lambda": best["lambda"], "gamma": best["gamma"]}, table
