@@ -15,6 +15,8 @@ glyph benchmark, and the paper's protocols on CUB-200-2011, Cars196, SOP and In-
     ...                             # any ExperimentConfig field; [[experiment.gallery]] tables for the models
     [compare]                       # optional: also run the compatibility-method comparison
     methods = ["distill-cos", "csd"]
+    [rerank]                        # optional: also the re-ranking rows (global only vs + AMES)
+    shortlist = 20
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from typing import Any, Mapping
 
 from ..core.registry import Registry
 from .compare import CompareConfig
+from .rerank import RerankConfig
 from .experiment import PROFILES, ExperimentConfig
 
 __all__ = ["RunConfig", "load_run_config", "PRESETS", "run"]
@@ -49,10 +52,11 @@ class RunConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     compare: CompareConfig | None = None
+    rerank: RerankConfig | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "run") -> "RunConfig":
-        _strict(data, {"name", "dataset", "experiment", "compare"}, "run config")
+        _strict(data, {"name", "dataset", "experiment", "compare", "rerank"}, "run config")
         dataset = dict(data.get("dataset") or {})
         _strict(dataset, {"kind", "root", "options"}, "[dataset]")
         if "kind" not in dataset:
@@ -71,7 +75,8 @@ class RunConfig:
                 values["methods"] = tuple(values["methods"])
             compare = CompareConfig(**values)
         return cls(name=str(data.get("name", name)), dataset_kind=str(dataset["kind"]), dataset_root=dataset.get("root") or None,
-                   dataset_options=dict(dataset.get("options") or {}), experiment=merged, compare=compare)
+                   dataset_options=dict(dataset.get("options") or {}), experiment=merged, compare=compare,
+                   rerank=RerankConfig.from_dict(data["rerank"]) if data.get("rerank") is not None else None)
 
 
 def _strict(data: Mapping[str, Any], known: set[str], what: str) -> None:
@@ -109,4 +114,9 @@ def run(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLik
     if config.compare is not None:
         _, compare_meta = run_comparison(experiment, config.compare, Path(out_dir) / "compare", command=command)
         meta = {**meta, "compare_wall_seconds": compare_meta["wall_seconds"]}
+    if config.rerank is not None:
+        from .rerank import run_rerank
+
+        _, rerank_meta = run_rerank(experiment, config.rerank, Path(out_dir) / "rerank", command=command)
+        meta = {**meta, "rerank_wall_seconds": rerank_meta["wall_seconds"]}
     return meta

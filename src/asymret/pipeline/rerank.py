@@ -1,0 +1,185 @@
+"""Re-ranking in the experiment: global only vs + a local-descriptor re-ranker, symmetric and asymmetric modes.
+
+For every seed, on the experiment's models:
+
+- **symmetric** (the papers' mode): the query model everywhere — the global ranking is query → query, both sides'
+  local descriptors come from the query model;
+- **asymmetric** (asymret's case): the global ranking is query → the CMCE ensemble gallery; the query side's local
+  descriptors come from the light query model, the database side's from a gallery model; the re-ranker's two input
+  projections learn to compare them (the way ψ maps global embeddings).
+
+For each mode and each database storage (float16 PCA, binarised ITQ), a descriptor codec and a re-ranker are
+trained on the training classes (cached by recipe), the fusion (λ, γ) is chosen on the validation classes, and the
+test shortlist is re-ranked: rows of R@K and MAP@R beside the global ranking of the same shortlist, the database
+side's bytes per image, and the re-ranker's added time per query.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..core.progress import log
+from ..core.seeds import derive_seed
+from ..core.space import Embeddings
+from ..data.dataset import ImageDataset
+from ..eval.report import ResultRow, RowRecorder, run_metadata, write_report
+from ..gallery.ensemble import CMCEEnsemble
+from ..rerank import AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, PairSide, choose_fusion, global_shortlist, stored_local
+from .experiment import Experiment, SeedModels
+
+__all__ = ["RerankConfig", "run_rerank"]
+
+MODES = ("symmetric", "asymmetric")
+STORAGES = ("float16", "binary")
+
+
+@dataclass
+class RerankConfig:
+    """What the re-ranking rows run (the ``[rerank]`` table of a run config)."""
+
+    method: str = "ames"
+    budget: int = 32  # local descriptors extracted per image (the query side uses ames.query_budget of them)
+    query_layer: str = ""  # the query model's layer whose feature map gives its descriptors ("" = the backbone output)
+    gallery_model: str = ""  # the gallery model whose descriptors the database keeps (asymmetric mode; "" = the KD teacher)
+    gallery_layer: str = ""
+    codec_dim: int = 32  # database descriptors projected to this many dimensions (bits when binarised)
+    shortlist: int = 20  # test and validation: the global top-S re-ranked (≥ every query's R for an exact MAP@R)
+    modes: tuple[str, ...] = MODES
+    storages: tuple[str, ...] = STORAGES
+    ames: AMESConfig = field(default_factory=AMESConfig)
+
+    def __post_init__(self) -> None:
+        if self.method != "ames":
+            raise ValueError(f"unknown re-ranking method {self.method!r} (known: ames)")
+        for value, known, what in ((self.modes, MODES, "mode"), (self.storages, STORAGES, "storage")):
+            unknown = sorted(set(value) - set(known))
+            if unknown:
+                raise ValueError(f"unknown re-ranking {what}(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        if max(self.ames.query_budget, self.ames.database_budget) > self.budget:
+            raise ValueError(f"the re-ranker's budgets ({self.ames.query_budget}, {self.ames.database_budget}) exceed the "
+                             f"{self.budget} descriptors extracted per image")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RerankConfig":
+        values = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)} in [rerank]; known: {', '.join(sorted(known))}")
+        if "ames" in values:
+            values["ames"] = AMESConfig.from_dict(dict(values["ames"]))
+        for name in ("modes", "storages"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Sides:
+    """One mode's global embeddings and local descriptors of a split, for both sides."""
+
+    def __init__(self, step: "_SeedRerank", mode: str, queries: ImageDataset, gallery: ImageDataset) -> None:
+        exp, models = step.experiment, step.models
+        store = exp.store
+        query = models.query
+        self.global_queries = store.get(query, queries)
+        if mode == "symmetric":
+            self.global_gallery = store.get(query, gallery)
+            db_model, db_spec = query, step.query_spec
+        else:
+            self.global_gallery, _ = step.ensemble.transform([store.get(m, gallery) for m in models.gallery_models])
+            db_model, db_spec = step.database_model, step.gallery_spec
+        self.local_queries = stored_local(store, query, queries, step.query_spec).align(self.global_queries.ids)
+        self.local_gallery = stored_local(store, db_model, gallery, db_spec).align(self.global_gallery.ids)
+        if self.global_gallery.labels is None:  # the ensemble's output carries no labels: take them from the store's
+            self.global_gallery = Embeddings(self.global_gallery.vectors, self.global_gallery.ids, self.global_gallery.space,
+                                             self.local_gallery.labels)
+
+
+class _SeedRerank:
+    def __init__(self, experiment: Experiment, cfg: RerankConfig, seed: int, record: RowRecorder) -> None:
+        self.experiment, self.cfg, self.seed, self.record = experiment, cfg, seed, record
+        self.models: SeedModels = experiment.models(seed)
+        query = self.models.query
+        self.database_model = self.models.gallery_model(cfg.gallery_model or experiment.config.kd_teacher_name)
+        self.ensemble = CMCEEnsemble([experiment.fit_psi(m, query, seed) for m in self.models.gallery_models])
+        self.query_spec = LocalSpec(cfg.budget, cfg.query_layer)
+        self.gallery_spec = LocalSpec(cfg.budget, cfg.gallery_layer)
+        if experiment.validation is None:
+            raise ValueError("re-ranking chooses its fusion on validation classes: set validation_classes in the experiment")
+
+    def run(self) -> None:
+        exp = self.experiment
+        for mode in self.cfg.modes:
+            train = _Sides(self, mode, exp.train, exp.train)
+            validation = _Sides(self, mode, exp.validation, exp.validation)
+            test = _Sides(self, mode, exp.test_queries, exp.test_gallery)
+            test_short = global_shortlist(test.global_queries, test.global_gallery, self.cfg.shortlist)
+            db_name = "query model" if mode == "symmetric" else self.database_model.name
+            global_name = f"{mode}: global only ({self.models.query.name} → "
+            global_name += f"{self.models.query.name})" if mode == "symmetric" else "CMCE ensemble)"
+            self.record(global_name, "global", self.models.query.name, db_name, test_short.metrics(ks=exp.config.ks),
+                        shortlist=self.cfg.shortlist)
+            for storage in self.cfg.storages:
+                self._storage(mode, storage, train, validation, test, test_short, db_name)
+
+    def _storage(self, mode: str, storage: str, train: _Sides, validation: _Sides, test: _Sides, test_short, db_name: str) -> None:
+        exp, cfg, ames = self.experiment, self.cfg, self.cfg.ames
+        tag = f"seed{self.seed}/{mode}-{storage}"
+        codec_seed = derive_seed(self.seed, "codec", mode, storage)
+        codec_recipe = {"local": train.local_gallery.space.fingerprint, "dim": cfg.codec_dim, "binary": storage == "binary",
+                        "seed": codec_seed, "data": exp.train.fingerprint()}
+        codec, _ = exp.cache.get_or_build("codec", tag, codec_recipe, lambda: DescriptorCodec(
+            cfg.codec_dim, binary=storage == "binary", seed=codec_seed).fit(train.local_gallery))
+
+        def sides(split: _Sides) -> tuple[PairSide, PairSide]:
+            return (PairSide.from_local(split.local_queries, ames.query_budget),
+                    PairSide.from_local(split.local_gallery, ames.database_budget, codec=codec))
+
+        train_q, train_db = sides(train)
+        settings = dataclasses.replace(ames, seed=derive_seed(self.seed, "ames", mode, storage))
+        train_short = global_shortlist(train.global_queries, train.global_gallery, settings.shortlist)
+        recipe = {"ames": asdict(settings), "query": train_q.space.fingerprint, "database": train_db.space.fingerprint,
+                  "global": [train.global_queries.space.fingerprint, train.global_gallery.space.fingerprint], "data": exp.train.fingerprint()}
+        reranker, train_seconds = exp.cache.get_or_build("reranker", tag, recipe,
+                                                         lambda: AMESReranker(settings).fit(train_q, train_db, train_short.candidates))
+        val_q, val_db = sides(validation)
+        val_short = global_shortlist(validation.global_queries, validation.global_gallery, cfg.shortlist)
+        reranker.fusion, _ = choose_fusion(val_short, reranker.score(val_q, val_db, val_short.candidates))
+        test_q, test_db = sides(test)
+        start = time.perf_counter()
+        logits = reranker.score(test_q, test_db, test_short.candidates)
+        seconds = time.perf_counter() - start
+        measured = test_short.metrics(test_short.reordered(reranker.fuse(test_short.scores, logits)), ks=exp.config.ks)
+        bits = f"{cfg.codec_dim}-bit" if storage == "binary" else f"{cfg.codec_dim}-d float16"
+        self.record(f"{mode}: + AMES, database {ames.database_budget} × {bits}", f"rerank-{mode}", self.models.query.name, db_name,
+                    measured, bytes_per_image=codec.bytes_per_image(ames.database_budget),
+                    descriptor_bytes_per_image=codec.bytes_per_image(ames.database_budget, metadata=False),
+                    rerank_ms_per_query=1000.0 * seconds / len(test_short.candidates), shortlist=cfg.shortlist,
+                    fusion_lambda=reranker.fusion["lambda"], fusion_gamma=reranker.fusion["gamma"], train_seconds=train_seconds)
+        log.info("%s %s: R@1 %.3f → %.3f (λ %.2f, γ %.2f)", mode, storage, test_short.metrics(ks=(1,))["recall@1"],
+                 measured["recall@1"], reranker.fusion["lambda"], reranker.fusion["gamma"])
+
+
+def run_rerank(experiment: Experiment, cfg: RerankConfig, out_dir: str | Path, command: str = "") -> tuple[list[ResultRow], dict]:
+    """Every seed's re-ranking rows; results.json/.md in ``out_dir``."""
+    start = time.perf_counter()
+    rows: dict[str, ResultRow] = {}
+    record = RowRecorder(rows)
+    for seed in experiment.config.seeds:
+        log.info("── re-rank, seed %d ──", seed)
+        _SeedRerank(experiment, cfg, seed, record).run()
+    meta = run_metadata(command, experiment.config.seeds, start, dataset=experiment.dataset.name, config=experiment.config.to_dict(),
+                        rerank=cfg.to_dict(),
+                        protocol=f"every test image a query against the rest; the exact global top-{cfg.shortlist} re-ranked; "
+                                 "fusion (λ, γ) chosen on the validation classes")
+    result_rows = list(rows.values())
+    write_report(result_rows, meta, {}, Path(out_dir))
+    return result_rows, meta
