@@ -100,7 +100,10 @@ def write_results(out: Path, meta: dict, results: list[dict], query_fractions, g
                          f"{cell([max(r['single_psi_r1']) for r in rows])} | {cell([r['kd_r1'] for r in rows])} | {cell([r['cmce_r1'] for r in rows])} | "
                          f"{cell([x['query'] for x in g])} | {cell([x['single'] for x in g])} | {cell([x['kd'] for x in g])} | {len(rows)} |")
     table = "\n".join(lines)
-    header = f"Validation split: {meta['validation']}. Machine: {meta['machine']}. {meta['date']}. Seeds {meta['seeds']}.\n\n"
+    machine = meta["machine"]
+    isa = "AVX-512" if "avx512f" in machine.get("cpu_flags", []) else "AVX2" if "avx2" in machine.get("cpu_flags", []) else "no AVX2"
+    header = (f"`{meta['command']}` — {meta['date']}, {machine.get('cpu_model')} ({machine.get('nproc')} vCPU, {isa}), "
+              f"{meta['wall_seconds'] / 60:.1f} min, seeds {meta['seeds']}. Validation split: {meta['validation']}.\n\n")
     atomic_write_bytes(out / "gap_study.md", (header + table + "\n\n![gain against gap](gain_vs_gap.png)\n").encode())
     plot(out / "gain_vs_gap.png", results, gallery_fractions)
     print(table, flush=True)
@@ -120,16 +123,17 @@ def plot(path: Path, results: list[dict], gallery_fractions) -> None:
             xs, ys, es = [], [], []
             for qf in cells:
                 rows = [r for r in results if r["gallery_fraction"] == gf and r["query_fraction"] == qf]
-                xs.append(np.mean([r["gap"] for r in rows]))
-                values = [gains(r)[key] for r in rows]
+                xs.append(100 * np.mean([r["gap"] for r in rows]))
+                values = [100 * gains(r)[key] for r in rows]
                 ys.append(np.mean(values))
                 es.append(np.std(values))
             if xs:
                 ax.errorbar(xs, ys, yerr=es, marker="o", color=colour, capsize=3, label=f"gallery {gf:g}× epochs")
         ax.axhline(0.0, color="grey", linewidth=0.8)
         ax.set_title(f"CMCE gain {title}")
-        ax.set_xlabel("gap: best gallery R@1 − query R@1 (validation)")
+        ax.set_xlabel("gap: best gallery − query R@1 (points)")
     axes[0].set_ylabel("R@1 gain (points)")
+    figure.suptitle("CMCE's gain against the gallery–query gap, validation classes (mean ± std over seeds)")
     axes[0].legend(fontsize=8)
     FigureCanvasAgg(figure).print_png(str(path))
 
@@ -159,7 +163,9 @@ def main() -> None:
         described = f"{len(validation)} training-split images no model saw"
     start = time.perf_counter()
     previous = args.out / "gap_study.json"
-    results: list[dict] = json.loads(previous.read_text())["results"] if previous.exists() else []  # resume after an interruption
+    stored = json.loads(previous.read_text()) if previous.exists() else {"results": [], "meta": {}}  # resume after an interruption
+    results: list[dict] = stored["results"]
+    earlier_seconds = float(stored["meta"].get("wall_seconds", 0.0))
     done = {(r["seed"], r["query_fraction"], r["gallery_fraction"]) for r in results}
     for seed in seeds:
         for gf in gallery_fractions:
@@ -169,6 +175,7 @@ def main() -> None:
                 experiment = Experiment(cell_config(base, qf, gf), dataset, args.workdir)
                 results.append({"query_fraction": qf, "gallery_fraction": gf, **measure_cell(experiment, validation, seed)})
         meta = {**run_meta(args, seeds, start), "validation": described}
+        meta["wall_seconds"] += earlier_seconds  # a resumed run's time includes the interrupted ones
         write_results(args.out, meta, results, query_fractions, gallery_fractions)
         print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
 
