@@ -8,8 +8,8 @@ import torch
 from asymret.core.space import SpaceMismatchError
 from asymret.encoders import create_encoder
 from asymret.eval.metrics import evaluate_embeddings
-from asymret.rerank import (AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, PairSide, PairTransformer, choose_fusion,
-                            global_shortlist, stored_local)
+from asymret.eval.rerank import choose_fusion, shortlist_metrics
+from asymret.rerank import AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, PairSide, PairTransformer, global_shortlist, stored_local
 from asymret.store import EmbeddingStore
 
 SMALL = AMESConfig(dim=32, layers=1, heads=2, ffn=64, query_budget=12, database_budget=6, shortlist=12, pairs_per_epoch=1536,
@@ -63,7 +63,7 @@ def test_the_shortlist_measures_like_the_global_evaluation(sides):
     embeddings, _ = sides["test"]
     shortlist = global_shortlist(embeddings, embeddings, depth=len(embeddings) - 1)
     direct = evaluate_embeddings(embeddings, embeddings, (1, 2))
-    measured = shortlist.metrics(ks=(1, 2))
+    measured = shortlist_metrics(shortlist, ks=(1, 2))
     for key in ("recall@1", "recall@2", "map@r"):
         assert measured[key] == pytest.approx(direct[key], abs=1e-9)
     # a perfect re-ranker (logit = same class) with all weight on it puts a positive first wherever one is listed

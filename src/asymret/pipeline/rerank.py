@@ -29,7 +29,8 @@ from ..core.space import Embeddings
 from ..data.dataset import ImageDataset
 from ..eval.report import ResultRow, RowRecorder, run_metadata, write_report
 from ..gallery.ensemble import CMCEEnsemble
-from ..rerank import AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, PairSide, choose_fusion, global_shortlist, stored_local
+from ..eval.rerank import choose_fusion, shortlist_metrics
+from ..rerank import AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, PairSide, global_shortlist, stored_local
 from .experiment import Experiment, SeedModels
 
 __all__ = ["RerankConfig", "run_rerank"]
@@ -125,7 +126,7 @@ class _SeedRerank:
             db_name = "query model" if mode == "symmetric" else self.database_model.name
             global_name = f"{mode}: global only ({self.models.query.name} → "
             global_name += f"{self.models.query.name})" if mode == "symmetric" else "CMCE ensemble)"
-            self.record(global_name, "global", self.models.query.name, db_name, test_short.metrics(ks=exp.config.ks),
+            self.record(global_name, "global", self.models.query.name, db_name, shortlist_metrics(test_short, ks=exp.config.ks),
                         shortlist=self.cfg.shortlist)
             for storage in self.cfg.storages:
                 self._storage(mode, storage, train, validation, test, test_short, db_name)
@@ -157,14 +158,14 @@ class _SeedRerank:
         start = time.perf_counter()
         logits = reranker.score(test_q, test_db, test_short.candidates)
         seconds = time.perf_counter() - start
-        measured = test_short.metrics(test_short.reordered(reranker.fuse(test_short.scores, logits)), ks=exp.config.ks)
+        measured = shortlist_metrics(test_short, test_short.reordered(reranker.fuse(test_short.scores, logits)), ks=exp.config.ks)
         bits = f"{cfg.codec_dim}-bit" if storage == "binary" else f"{cfg.codec_dim}-d float16"
         self.record(f"{mode}: + AMES, database {ames.database_budget} × {bits}", f"rerank-{mode}", self.models.query.name, db_name,
                     measured, bytes_per_image=codec.bytes_per_image(ames.database_budget),
                     descriptor_bytes_per_image=codec.bytes_per_image(ames.database_budget, metadata=False),
                     rerank_ms_per_query=1000.0 * seconds / len(test_short.candidates), shortlist=cfg.shortlist,
                     fusion_lambda=reranker.fusion["lambda"], fusion_gamma=reranker.fusion["gamma"], train_seconds=train_seconds)
-        log.info("%s %s: R@1 %.3f → %.3f (λ %.2f, γ %.2f)", mode, storage, test_short.metrics(ks=(1,))["recall@1"],
+        log.info("%s %s: R@1 %.3f → %.3f (λ %.2f, γ %.2f)", mode, storage, shortlist_metrics(test_short, ks=(1,))["recall@1"],
                  measured["recall@1"], reranker.fusion["lambda"], reranker.fusion["gamma"])
 
 

@@ -1,25 +1,18 @@
-"""A global shortlist and what re-ranking does to it: reorder by fused scores, measure, choose the fusion.
+"""A global shortlist and what re-ranking does to it: the fused scores reorder it.
 
-The global search (any :class:`~asymret.index.base.GalleryIndexBase`) gives each query its top-S gallery items;
-a re-ranker scores those S pairs; the fused score s = λ·g + (1 − λ)·σ(γ·logit) reorders them.  Measured with the
-same :func:`~asymret.eval.metrics.ranking_metrics` as every global result (R@K, MAP@R), so the rows compare.
+The global search gives each query its top-S gallery items; a re-ranker scores those S pairs; the fused score
+s = λ·g + (1 − λ)·σ(γ·logit) reorders them.  :mod:`asymret.eval.rerank` measures a shortlist with the same
+ranking metrics as every global result (R@K, MAP@R) and chooses (λ, γ) on a validation split.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import product
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from ..core.space import Embeddings
-from ..eval.metrics import ranking_metrics
 
-__all__ = ["Shortlist", "global_shortlist", "fuse", "choose_fusion", "LAMBDAS", "GAMMAS"]
-
-#: the fusion grid searched on a validation split (AMES's published values lie inside it: λ 0.35–0.85, γ 0.1–0.8)
-LAMBDAS = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
-GAMMAS = (0.1, 0.3, 1.0, 3.0)
+__all__ = ["Shortlist", "global_shortlist", "fuse"]
 
 
 @dataclass
@@ -38,12 +31,11 @@ class Shortlist:
     def depth(self) -> int:
         return int(self.candidates.shape[1])
 
-    def metrics(self, order: np.ndarray | None = None, ks: Iterable[int] = (1, 2, 4, 8)) -> dict[str, float]:
-        """R@K and MAP@R of the shortlist in its global order, or reordered by ``order`` (Nq, S) column indices.
-        MAP@R is exact when S ≥ every query's R; otherwise the positives beyond the shortlist count as missed."""
+    def relevant(self, order: np.ndarray | None = None) -> np.ndarray:
+        """Bool (Nq, S): whether each listed item shares the query's label, in the global order or reordered by
+        ``order`` (Nq, S) column indices."""
         candidates = self.candidates if order is None else np.take_along_axis(self.candidates, order, axis=1)
-        relevant = (candidates >= 0) & (self.gallery_labels[np.maximum(candidates, 0)] == self.query_labels[:, None])
-        return ranking_metrics(relevant, self.n_positives, ks)
+        return (candidates >= 0) & (self.gallery_labels[np.maximum(candidates, 0)] == self.query_labels[:, None])
 
     def reordered(self, fused: np.ndarray) -> np.ndarray:
         """Column order (Nq, S) by decreasing fused score (stable: ties keep the global order)."""
@@ -80,15 +72,3 @@ def global_shortlist(queries: Embeddings, gallery: Embeddings, depth: int, exclu
 def fuse(global_scores: np.ndarray, logits: np.ndarray, lam: float, gamma: float) -> np.ndarray:
     """s = λ·g + (1 − λ)·σ(γ·logit) (AMES's and LOCORE's fusion)."""
     return lam * global_scores + (1.0 - lam) / (1.0 + np.exp(-gamma * logits))
-
-
-def choose_fusion(shortlist: Shortlist, logits: np.ndarray, lambdas: Sequence[float] = LAMBDAS, gammas: Sequence[float] = GAMMAS,
-                  metric: str = "map@r") -> tuple[dict[str, float], list[dict[str, float]]]:
-    """The (λ, γ) with the best ``metric`` on this (validation) shortlist, and every grid point's value.
-    Ties go to the larger λ (more weight on the global score: the cheaper, safer choice)."""
-    table = []
-    for lam, gamma in product(lambdas, gammas):
-        measured = shortlist.metrics(shortlist.reordered(fuse(shortlist.scores, logits, lam, gamma)), ks=(1,))
-        table.append({"lambda": float(lam), "gamma": float(gamma), "recall@1": measured["recall@1"], "map@r": measured["map@r"]})
-    best = max(table, key=lambda row: (row[metric], row["lambda"]))
-    return {"lambda": best["lambda"], "gamma": best["gamma"]}, table

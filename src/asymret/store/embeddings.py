@@ -31,10 +31,10 @@ from ..encoders.encoder import Encoder
 from ..core.manifest import atomic_save_npy, atomic_write_json, read_manifest, write_manifest
 from ..core.progress import log, progress_bar
 from ..core.space import Embeddings, Space
-from ..rerank.local import LocalSpec, local_descriptors, local_space
+from ..encoders.local import LocalSpec, local_descriptors, local_space
 
 #: what the store holds per image: the embedding, the pooled backbone vector, or local descriptors
-#: (``local-k<budget>[@<layer>]``, see :class:`asymret.rerank.local.LocalSpec`)
+#: (``local-k<budget>[@<layer>]``, see :class:`asymret.encoders.local.LocalSpec`)
 OUTPUTS = ("embedding", "pooled", "local-k<budget>[@<layer>]")
 #: images per shard for new store folders: 2 batches of 128.  EfficientNet-Lite0 at 224 px embeds ≈ 25 images/s on
 #: 2 cores (docs/bench_extraction.json: ≈ 100/s at 112 px), so a kill loses ≈ 10 s; a 4-GFLOP model ≈ 1.5 min.
