@@ -106,3 +106,28 @@ def test_binarised_database_side_and_a_universal_model(sides):
         database = PairSide.from_local(l_test.align(g_test.ids), budget, codec=codec)
         assert database.vectors.shape[1:] == (budget, 16)
         assert np.isfinite(reranker.score(queries, database, test_short.candidates)).all()
+
+
+def test_maxsim_matches_sets_of_descriptors_and_the_prior_starts_from_it():
+    from asymret.rerank import maxsim
+
+    q, q_xy, q_valid, d, d_xy, d_valid = _pairs(b=2, kq=4, kd=4, cq=6, cd=6)
+    same = maxsim(q, q_valid, q, q_valid)
+    np.testing.assert_allclose(same, 1.0, atol=1e-6)  # a set against itself: every descriptor finds itself
+    base = maxsim(q, q_valid, d, d_valid)
+    assert (base < 1.0).all()
+    np.testing.assert_allclose(maxsim(q, q_valid, d[:, [3, 1, 0, 2]], d_valid), base, atol=1e-6)  # order-free
+    d_valid2 = d_valid.clone()
+    d_valid2[:, 0] = False
+    masked = maxsim(q, q_valid, d, d_valid2)
+    d2 = d.clone()
+    d2[:, 0] = q[:, 0]  # an invalid database descriptor cannot be matched, however good
+    np.testing.assert_allclose(maxsim(q, q_valid, d2, d_valid2), masked, atol=1e-6)
+    prior = AMESConfig(**{**SMALL.__dict__, "maxsim_prior": True})
+    torch.manual_seed(0)
+    model = PairTransformer(6, 6, prior).eval()
+    with torch.no_grad():
+        torch.nn.init.zeros_(model.head.weight), torch.nn.init.zeros_(model.head.bias)
+        np.testing.assert_allclose(model(q, q_xy, q_valid, d, d_xy, d_valid), 10.0 * (base - 0.5), atol=1e-5)
+    with pytest.raises(ValueError, match="one dimension"):
+        PairTransformer(6, 8, prior)

@@ -30,12 +30,13 @@ from ..data.dataset import ImageDataset
 from ..eval.report import ResultRow, RowRecorder, run_metadata, write_report
 from ..gallery.ensemble import CMCEEnsemble
 from ..eval.rerank import choose_fusion, shortlist_metrics
-from ..rerank import AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, PairSide, global_shortlist, stored_local
+from ..rerank import AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, MaxSimReranker, PairSide, global_shortlist, stored_local
 from .experiment import Experiment, SeedModels
 
 __all__ = ["RerankConfig", "run_rerank"]
 
 MODES = ("symmetric", "asymmetric")
+METHODS = ("maxsim", "ames")
 STORAGES = ("float16", "binary")
 
 
@@ -43,7 +44,7 @@ STORAGES = ("float16", "binary")
 class RerankConfig:
     """What the re-ranking rows run (the ``[rerank]`` table of a run config)."""
 
-    method: str = "ames"
+    methods: tuple[str, ...] = ("maxsim", "ames")  # maxsim: the training-free baseline (symmetric mode only)
     budget: int = 32  # local descriptors extracted per image (the query side uses ames.query_budget of them)
     query_layer: str = ""  # the query model's layer whose feature map gives its descriptors ("" = the backbone output)
     gallery_model: str = ""  # the gallery model whose descriptors the database keeps (asymmetric mode; "" = the KD teacher)
@@ -55,9 +56,7 @@ class RerankConfig:
     ames: AMESConfig = field(default_factory=AMESConfig)
 
     def __post_init__(self) -> None:
-        if self.method != "ames":
-            raise ValueError(f"unknown re-ranking method {self.method!r} (known: ames)")
-        for value, known, what in ((self.modes, MODES, "mode"), (self.storages, STORAGES, "storage")):
+        for value, known, what in ((self.modes, MODES, "mode"), (self.storages, STORAGES, "storage"), (self.methods, METHODS, "method")):
             unknown = sorted(set(value) - set(known))
             if unknown:
                 raise ValueError(f"unknown re-ranking {what}(s) {', '.join(unknown)}; known: {', '.join(known)}")
@@ -74,7 +73,7 @@ class RerankConfig:
             raise ValueError(f"unknown key(s) {', '.join(unknown)} in [rerank]; known: {', '.join(sorted(known))}")
         if "ames" in values:
             values["ames"] = AMESConfig.from_dict(dict(values["ames"]))
-        for name in ("modes", "storages"):
+        for name in ("modes", "storages", "methods"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
@@ -141,32 +140,43 @@ class _SeedRerank:
             cfg.codec_dim, binary=storage == "binary", seed=codec_seed).fit(train.local_gallery))
 
         def sides(split: _Sides) -> tuple[PairSide, PairSide]:
-            return (PairSide.from_local(split.local_queries, ames.query_budget),
+            # symmetric: the query side in the codec's projected space (float), comparable descriptor by descriptor
+            query_codec = codec if mode == "symmetric" else None
+            return (PairSide.from_local(split.local_queries, ames.query_budget, codec=query_codec, stored=False),
                     PairSide.from_local(split.local_gallery, ames.database_budget, codec=codec))
 
-        train_q, train_db = sides(train)
-        settings = dataclasses.replace(ames, seed=derive_seed(self.seed, "ames", mode, storage))
-        train_short = global_shortlist(train.global_queries, train.global_gallery, settings.shortlist)
-        recipe = {"ames": asdict(settings), "query": train_q.space.fingerprint, "database": train_db.space.fingerprint,
-                  "global": [train.global_queries.space.fingerprint, train.global_gallery.space.fingerprint], "data": exp.train.fingerprint()}
-        reranker, train_seconds = exp.cache.get_or_build("reranker", tag, recipe,
-                                                         lambda: AMESReranker(settings).fit(train_q, train_db, train_short.candidates))
+        bits = f"{cfg.codec_dim}-bit" if storage == "binary" else f"{cfg.codec_dim}-d float16"
         val_q, val_db = sides(validation)
         val_short = global_shortlist(validation.global_queries, validation.global_gallery, cfg.shortlist)
-        reranker.fusion, _ = choose_fusion(val_short, reranker.score(val_q, val_db, val_short.candidates))
         test_q, test_db = sides(test)
-        start = time.perf_counter()
-        logits = reranker.score(test_q, test_db, test_short.candidates)
-        seconds = time.perf_counter() - start
-        measured = shortlist_metrics(test_short, test_short.reordered(reranker.fuse(test_short.scores, logits)), ks=exp.config.ks)
-        bits = f"{cfg.codec_dim}-bit" if storage == "binary" else f"{cfg.codec_dim}-d float16"
-        self.record(f"{mode}: + AMES, database {ames.database_budget} × {bits}", f"rerank-{mode}", self.models.query.name, db_name,
-                    measured, bytes_per_image=codec.bytes_per_image(ames.database_budget),
-                    descriptor_bytes_per_image=codec.bytes_per_image(ames.database_budget, metadata=False),
-                    rerank_ms_per_query=1000.0 * seconds / len(test_short.candidates), shortlist=cfg.shortlist,
-                    fusion_lambda=reranker.fusion["lambda"], fusion_gamma=reranker.fusion["gamma"], train_seconds=train_seconds)
-        log.info("%s %s: R@1 %.3f → %.3f (λ %.2f, γ %.2f)", mode, storage, shortlist_metrics(test_short, ks=(1,))["recall@1"],
-                 measured["recall@1"], reranker.fusion["lambda"], reranker.fusion["gamma"])
+        for method in cfg.methods:
+            if method == "maxsim" and mode != "symmetric":
+                continue  # descriptors of two models share no space to compare them in: only a learned re-ranker can
+            if method == "maxsim":
+                reranker, train_seconds, label = MaxSimReranker(), 0.0, "MaxSim (training-free)"
+            else:
+                train_q, train_db = sides(train)
+                settings = dataclasses.replace(ames, seed=derive_seed(self.seed, "ames", mode, storage),
+                                               maxsim_prior=ames.maxsim_prior and mode == "symmetric")
+                train_short = global_shortlist(train.global_queries, train.global_gallery, settings.shortlist)
+                recipe = {"ames": asdict(settings), "query": train_q.space.fingerprint, "database": train_db.space.fingerprint,
+                          "global": [train.global_queries.space.fingerprint, train.global_gallery.space.fingerprint],
+                          "data": exp.train.fingerprint()}
+                reranker, train_seconds = exp.cache.get_or_build(
+                    "reranker", tag, recipe, lambda: AMESReranker(settings).fit(train_q, train_db, train_short.candidates))
+                label = "AMES" + (" + MaxSim prior" if settings.maxsim_prior else "")
+            reranker.fusion, _ = choose_fusion(val_short, reranker.score(val_q, val_db, val_short.candidates))
+            start = time.perf_counter()
+            logits = reranker.score(test_q, test_db, test_short.candidates)
+            seconds = time.perf_counter() - start
+            measured = shortlist_metrics(test_short, test_short.reordered(reranker.fuse(test_short.scores, logits)), ks=exp.config.ks)
+            self.record(f"{mode}: + {label}, database {ames.database_budget} × {bits}", f"rerank-{mode}", self.models.query.name,
+                        db_name, measured, bytes_per_image=codec.bytes_per_image(ames.database_budget),
+                        descriptor_bytes_per_image=codec.bytes_per_image(ames.database_budget, metadata=False),
+                        rerank_ms_per_query=1000.0 * seconds / len(test_short.candidates), shortlist=cfg.shortlist,
+                        fusion_lambda=reranker.fusion["lambda"], fusion_gamma=reranker.fusion["gamma"], train_seconds=train_seconds)
+            log.info("%s %s %s: R@1 %.3f → %.3f (λ %.2f, γ %.2f)", mode, storage, label, shortlist_metrics(test_short, ks=(1,))["recall@1"],
+                     measured["recall@1"], reranker.fusion["lambda"], reranker.fusion["gamma"])
 
 
 def run_rerank(experiment: Experiment, cfg: RerankConfig, out_dir: str | Path, command: str = "") -> tuple[list[ResultRow], dict]:

@@ -8,11 +8,11 @@
   validation, by :mod:`asymret.eval.rerank`);
 - :mod:`.ames`: the AMES-style pair-wise transformer re-ranker.
 """
-from .ames import AMESConfig, AMESReranker, PairSide, PairTransformer
+from .ames import AMESConfig, AMESReranker, MaxSimReranker, PairSide, PairTransformer, maxsim
 from .codec import DescriptorCodec, EncodedDescriptors
 from ..encoders.local import LocalSpec, feature_map, local_descriptors, local_space
 from .local import LocalDescriptors, stored_local
 from .shortlist import Shortlist, fuse, global_shortlist
 
-__all__ = ["AMESConfig", "AMESReranker", "PairSide", "PairTransformer", "DescriptorCodec", "EncodedDescriptors", "LocalDescriptors",
+__all__ = ["AMESConfig", "AMESReranker", "MaxSimReranker", "maxsim", "PairSide", "PairTransformer", "DescriptorCodec", "EncodedDescriptors", "LocalDescriptors",
            "LocalSpec", "feature_map", "local_descriptors", "local_space", "stored_local", "Shortlist", "fuse", "global_shortlist"]

@@ -35,7 +35,7 @@ from ..training import TrainConfig, TrainHistory, train
 from .local import LocalDescriptors
 from .shortlist import fuse
 
-__all__ = ["AMESConfig", "PairTransformer", "AMESReranker", "PairSide"]
+__all__ = ["AMESConfig", "PairTransformer", "AMESReranker", "MaxSimReranker", "PairSide", "maxsim"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ class AMESConfig:
     query_budget: int = 32  # descriptors per query image
     database_budget: int = 16  # descriptors per database image (the memory that counts)
     universal: bool = False  # train with random budgets (1..budget per side and batch): any budget works at test
+    # add a learned affine function of the pair's MaxSim score (see :func:`maxsim`) to the logit: the transformer
+    # then learns corrections to a training-free matcher instead of discovering matching from scratch, which a
+    # 2-core training budget does not afford (asymret's addition; AMES has no such term; needs equal dims per side)
+    maxsim_prior: bool = False
     shortlist: int = 20  # training: each training image against this many of its global nearest neighbours
     random_pairs: int = 4  # ... and this many random training images (easy negatives; hard ones come from the shortlist)
     pairs_per_epoch: int = 40_000
@@ -80,17 +84,23 @@ class PairSide:
     labels: np.ndarray | None = None
 
     @classmethod
-    def from_local(cls, local: LocalDescriptors, budget: int, codec=None) -> "PairSide":
-        """The first ``budget`` descriptors (by detector weight); L2-normalised, or as ``codec`` stores them
-        (float16 PCA or binarised: what a database side holds)."""
+    def from_local(cls, local: LocalDescriptors, budget: int, codec=None, stored: bool = True) -> "PairSide":
+        """The first ``budget`` descriptors (by detector weight): L2-normalised; with ``codec``, as the codec
+        stores them (``stored``: float16 PCA or binarised — a database side) or only projected by it (a query side
+        in the same projected space, kept in float as AMES keeps its query side)."""
         part = local.take(budget)
         if codec is None:
             vectors = part.vectors / np.maximum(np.linalg.norm(part.vectors, axis=2, keepdims=True), 1e-12)
             space = part.space
         else:
-            vectors = codec.encode(part).decode()
-            space = Space(stable_hash({"local": part.space.fingerprint, "codec": codec.fingerprint()}), codec.dim,
-                          normalized=True, name=f"{part.space.name}|codec")
+            if stored:
+                vectors = codec.encode(part).decode()
+            else:
+                projected = codec.project(part)
+                vectors = projected / np.maximum(np.linalg.norm(projected, axis=2, keepdims=True), 1e-12)
+            how = "stored" if stored else "projected"
+            space = Space(stable_hash({"local": part.space.fingerprint, "codec": codec.fingerprint(), "as": how}), codec.dim,
+                          normalized=True, name=f"{part.space.name}|codec {how}")
         vectors = np.where(part.valid[..., None], vectors, 0.0).astype(np.float32)
         return cls(vectors, part.xy.astype(np.float32), part.valid.copy(), part.ids, space, part.labels)
 
@@ -118,6 +128,12 @@ class PairTransformer(nn.Module):
         self.within = nn.ModuleList(block() for _ in range(config.layers))
         self.across = nn.ModuleList(block() for _ in range(config.layers))
         self.head = nn.Linear(d, 1)
+        self.maxsim_prior = config.maxsim_prior and query_dim == database_dim
+        if config.maxsim_prior and not self.maxsim_prior:
+            raise ValueError(f"maxsim_prior needs descriptors of one dimension on both sides (got {query_dim} and {database_dim})")
+        if self.maxsim_prior:  # logit += exp(log_scale)·(maxsim − offset), starting as a sharp matcher
+            self.log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
+            self.offset = nn.Parameter(torch.tensor(0.5))
 
     @staticmethod
     def _masks(nq: int, nd: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +166,47 @@ class PairTransformer(nn.Module):
         for attend_within, attend_across in zip(self.within, self.across):
             tokens = attend_within(tokens, src_mask=within_f, src_key_padding_mask=padding_f)
             tokens = attend_across(tokens, src_mask=across_f, src_key_padding_mask=padding_f)
-        return self.head(tokens[:, 0]).squeeze(1)
+        logit = self.head(tokens[:, 0]).squeeze(1)
+        if self.maxsim_prior:
+            logit = logit + self.log_scale.exp() * (maxsim(q, q_valid, db, db_valid) - self.offset)
+        return logit
+
+
+def maxsim(q: torch.Tensor, q_valid: torch.Tensor, db: torch.Tensor, db_valid: torch.Tensor) -> torch.Tensor:
+    """Chamfer / MaxSim similarity of B pairs: each valid query descriptor's best cosine among the database's valid
+    descriptors, averaged over the query's — a training-free local matcher (ColBERT's late interaction)."""
+    sims = torch.einsum("bkc,blc->bkl", F.normalize(q, dim=-1), F.normalize(db, dim=-1))
+    sims = sims.masked_fill(~db_valid[:, None, :], -2.0)
+    best = sims.max(dim=2).values.clamp(min=-1.0)  # a query descriptor facing no valid one scores −1
+    weights = q_valid.float()
+    return (best * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class MaxSimReranker:
+    """The training-free baseline every learned re-ranker must beat: pairs scored by :func:`maxsim` (as a logit
+    ×10, so the fusion grid's γ covers it), same interface as :class:`AMESReranker`."""
+
+    kind = "maxsim"
+
+    def __init__(self) -> None:
+        self.fusion: dict[str, float] = {"lambda": 0.5, "gamma": 1.0}
+
+    @torch.no_grad()
+    def score(self, queries: "PairSide", database: "PairSide", candidates: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        if queries.vectors.shape[2] != database.vectors.shape[2]:
+            raise SpaceMismatchError(f"MaxSim compares descriptors of one space: {queries.space.name} ({queries.vectors.shape[2]}-d) "
+                                     f"vs {database.space.name} ({database.vectors.shape[2]}-d)")
+        pair_q = np.repeat(np.arange(len(candidates)), candidates.shape[1])
+        pair_d = candidates.reshape(-1)
+        out = np.empty(len(pair_q), dtype=np.float32)
+        for start in range(0, len(pair_q), batch_size):
+            q, _, q_valid = queries.rows(pair_q[start : start + batch_size])
+            d, _, d_valid = database.rows(pair_d[start : start + batch_size])
+            out[start : start + batch_size] = 10.0 * maxsim(q, q_valid, d, d_valid).numpy()
+        return out.reshape(candidates.shape)
+
+    def fuse(self, global_scores: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        return fuse(global_scores, logits, self.fusion["lambda"], self.fusion["gamma"])
 
 
 class AMESReranker:
