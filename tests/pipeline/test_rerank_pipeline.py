@@ -27,8 +27,9 @@ def test_rerank_rows_for_both_modes_and_storages_and_a_cached_rerun(tmp_path, ti
     by_kind = {}
     for row in rows:
         by_kind.setdefault(row.kind, []).append(row)
-    # symmetric: MaxSim and AMES per storage; asymmetric: AMES only (two models' descriptors share no space)
+    # symmetric and mapped: MaxSim and AMES per storage; asymmetric: AMES only (two models' descriptors share no space)
     assert len(by_kind["global"]) == 2 and len(by_kind["rerank-symmetric"]) == 4 and len(by_kind["rerank-asymmetric"]) == 2
+    assert len(by_kind["rerank-asymmetric-mapped"]) == 4
     binary = next(r for r in by_kind["rerank-asymmetric"] if "bit" in r.setting)
     assert any("MaxSim" in r.setting for r in by_kind["rerank-symmetric"])
     assert binary.extra["descriptor_bytes_per_image"] == [4 * 16 // 8]  # 4 database descriptors × 16 bits

@@ -131,3 +131,26 @@ def test_codec_saves_loads_and_refuses_foreign_descriptors(tmp_path, train_local
     (tmp_path / "codec" / "codec.faiss").write_bytes((tmp_path / "codec" / "codec.faiss").read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(Exception):
         DescriptorCodec.load(tmp_path / "codec")
+
+
+def test_a_descriptor_map_brings_another_models_descriptors_next_to_the_query_models(tmp_path, encoder, tiny_dataset):
+    from asymret.rerank import DescriptorMap, maxsim
+
+    other = create_encoder("convnet-m", embedding_dim=16, input_size=28, name="other", seed=2).eval()  # 7×7 too
+    store = EmbeddingStore(tmp_path / "store")
+    spec = LocalSpec(budget=20)
+    train, test = tiny_dataset.select(split="train"), tiny_dataset.select(split="test")
+    mapping = DescriptorMap().fit(stored_local(store, other, train, spec), stored_local(store, encoder, train, spec))
+    assert mapping.pairs_ > 160  # common positions of the same images
+    q = stored_local(store, encoder, test, spec)
+    mapped = mapping.transform(stored_local(store, other, test, spec)).align(q.ids)
+    assert mapped.space.fingerprint == q.space.fingerprint and mapped.vectors.shape == (len(test), 20, 64)
+
+    def score(a, b):
+        return maxsim(torch.from_numpy(a.vectors), torch.from_numpy(a.valid), torch.from_numpy(b.vectors), torch.from_numpy(b.valid)).numpy()
+
+    same_image = score(q, mapped)
+    shifted = mapped.align(np.roll(q.ids, 1))  # each query against another image's mapped descriptors
+    assert same_image.mean() > score(q, shifted).mean() + 0.02
+    with pytest.raises(SpaceMismatchError):
+        mapping.transform(q)

@@ -6,7 +6,10 @@ For every seed, on the experiment's models:
   local descriptors come from the query model;
 - **asymmetric** (asymret's case): the global ranking is query → the CMCE ensemble gallery; the query side's local
   descriptors come from the light query model, the database side's from a gallery model; the re-ranker's two input
-  projections learn to compare them (the way ψ maps global embeddings).
+  projections must learn to compare them;
+- **asymmetric-mapped**: the same, with the gallery model's descriptors first mapped into the query model's
+  descriptor space (:class:`~asymret.rerank.mapping.DescriptorMap`, the way ψ maps global embeddings), so that
+  MaxSim and the MaxSim prior apply.
 
 For each mode and each database storage (float16 PCA, binarised ITQ), a descriptor codec and a re-ranker are
 trained on the training classes (cached by recipe), the fusion (λ, γ) is chosen on the validation classes, and the
@@ -30,12 +33,13 @@ from ..data.dataset import ImageDataset
 from ..eval.report import ResultRow, RowRecorder, run_metadata, write_report
 from ..gallery.ensemble import CMCEEnsemble
 from ..eval.rerank import choose_fusion, shortlist_metrics
+from ..rerank.mapping import DescriptorMap
 from ..rerank import AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, MaxSimReranker, PairSide, global_shortlist, stored_local
 from .experiment import Experiment, SeedModels
 
 __all__ = ["RerankConfig", "run_rerank"]
 
-MODES = ("symmetric", "asymmetric")
+MODES = ("symmetric", "asymmetric", "asymmetric-mapped")
 METHODS = ("maxsim", "ames")
 STORAGES = ("float16", "binary")
 
@@ -98,6 +102,8 @@ class _Sides:
             db_model, db_spec = step.database_model, step.gallery_spec
         self.local_queries = stored_local(store, query, queries, step.query_spec).align(self.global_queries.ids)
         self.local_gallery = stored_local(store, db_model, gallery, db_spec).align(self.global_gallery.ids)
+        if mode == "asymmetric-mapped":  # the gallery model's descriptors mapped into the query model's descriptor space
+            self.local_gallery = step.descriptor_map().transform(self.local_gallery)
         if self.global_gallery.labels is None:  # the ensemble's output carries no labels: take them from the store's
             self.global_gallery = Embeddings(self.global_gallery.vectors, self.global_gallery.ids, self.global_gallery.space,
                                              self.local_gallery.labels)
@@ -114,6 +120,17 @@ class _SeedRerank:
         self.gallery_spec = LocalSpec(cfg.budget, cfg.gallery_layer)
         if experiment.validation is None:
             raise ValueError("re-ranking chooses its fusion on validation classes: set validation_classes in the experiment")
+        self._map: DescriptorMap | None = None
+
+    def descriptor_map(self) -> DescriptorMap:
+        """The gallery model's descriptors → the query model's, fitted on the training images' common positions."""
+        if self._map is None:
+            exp = self.experiment
+            source = stored_local(exp.store, self.database_model, exp.train, self.gallery_spec)
+            target = stored_local(exp.store, self.models.query, exp.train, self.query_spec)
+            self._map = DescriptorMap().fit(source, target)
+            log.info("descriptor map %s → %s fitted on %d aligned positions", self.database_model.name, self.models.query.name, self._map.pairs_)
+        return self._map
 
     def run(self) -> None:
         exp = self.experiment
@@ -122,11 +139,15 @@ class _SeedRerank:
             validation = _Sides(self, mode, exp.validation, exp.validation)
             test = _Sides(self, mode, exp.test_queries, exp.test_gallery)
             test_short = global_shortlist(test.global_queries, test.global_gallery, self.cfg.shortlist)
-            db_name = "query model" if mode == "symmetric" else self.database_model.name
+            db_name = {"symmetric": "query model", "asymmetric": self.database_model.name,
+                       "asymmetric-mapped": f"{self.database_model.name}, mapped"}[mode]
             global_name = f"{mode}: global only ({self.models.query.name} → "
             global_name += f"{self.models.query.name})" if mode == "symmetric" else "CMCE ensemble)"
-            self.record(global_name, "global", self.models.query.name, db_name, shortlist_metrics(test_short, ks=exp.config.ks),
-                        shortlist=self.cfg.shortlist)
+            if mode == "asymmetric-mapped" and "asymmetric" in self.cfg.modes:
+                global_name = None  # the same global ranking as the asymmetric mode's row
+            if global_name is not None:
+                self.record(global_name, "global", self.models.query.name, db_name, shortlist_metrics(test_short, ks=exp.config.ks),
+                            shortlist=self.cfg.shortlist)
             for storage in self.cfg.storages:
                 self._storage(mode, storage, train, validation, test, test_short, db_name)
 
@@ -141,7 +162,7 @@ class _SeedRerank:
 
         def sides(split: _Sides) -> tuple[PairSide, PairSide]:
             # symmetric: the query side in the codec's projected space (float), comparable descriptor by descriptor
-            query_codec = codec if mode == "symmetric" else None
+            query_codec = codec if mode != "asymmetric" else None
             return (PairSide.from_local(split.local_queries, ames.query_budget, codec=query_codec, stored=False),
                     PairSide.from_local(split.local_gallery, ames.database_budget, codec=codec))
 
@@ -150,14 +171,14 @@ class _SeedRerank:
         val_short = global_shortlist(validation.global_queries, validation.global_gallery, cfg.shortlist)
         test_q, test_db = sides(test)
         for method in cfg.methods:
-            if method == "maxsim" and mode != "symmetric":
+            if method == "maxsim" and mode == "asymmetric":
                 continue  # descriptors of two models share no space to compare them in: only a learned re-ranker can
             if method == "maxsim":
                 reranker, train_seconds, label = MaxSimReranker(), 0.0, "MaxSim (training-free)"
             else:
                 train_q, train_db = sides(train)
                 settings = dataclasses.replace(ames, seed=derive_seed(self.seed, "ames", mode, storage),
-                                               maxsim_prior=ames.maxsim_prior and mode == "symmetric")
+                                               maxsim_prior=ames.maxsim_prior and mode != "asymmetric")
                 train_short = global_shortlist(train.global_queries, train.global_gallery, settings.shortlist)
                 recipe = {"ames": asdict(settings), "query": train_q.space.fingerprint, "database": train_db.space.fingerprint,
                           "global": [train.global_queries.space.fingerprint, train.global_gallery.space.fingerprint],

@@ -6,13 +6,15 @@
   bytes-per-image account;
 - :mod:`.shortlist`: the global shortlist and its reordering by fused scores (measured, and the fusion chosen on
   validation, by :mod:`asymret.eval.rerank`);
-- :mod:`.ames`: the AMES-style pair-wise transformer re-ranker.
+- :mod:`.mapping`: one model's descriptors mapped into another's space (the asymmetric case);
+- :mod:`.ames`: the AMES-style pair-wise transformer re-ranker, and the training-free MaxSim baseline.
 """
 from .ames import AMESConfig, AMESReranker, MaxSimReranker, PairSide, PairTransformer, maxsim
 from .codec import DescriptorCodec, EncodedDescriptors
 from ..encoders.local import LocalSpec, feature_map, local_descriptors, local_space
 from .local import LocalDescriptors, stored_local
+from .mapping import DescriptorMap
 from .shortlist import Shortlist, fuse, global_shortlist
 
-__all__ = ["AMESConfig", "AMESReranker", "MaxSimReranker", "maxsim", "PairSide", "PairTransformer", "DescriptorCodec", "EncodedDescriptors", "LocalDescriptors",
+__all__ = ["DescriptorMap", "AMESConfig", "AMESReranker", "MaxSimReranker", "maxsim", "PairSide", "PairTransformer", "DescriptorCodec", "EncodedDescriptors", "LocalDescriptors",
            "LocalSpec", "feature_map", "local_descriptors", "local_space", "stored_local", "Shortlist", "fuse", "global_shortlist"]
