@@ -4,8 +4,10 @@ No torch here: the CLI reads the defaults when it starts.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Mapping
+
+from ..core.settings import strict_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..training import TrainConfig
@@ -48,7 +50,4 @@ class PsiConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PsiConfig":
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown ψ setting(s) {', '.join(unknown)}; known: {', '.join(f.name for f in fields(cls))}")
-        return cls(**data)
+        return cls(**strict_settings(cls, data, "ψ"))

@@ -14,12 +14,13 @@ noise are in units of the normalised range.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
+from ..core.settings import strict_settings
 from .dataset import ImageDataset, ImageSource
 
 __all__ = ["AugmentConfig", "AUGMENT_PRESETS", "augment_config", "augment_batch", "ViewSource", "camera_views"]
@@ -57,10 +58,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AugmentConfig":
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown augmentation setting(s) {', '.join(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in strict_settings(cls, data, "augmentation").items()}
         return cls(**values)
 
 

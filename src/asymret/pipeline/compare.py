@@ -9,20 +9,18 @@ searching an index (:func:`~asymret.pipeline.experiment.measure`).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core.progress import log
 from ..core.space import Embeddings
 from ..core.uncertainty import ensemble_mean
 from ..encoders.encoder import Encoder
-from ..eval.report import ResultRow, RowRecorder, run_metadata, write_report
+from ..eval.report import ResultRow, RowRecorder
 from ..gallery.ensemble import CMCEEnsemble
-from .experiment import Experiment, SeedModels, measure, psi_seconds
+from .experiment import Experiment, SeedModels, measure, psi_seconds, run_each_seed
 
 
 @dataclass
@@ -130,20 +128,13 @@ class _SeedComparison:
 
 
 def run_comparison(experiment: Experiment, compare: CompareConfig, out_dir: str | Path, command: str = "") -> tuple[list[ResultRow], dict]:
-    start = time.perf_counter()
-    rows: dict[str, ResultRow] = {}
-    record = RowRecorder(rows)
-    for seed in experiment.config.seeds:
-        log.info("── compare, seed %d ──", seed)
+    def run_seed(seed: int, record: RowRecorder) -> None:
         step = _SeedComparison(experiment, compare, seed, record)
         for run_step in (step.baselines, step.query_training, step.raml, step.cmce, step.combinations):
             run_step()
-    cfg = experiment.config
-    meta = run_metadata(command, cfg.seeds, start, dataset=experiment.dataset.name, train_size=cfg.train_size,
-                        test_size=len(experiment.test), config=cfg.to_dict(), compare=compare.to_dict(),
-                        protocol="every test image is a query against all other test images; asymmetric rows embed queries "
-                                 "with the query side; every row measured by searching an exact index",
-                        instance_protocol=experiment.instance_protocol())
-    result_rows = list(rows.values())
-    write_report(result_rows, meta, {}, Path(out_dir))
-    return result_rows, meta
+
+    return run_each_seed(experiment, "compare", run_seed, out_dir, command, train_size=experiment.config.train_size,
+                         test_size=len(experiment.test), compare=compare.to_dict(),
+                         protocol="every test image is a query against all other test images; asymmetric rows embed queries "
+                                  "with the query side; every row measured by searching an exact index",
+                         instance_protocol=experiment.instance_protocol())

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from ..compat.transform import CMCETransform
 from ..core.progress import log
 from ..core.registry import Registry
 from ..core.seeds import derive_seed
+from ..core.settings import strict_settings
 from ..core.space import Embeddings, Space
 from ..data.augment import camera_views
 from ..data.dataset import ImageDataset
@@ -39,14 +40,6 @@ __all__ = ["ModelSpec", "ExperimentConfig", "PROFILES", "Experiment", "SeedModel
 #: the test sample is the same for every run of a config (it is the benchmark, not a random draw per seed)
 TEST_SAMPLE_SEED = 12345
 VALIDATION_CLASS_SEED = 101
-
-
-def _strict_kwargs(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return dict(data)
 
 
 @dataclass
@@ -73,7 +66,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
-        return cls(**_strict_kwargs(cls, data, f"model {data.get('name', '?')!r}"))
+        return cls(**strict_settings(cls, data, f"model {data.get('name', '?')!r}"))
 
 
 @dataclass
@@ -109,7 +102,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ExperimentConfig":
         """A config from plain data (a parsed TOML/JSON file); unknown keys are refused, naming the known ones."""
-        values = _strict_kwargs(cls, data, "experiment")
+        values = strict_settings(cls, data, "experiment")
         if "query" in values:
             values["query"] = ModelSpec.from_dict(values["query"])
         if "gallery" in values:
@@ -494,3 +487,20 @@ class Experiment:
             meta["cheapest_gallery_over_query_flops"] = cheapest / self.complexity[self.config.query.name]["flops"]
         write_report(list(rows.values()), meta, curves, Path(out_dir))
         return list(rows.values()), meta
+
+
+def run_each_seed(experiment: "Experiment", label: str, run_seed: Callable[[int, RowRecorder], None], out_dir: str | os.PathLike,
+                  command: str = "", **meta_fields: Any) -> tuple[list[ResultRow], dict[str, Any]]:
+    """A step that adds its own table to an experiment (the comparison, the re-ranking): ``run_seed(seed, record)``
+    for every seed, then results.json/.md in ``out_dir`` with the run's metadata (plus ``meta_fields``)."""
+    start = time.perf_counter()
+    rows: dict[str, ResultRow] = {}
+    record = RowRecorder(rows)
+    for seed in experiment.config.seeds:
+        log.info("── %s, seed %d ──", label, seed)
+        run_seed(seed, record)
+    meta = run_metadata(command, experiment.config.seeds, start, dataset=experiment.dataset.name, config=experiment.config.to_dict(),
+                        **meta_fields)
+    result_rows = list(rows.values())
+    write_report(result_rows, meta, {}, Path(out_dir))
+    return result_rows, meta

@@ -24,18 +24,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from ..core.progress import log
 from ..core.seeds import derive_seed
+from ..core.settings import strict_settings
 from ..core.space import Embeddings
 from ..data.dataset import ImageDataset
-from ..eval.report import ResultRow, RowRecorder, run_metadata, write_report
+from ..eval.report import ResultRow, RowRecorder
 from ..gallery.ensemble import CMCEEnsemble
 from ..eval.rerank import choose_fusion, shortlist_metrics
 from ..rerank.mapping import DescriptorMap
 from ..rerank import AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, MaxSimReranker, PairSide, global_shortlist, stored_local
-from .experiment import Experiment, SeedModels
+from .experiment import Experiment, SeedModels, run_each_seed
 
 __all__ = ["RerankConfig", "run_rerank"]
 
@@ -70,11 +69,7 @@ class RerankConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RerankConfig":
-        values = dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown key(s) {', '.join(unknown)} in [rerank]; known: {', '.join(sorted(known))}")
+        values = strict_settings(cls, data, "[rerank]")
         if "ames" in values:
             values["ames"] = AMESConfig.from_dict(dict(values["ames"]))
         for name in ("modes", "storages", "methods"):
@@ -101,7 +96,10 @@ class _Sides:
             self.global_gallery, _ = step.ensemble.transform([store.get(m, gallery) for m in models.gallery_models])
             db_model, db_spec = step.database_model, step.gallery_spec
         self.local_queries = stored_local(store, query, queries, step.query_spec).align(self.global_queries.ids)
-        self.local_gallery = stored_local(store, db_model, gallery, db_spec).align(self.global_gallery.ids)
+        if db_model is query and queries.fingerprint() == gallery.fingerprint():  # one image set, one model: read once
+            self.local_gallery = self.local_queries
+        else:
+            self.local_gallery = stored_local(store, db_model, gallery, db_spec).align(self.global_gallery.ids)
         if mode == "asymmetric-mapped":  # the gallery model's descriptors mapped into the query model's descriptor space
             self.local_gallery = step.descriptor_map().transform(self.local_gallery)
         if self.global_gallery.labels is None:  # the ensemble's output carries no labels: take them from the store's
@@ -202,16 +200,7 @@ class _SeedRerank:
 
 def run_rerank(experiment: Experiment, cfg: RerankConfig, out_dir: str | Path, command: str = "") -> tuple[list[ResultRow], dict]:
     """Every seed's re-ranking rows; results.json/.md in ``out_dir``."""
-    start = time.perf_counter()
-    rows: dict[str, ResultRow] = {}
-    record = RowRecorder(rows)
-    for seed in experiment.config.seeds:
-        log.info("── re-rank, seed %d ──", seed)
-        _SeedRerank(experiment, cfg, seed, record).run()
-    meta = run_metadata(command, experiment.config.seeds, start, dataset=experiment.dataset.name, config=experiment.config.to_dict(),
-                        rerank=cfg.to_dict(),
-                        protocol=f"every test image a query against the rest; the exact global top-{cfg.shortlist} re-ranked; "
-                                 "fusion (λ, γ) chosen on the validation classes")
-    result_rows = list(rows.values())
-    write_report(result_rows, meta, {}, Path(out_dir))
-    return result_rows, meta
+    return run_each_seed(experiment, "re-rank", lambda seed, record: _SeedRerank(experiment, cfg, seed, record).run(), out_dir,
+                         command, rerank=cfg.to_dict(),
+                         protocol=f"every test image a query against the rest; the exact global top-{cfg.shortlist} re-ranked; "
+                                  "fusion (λ, γ) chosen on the validation classes")

@@ -76,7 +76,14 @@ class RunConfig:
             compare = CompareConfig(**values)
         return cls(name=str(data.get("name", name)), dataset_kind=str(dataset["kind"]), dataset_root=dataset.get("root") or None,
                    dataset_options=dict(dataset.get("options") or {}), experiment=merged, compare=compare,
-                   rerank=RerankConfig.from_dict(data["rerank"]) if data.get("rerank") is not None else None)
+                   rerank=cls._rerank(data.get("rerank")))
+
+    @staticmethod
+    def _rerank(values: Mapping[str, Any] | None) -> RerankConfig | None:
+        if values is None:
+            return None
+        _strict(values, {f.name for f in dataclasses.fields(RerankConfig)}, "[rerank]")  # as [compare]: names the key
+        return RerankConfig.from_dict(values)
 
 
 def _strict(data: Mapping[str, Any], known: set[str], what: str) -> None:

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..core.manifest import SpaceMismatchError, atomic_torch_save, read_manifest, stable_hash, write_manifest
 from ..core.progress import log
+from ..core.settings import strict_settings
 from ..core.space import Space
 from ..training import TrainConfig, TrainHistory, train
 from .local import LocalDescriptors
@@ -64,11 +65,7 @@ class AMESConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AMESConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown AMES setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return cls(**strict_settings(cls, data, "AMES"))
 
 
 @dataclass
