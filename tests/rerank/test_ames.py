@@ -44,21 +44,6 @@ def test_score_ignores_descriptor_order_and_padding():
         assert not np.allclose(model(q, q_xy, q_valid, d.flip(0), d_xy.flip(0), d_valid), base)
 
 
-@pytest.fixture(scope="module")
-def sides(tmp_path_factory, tiny_dataset):
-    """Global embeddings and local descriptors of the tiny dataset under a briefly trained convnet."""
-    from asymret.encoders import train_encoder
-    from asymret.training import TrainConfig
-
-    train_set, test_set = tiny_dataset.select(split="train"), tiny_dataset.select(split="test")
-    encoder = create_encoder("convnet-s", embedding_dim=16, input_size=28, name="tiny", seed=0)
-    train_encoder(encoder, train_set, TrainConfig(epochs=2, batch_size=32, lr=3e-3, seed=0))
-    store = EmbeddingStore(tmp_path_factory.mktemp("store"))
-    spec = LocalSpec(budget=12)
-    return {split: (store.get(encoder, data), stored_local(store, encoder, data, spec))
-            for split, data in (("train", train_set), ("test", test_set))}
-
-
 def test_the_shortlist_measures_like_the_global_evaluation(sides):
     embeddings, _ = sides["test"]
     shortlist = global_shortlist(embeddings, embeddings, depth=len(embeddings) - 1)

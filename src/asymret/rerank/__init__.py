@@ -7,14 +7,19 @@
 - :mod:`.shortlist`: the global shortlist and its reordering by fused scores (measured, and the fusion chosen on
   validation, by :mod:`asymret.eval.rerank`);
 - :mod:`.mapping`: one model's descriptors mapped into another's space (the asymmetric case);
-- :mod:`.ames`: the AMES-style pair-wise transformer re-ranker, and the training-free MaxSim baseline.
+- :mod:`.base`: what every re-ranker shares (the sides it reads, fusion, re-ranking a shortlist, persistence);
+- :mod:`.ames`: the AMES-style pair-wise transformer re-ranker, and the training-free MaxSim baseline;
+- :mod:`.locore`: the LOCORE-style list-wise re-ranker with sliding windows.
 """
-from .ames import AMESConfig, AMESReranker, MaxSimReranker, PairSide, PairTransformer, maxsim
+from .ames import AMESConfig, AMESReranker, MaxSimReranker, PairTransformer, maxsim
+from .base import LearnedReranker, PairSide, Reranker, load_reranker
+from .locore import ListTransformer, LOCOREConfig, LOCOREReranker, sliding_windows
 from .codec import DescriptorCodec, EncodedDescriptors
 from ..encoders.local import LocalSpec, feature_map, local_descriptors, local_space
 from .local import LocalDescriptors, stored_local
 from .mapping import DescriptorMap
 from .shortlist import Shortlist, fuse, global_shortlist
 
-__all__ = ["DescriptorMap", "AMESConfig", "AMESReranker", "MaxSimReranker", "maxsim", "PairSide", "PairTransformer", "DescriptorCodec", "EncodedDescriptors", "LocalDescriptors",
+__all__ = ["Reranker", "LearnedReranker", "load_reranker", "LOCOREConfig", "LOCOREReranker", "ListTransformer", "sliding_windows",
+           "DescriptorMap", "AMESConfig", "AMESReranker", "MaxSimReranker", "maxsim", "PairSide", "PairTransformer", "DescriptorCodec", "EncodedDescriptors", "LocalDescriptors",
            "LocalSpec", "feature_map", "local_descriptors", "local_space", "stored_local", "Shortlist", "fuse", "global_shortlist"]

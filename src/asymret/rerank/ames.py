@@ -18,9 +18,7 @@ After Suma et al., *AMES: Asymmetric and Memory-Efficient Similarity Estimation 
 """
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,15 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.manifest import SpaceMismatchError, atomic_torch_save, read_manifest, stable_hash, write_manifest
-from ..core.progress import log
+from ..core.manifest import SpaceMismatchError
 from ..core.settings import strict_settings
-from ..core.space import Space
-from ..training import TrainConfig, TrainHistory, train
-from .local import LocalDescriptors
-from .shortlist import fuse
+from ..training import TrainConfig, train
+from .base import LearnedReranker, PairSide, Reranker
 
-__all__ = ["AMESConfig", "PairTransformer", "AMESReranker", "MaxSimReranker", "PairSide", "maxsim"]
+__all__ = ["AMESConfig", "PairTransformer", "AMESReranker", "MaxSimReranker", "maxsim"]
 
 
 @dataclass(frozen=True)
@@ -66,43 +61,6 @@ class AMESConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AMESConfig":
         return cls(**strict_settings(cls, data, "AMES"))
-
-
-@dataclass
-class PairSide:
-    """One side's descriptors as the model takes them: ``vectors`` (N, k, c) float32, ``xy`` (N, k, 2), ``valid``
-    (N, k) bool, the images' ids and the space the descriptors come from (plus the codec's, when stored compactly)."""
-
-    vectors: np.ndarray
-    xy: np.ndarray
-    valid: np.ndarray
-    ids: np.ndarray
-    space: Space
-    labels: np.ndarray | None = None
-
-    @classmethod
-    def from_local(cls, local: LocalDescriptors, budget: int, codec=None, stored: bool = True) -> "PairSide":
-        """The first ``budget`` descriptors (by detector weight): L2-normalised; with ``codec``, as the codec
-        stores them (``stored``: float16 PCA or binarised — a database side) or only projected by it (a query side
-        in the same projected space, kept in float as AMES keeps its query side)."""
-        part = local.take(budget)
-        if codec is None:
-            vectors = part.vectors / np.maximum(np.linalg.norm(part.vectors, axis=2, keepdims=True), 1e-12)
-            space = part.space
-        else:
-            if stored:
-                vectors = codec.encode(part).decode()
-            else:
-                projected = codec.project(part)
-                vectors = projected / np.maximum(np.linalg.norm(projected, axis=2, keepdims=True), 1e-12)
-            how = "stored" if stored else "projected"
-            space = Space(stable_hash({"local": part.space.fingerprint, "codec": codec.fingerprint(), "as": how}), codec.dim,
-                          normalized=True, name=f"{part.space.name}|codec {how}")
-        vectors = np.where(part.valid[..., None], vectors, 0.0).astype(np.float32)
-        return cls(vectors, part.xy.astype(np.float32), part.valid.copy(), part.ids, space, part.labels)
-
-    def rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(self.vectors[rows]), torch.from_numpy(self.xy[rows]), torch.from_numpy(self.valid[rows])
 
 
 class PairTransformer(nn.Module):
@@ -179,14 +137,11 @@ def maxsim(q: torch.Tensor, q_valid: torch.Tensor, db: torch.Tensor, db_valid: t
     return (best * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-class MaxSimReranker:
+class MaxSimReranker(Reranker):
     """The training-free baseline every learned re-ranker must beat: pairs scored by :func:`maxsim` (as a logit
     ×10, so the fusion grid's γ covers it), same interface as :class:`AMESReranker`."""
 
     kind = "maxsim"
-
-    def __init__(self) -> None:
-        self.fusion: dict[str, float] = {"lambda": 0.5, "gamma": 1.0}
 
     @torch.no_grad()
     def score(self, queries: "PairSide", database: "PairSide", candidates: np.ndarray, batch_size: int = 2048) -> np.ndarray:
@@ -202,22 +157,18 @@ class MaxSimReranker:
             out[start : start + batch_size] = 10.0 * maxsim(q, q_valid, d, d_valid).numpy()
         return out.reshape(candidates.shape)
 
-    def fuse(self, global_scores: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return fuse(global_scores, logits, self.fusion["lambda"], self.fusion["gamma"])
 
-
-class AMESReranker:
+class AMESReranker(LearnedReranker):
     """Fit on training pairs, score (query, candidate) pairs, fuse with the global similarity, save and load."""
 
     kind = "ames"
+    config_class = AMESConfig
 
-    def __init__(self, config: AMESConfig | None = None) -> None:
-        self.config = config or AMESConfig()
-        self.model: PairTransformer | None = None
-        self.query_space: Space | None = None
-        self.database_space: Space | None = None
-        self.fusion: dict[str, float] = {"lambda": 0.5, "gamma": 1.0}
-        self.history: TrainHistory | None = None
+    def _build_model(self, dims: dict[str, int]) -> PairTransformer:
+        return PairTransformer(dims["query_dim"], dims["database_dim"], self.config)
+
+    def _model_dims(self) -> dict[str, int]:
+        return {"query_dim": self.model.query_in[0].in_features, "database_dim": self.model.database_in[0].in_features}
 
     # ------------------------------------------------------------------ training
     def fit(self, queries: PairSide, database: PairSide, candidates: np.ndarray) -> "AMESReranker":
@@ -227,7 +178,7 @@ class AMESReranker:
         if queries.labels is None or database.labels is None:
             raise ValueError("training pairs need labels on both sides")
         torch.manual_seed(cfg.seed)
-        self.model = PairTransformer(queries.vectors.shape[2], database.vectors.shape[2], cfg)
+        self.model = self._build_model({"query_dim": queries.vectors.shape[2], "database_dim": database.vectors.shape[2]})
         self.query_space, self.database_space = queries.space, database.space
         if cfg.random_pairs:
             extra = np.random.default_rng(cfg.seed).integers(0, len(database.ids), size=(len(candidates), cfg.random_pairs))
@@ -275,14 +226,6 @@ class AMESReranker:
         return self.model(q, q_xy, q_valid, d, d_xy, d_valid)
 
     # ------------------------------------------------------------------ scoring and fusion
-    def _check(self, queries: PairSide, database: PairSide) -> None:
-        if self.model is None:
-            raise RuntimeError("the re-ranker is not trained: call fit() or load one")
-        for side, expected, what in ((queries, self.query_space, "query"), (database, self.database_space, "database")):
-            if side.space.fingerprint != expected.fingerprint:
-                raise SpaceMismatchError(f"{what} descriptors from {side.space.name or side.space.fingerprint}, but the re-ranker was "
-                                         f"trained on {expected.name or expected.fingerprint}")
-
     @torch.no_grad()
     def score(self, queries: PairSide, database: PairSide, candidates: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Logits (Nq, S) of every query against its candidate database rows."""
@@ -295,39 +238,3 @@ class AMESReranker:
             stop = start + batch_size
             out[start:stop] = self._logits(queries, pair_q[start:stop], database, pair_d[start:stop]).numpy()
         return out.reshape(candidates.shape)
-
-    def fuse(self, global_scores: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        """The fused scores with this re-ranker's (λ, γ) (set them with :func:`~.shortlist.choose_fusion`)."""
-        return fuse(global_scores, logits, self.fusion["lambda"], self.fusion["gamma"])
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | os.PathLike) -> Path:
-        if self.model is None:
-            raise RuntimeError("an untrained re-ranker cannot be saved")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(directory / "reranker.pt", self.model.state_dict())
-        write_manifest(directory, "reranker", {
-            "method": self.kind, "config": asdict(self.config), "fusion": self.fusion,
-            "query_space": self.query_space.to_dict(), "database_space": self.database_space.to_dict(),
-            "query_dim": self.model.query_in[0].in_features, "database_dim": self.model.database_in[0].in_features,
-            "history": None if self.history is None else self.history.to_dict(),
-        })
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> "AMESReranker":
-        directory = Path(directory)
-        manifest = read_manifest(directory, kind="reranker")
-        if manifest["method"] != cls.kind:
-            raise ValueError(f"{directory} holds a {manifest['method']} re-ranker, not {cls.kind}")
-        reranker = cls(AMESConfig.from_dict(manifest["config"]))
-        reranker.model = PairTransformer(manifest["query_dim"], manifest["database_dim"], reranker.config)
-        state = torch.load(directory / "reranker.pt", map_location="cpu", weights_only=True)  # never runs code
-        reranker.model.load_state_dict(state)
-        reranker.model.eval()
-        reranker.fusion = {k: float(v) for k, v in manifest["fusion"].items()}
-        reranker.query_space = Space.from_dict(manifest["query_space"])
-        reranker.database_space = Space.from_dict(manifest["database_space"])
-        log.info("loaded %s re-ranker from %s", cls.kind, directory)
-        return reranker

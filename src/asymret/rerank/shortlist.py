@@ -37,6 +37,11 @@ class Shortlist:
         candidates = self.candidates if order is None else np.take_along_axis(self.candidates, order, axis=1)
         return (candidates >= 0) & (self.gallery_labels[np.maximum(candidates, 0)] == self.query_labels[:, None])
 
+    def head(self, depth: int) -> "Shortlist":
+        """The first ``depth`` candidates of every query (its MAP@R is exact while ``depth`` ≥ every R)."""
+        return Shortlist(self.query_ids, self.candidates[:, :depth], self.scores[:, :depth], self.query_labels,
+                         self.gallery_labels, self.n_positives)
+
     def reordered(self, fused: np.ndarray) -> np.ndarray:
         """Column order (Nq, S) by decreasing fused score (stable: ties keep the global order)."""
         return np.argsort(-fused, axis=1, kind="stable")
