@@ -9,11 +9,13 @@ from asymret.data.dataset import ArraySource, ImageDataset
 from asymret.pipeline import PROFILES, Experiment
 from asymret.pipeline.rerank import RerankConfig, run_rerank
 from asymret.pipeline.runner import RunConfig
-from asymret.rerank import AMESConfig, AMESReranker
+from asymret.rerank import AMESConfig, AMESReranker, LOCOREConfig, LOCOREReranker
 
 SMALL = RerankConfig(budget=8, codec_dim=16, shortlist=10,
                      ames=AMESConfig(dim=16, layers=1, heads=2, ffn=32, query_budget=8, database_budget=4, shortlist=8,
-                                     pairs_per_epoch=512, epochs=1, batch_size=64))
+                                     pairs_per_epoch=512, epochs=1, batch_size=64),
+                     locore=LOCOREConfig(dim=16, layers=1, heads=2, ffn=32, query_budget=8, database_budget=4, window=6, stride=3,
+                                         lists_per_epoch=64, epochs=1, batch_size=16))
 
 
 def test_rerank_rows_for_both_modes_and_storages_and_a_cached_rerun(tmp_path, tiny_arrays, monkeypatch):
@@ -27,9 +29,12 @@ def test_rerank_rows_for_both_modes_and_storages_and_a_cached_rerun(tmp_path, ti
     by_kind = {}
     for row in rows:
         by_kind.setdefault(row.kind, []).append(row)
-    # symmetric and mapped: MaxSim and AMES per storage; asymmetric: AMES only (two models' descriptors share no space)
-    assert len(by_kind["global"]) == 2 and len(by_kind["rerank-symmetric"]) == 4 and len(by_kind["rerank-asymmetric"]) == 2
-    assert len(by_kind["rerank-asymmetric-mapped"]) == 4
+    # symmetric and mapped: MaxSim, AMES and LOCORE per storage; asymmetric: the learned ones only (two models'
+    # descriptors share no space for MaxSim)
+    assert len(by_kind["global"]) == 2 and len(by_kind["rerank-symmetric"]) == 6 and len(by_kind["rerank-asymmetric"]) == 4
+    assert len(by_kind["rerank-asymmetric-mapped"]) == 6
+    locore = [r for r in by_kind["rerank-symmetric"] if "LOCORE" in r.setting]
+    assert len(locore) == 2 and locore[0].extra["window"] == [6]
     binary = next(r for r in by_kind["rerank-asymmetric"] if "bit" in r.setting)
     assert any("MaxSim" in r.setting for r in by_kind["rerank-symmetric"])
     assert binary.extra["descriptor_bytes_per_image"] == [4 * 16 // 8]  # 4 database descriptors × 16 bits
@@ -42,14 +47,17 @@ def test_rerank_rows_for_both_modes_and_storages_and_a_cached_rerun(tmp_path, ti
         raise AssertionError("the cached re-ranker should have been reused")
 
     monkeypatch.setattr(AMESReranker, "fit", no_training)
+    monkeypatch.setattr(LOCOREReranker, "fit", no_training)
     again, _ = run_rerank(experiment, SMALL, tmp_path / "out2")
     assert [r.metrics for r in again] == [r.metrics for r in rows]
 
 
 def test_rerank_table_in_a_run_config_is_checked():
-    data = {"dataset": {"kind": "fashion-mnist"}, "rerank": {"budget": 16, "ames": {"query_budget": 16, "database_budget": 8}}}
+    data = {"dataset": {"kind": "fashion-mnist"}, "rerank": {"budget": 16, "ames": {"query_budget": 16, "database_budget": 8},
+                                                                    "locore": {"query_budget": 16, "database_budget": 8, "window": 10}}}
     config = RunConfig.from_dict(data)
-    assert config.rerank.budget == 16 and config.rerank.ames.database_budget == 8
+    assert config.rerank.budget == 16 and config.rerank.ames.database_budget == 8 and config.rerank.locore.window == 10
+    assert RunConfig.from_dict({**data, "rerank": {"budget": 16, "methods": ["maxsim"]}}).rerank.methods == ("maxsim",)
     with pytest.raises(ValueError, match="unknown key"):
         RunConfig.from_dict({**data, "rerank": {"budgett": 3}})
     with pytest.raises(ValueError, match="exceed"):

@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 from ..compat.transform import CMCETransform
 from ..core.manifest import atomic_write_json, stable_hash
 from ..encoders.encoder import load_encoder
-from ..rerank import AMESReranker, DescriptorCodec
+from ..rerank import DescriptorCodec, load_reranker
 
 __all__ = ["ArtifactCache", "ARTIFACT_KINDS", "recipe_of"]
 
@@ -27,7 +27,7 @@ ARTIFACT_KINDS: dict[str, tuple[Callable[[Any, Path], Any], Callable[[Path], Any
     "encoder": (lambda encoder, directory: encoder.save(directory), load_encoder),
     "transformation": (lambda psi, directory: psi.save(directory), CMCETransform.load),
     "codec": (lambda codec, directory: codec.save(directory), DescriptorCodec.load),
-    "reranker": (lambda reranker, directory: reranker.save(directory), AMESReranker.load),
+    "reranker": (lambda reranker, directory: reranker.save(directory), load_reranker),
 }
 
 

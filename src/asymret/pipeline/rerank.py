@@ -33,13 +33,14 @@ from ..eval.report import ResultRow, RowRecorder
 from ..gallery.ensemble import CMCEEnsemble
 from ..eval.rerank import choose_fusion, shortlist_metrics
 from ..rerank.mapping import DescriptorMap
-from ..rerank import AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, MaxSimReranker, PairSide, global_shortlist, stored_local
+from ..rerank import (AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, LOCOREConfig, LOCOREReranker, MaxSimReranker, PairSide,
+                      global_shortlist, stored_local)
 from .experiment import Experiment, SeedModels, run_each_seed
 
 __all__ = ["RerankConfig", "run_rerank"]
 
 MODES = ("symmetric", "asymmetric", "asymmetric-mapped")
-METHODS = ("maxsim", "ames")
+METHODS = ("maxsim", "ames", "locore")
 STORAGES = ("float16", "binary")
 
 
@@ -47,7 +48,7 @@ STORAGES = ("float16", "binary")
 class RerankConfig:
     """What the re-ranking rows run (the ``[rerank]`` table of a run config)."""
 
-    methods: tuple[str, ...] = ("maxsim", "ames")  # maxsim: the training-free baseline (symmetric mode only)
+    methods: tuple[str, ...] = METHODS  # maxsim: the training-free baseline (not in the unmapped asymmetric mode)
     budget: int = 32  # local descriptors extracted per image (the query side uses ames.query_budget of them)
     query_layer: str = ""  # the query model's layer whose feature map gives its descriptors ("" = the backbone output)
     gallery_model: str = ""  # the gallery model whose descriptors the database keeps (asymmetric mode; "" = the KD teacher)
@@ -56,23 +57,29 @@ class RerankConfig:
     shortlist: int = 20  # test and validation: the global top-S re-ranked (≥ every query's R for an exact MAP@R)
     modes: tuple[str, ...] = MODES
     storages: tuple[str, ...] = STORAGES
+    # LOCORE's rows only for these storages (its windows cost ~10× AMES's pairs on 2 cores; the 1 KB budget is AMES's)
+    locore_storages: tuple[str, ...] = STORAGES
     ames: AMESConfig = field(default_factory=AMESConfig)
+    locore: LOCOREConfig = field(default_factory=LOCOREConfig)
 
     def __post_init__(self) -> None:
-        for value, known, what in ((self.modes, MODES, "mode"), (self.storages, STORAGES, "storage"), (self.methods, METHODS, "method")):
+        for value, known, what in ((self.modes, MODES, "mode"), (self.storages, STORAGES, "storage"), (self.methods, METHODS, "method"),
+                                   (self.locore_storages, STORAGES, "storage")):
             unknown = sorted(set(value) - set(known))
             if unknown:
                 raise ValueError(f"unknown re-ranking {what}(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        if max(self.ames.query_budget, self.ames.database_budget) > self.budget:
-            raise ValueError(f"the re-ranker's budgets ({self.ames.query_budget}, {self.ames.database_budget}) exceed the "
-                             f"{self.budget} descriptors extracted per image")
+        for name, settings in (("ames", self.ames), ("locore", self.locore)):
+            if name in self.methods and max(settings.query_budget, settings.database_budget) > self.budget:
+                raise ValueError(f"the {name} re-ranker's budgets ({settings.query_budget}, {settings.database_budget}) exceed the "
+                                 f"{self.budget} descriptors extracted per image")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RerankConfig":
         values = strict_settings(cls, data, "[rerank]")
-        if "ames" in values:
-            values["ames"] = AMESConfig.from_dict(dict(values["ames"]))
-        for name in ("modes", "storages", "methods"):
+        for name, settings_class in (("ames", AMESConfig), ("locore", LOCOREConfig)):
+            if name in values:
+                values[name] = settings_class.from_dict(dict(values[name]))
+        for name in ("modes", "storages", "methods", "locore_storages"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
@@ -150,7 +157,7 @@ class _SeedRerank:
                 self._storage(mode, storage, train, validation, test, test_short, db_name)
 
     def _storage(self, mode: str, storage: str, train: _Sides, validation: _Sides, test: _Sides, test_short, db_name: str) -> None:
-        exp, cfg, ames = self.experiment, self.cfg, self.cfg.ames
+        exp, cfg = self.experiment, self.cfg
         tag = f"seed{self.seed}/{mode}-{storage}"
         codec_seed = derive_seed(self.seed, "codec", mode, storage)
         codec_recipe = {"local": train.local_gallery.space.fingerprint, "dim": cfg.codec_dim, "binary": storage == "binary",
@@ -158,44 +165,62 @@ class _SeedRerank:
         codec, _ = exp.cache.get_or_build("codec", tag, codec_recipe, lambda: DescriptorCodec(
             cfg.codec_dim, binary=storage == "binary", seed=codec_seed).fit(train.local_gallery))
 
-        def sides(split: _Sides) -> tuple[PairSide, PairSide]:
+        def sides(split: _Sides, settings) -> tuple[PairSide, PairSide]:
             # symmetric: the query side in the codec's projected space (float), comparable descriptor by descriptor
             query_codec = codec if mode != "asymmetric" else None
-            return (PairSide.from_local(split.local_queries, ames.query_budget, codec=query_codec, stored=False),
-                    PairSide.from_local(split.local_gallery, ames.database_budget, codec=codec))
+            return (PairSide.from_local(split.local_queries, settings.query_budget, codec=query_codec, stored=False,
+                                        embeddings=split.global_queries),
+                    PairSide.from_local(split.local_gallery, settings.database_budget, codec=codec, embeddings=split.global_gallery))
 
         bits = f"{cfg.codec_dim}-bit" if storage == "binary" else f"{cfg.codec_dim}-d float16"
-        val_q, val_db = sides(validation)
         val_short = global_shortlist(validation.global_queries, validation.global_gallery, cfg.shortlist)
-        test_q, test_db = sides(test)
         for method in cfg.methods:
             if method == "maxsim" and mode == "asymmetric":
                 continue  # descriptors of two models share no space to compare them in: only a learned re-ranker can
+            if method == "locore" and storage not in cfg.locore_storages:
+                continue
+            settings = cfg.locore if method == "locore" else cfg.ames
             if method == "maxsim":
                 reranker, train_seconds, label = MaxSimReranker(), 0.0, "MaxSim (training-free)"
             else:
-                train_q, train_db = sides(train)
-                settings = dataclasses.replace(ames, seed=derive_seed(self.seed, "ames", mode, storage),
-                                               maxsim_prior=ames.maxsim_prior and mode != "asymmetric")
-                train_short = global_shortlist(train.global_queries, train.global_gallery, settings.shortlist)
-                recipe = {"ames": asdict(settings), "query": train_q.space.fingerprint, "database": train_db.space.fingerprint,
-                          "global": [train.global_queries.space.fingerprint, train.global_gallery.space.fingerprint],
-                          "data": exp.train.fingerprint()}
-                reranker, train_seconds = exp.cache.get_or_build(
-                    "reranker", tag, recipe, lambda: AMESReranker(settings).fit(train_q, train_db, train_short.candidates))
-                label = "AMES" + (" + MaxSim prior" if settings.maxsim_prior else "")
-            reranker.fusion, _ = choose_fusion(val_short, reranker.score(val_q, val_db, val_short.candidates))
+                reranker, train_seconds, label = self._learned(method, mode, storage, tag, train, sides)
+            val_q, val_db = sides(validation, settings)
+            test_q, test_db = sides(test, settings)
+            reranker.fusion, _ = choose_fusion(*reranker.fusion_logits(val_q, val_db, val_short))
             start = time.perf_counter()
-            logits = reranker.score(test_q, test_db, test_short.candidates)
+            order, _ = reranker.rerank(test_q, test_db, test_short)
             seconds = time.perf_counter() - start
-            measured = shortlist_metrics(test_short, test_short.reordered(reranker.fuse(test_short.scores, logits)), ks=exp.config.ks)
-            self.record(f"{mode}: + {label}, database {ames.database_budget} × {bits}", f"rerank-{mode}", self.models.query.name,
-                        db_name, measured, bytes_per_image=codec.bytes_per_image(ames.database_budget),
-                        descriptor_bytes_per_image=codec.bytes_per_image(ames.database_budget, metadata=False),
+            measured = shortlist_metrics(test_short, order, ks=exp.config.ks)
+            extra = {"window": settings.window, "stride": settings.stride} if method == "locore" else {}
+            self.record(f"{mode}: + {label}, database {settings.database_budget} × {bits}", f"rerank-{mode}", self.models.query.name,
+                        db_name, measured, bytes_per_image=codec.bytes_per_image(settings.database_budget),
+                        descriptor_bytes_per_image=codec.bytes_per_image(settings.database_budget, metadata=False),
                         rerank_ms_per_query=1000.0 * seconds / len(test_short.candidates), shortlist=cfg.shortlist,
-                        fusion_lambda=reranker.fusion["lambda"], fusion_gamma=reranker.fusion["gamma"], train_seconds=train_seconds)
+                        fusion_lambda=reranker.fusion["lambda"], fusion_gamma=reranker.fusion["gamma"], train_seconds=train_seconds,
+                        **extra)
             log.info("%s %s %s: R@1 %.3f → %.3f (λ %.2f, γ %.2f)", mode, storage, label, shortlist_metrics(test_short, ks=(1,))["recall@1"],
                      measured["recall@1"], reranker.fusion["lambda"], reranker.fusion["gamma"])
+
+    def _learned(self, method: str, mode: str, storage: str, tag: str, train: _Sides, sides) -> tuple[AMESReranker | LOCOREReranker, float, str]:
+        """The AMES or LOCORE re-ranker of this mode and storage, trained on the training classes (cached by recipe)."""
+        exp = self.experiment
+        base, reranker_class, name = {"ames": (self.cfg.ames, AMESReranker, "AMES"),
+                                      "locore": (self.cfg.locore, LOCOREReranker, "LOCORE")}[method]
+        settings = dataclasses.replace(base, seed=derive_seed(self.seed, method, mode, storage),
+                                       maxsim_prior=base.maxsim_prior and mode != "asymmetric")
+        train_q, train_db = sides(train, settings)
+        depth = settings.window if method == "locore" else settings.shortlist
+        train_short = global_shortlist(train.global_queries, train.global_gallery, depth)
+        recipe = {method: asdict(settings), "query": train_q.space.fingerprint, "database": train_db.space.fingerprint,
+                  "global": [train.global_queries.space.fingerprint, train.global_gallery.space.fingerprint],
+                  "data": exp.train.fingerprint()}
+        kind_tag = tag if method == "ames" else f"{tag}-{method}"  # AMES's entries keep their earlier names
+        reranker, seconds = exp.cache.get_or_build("reranker", kind_tag, recipe,
+                                                   lambda: reranker_class(settings).fit(train_q, train_db, train_short.candidates))
+        label = name + (" + MaxSim prior" if settings.maxsim_prior else "")
+        if method == "locore":
+            label += f", window {settings.window}"
+        return reranker, seconds, label
 
 
 def run_rerank(experiment: Experiment, cfg: RerankConfig, out_dir: str | Path, command: str = "") -> tuple[list[ResultRow], dict]:

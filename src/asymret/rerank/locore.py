@@ -133,20 +133,23 @@ class ListTransformer(nn.Module):
         nq, per = q.shape[1] + 2, kd + 2
         query = self._image(q_global, q, q_xy, 0, self.query_global_in, self.query_local_in)
         cands = self._image(c_global, c, c_xy, 1, self.database_global_in, self.database_local_in).reshape(b, w * per, -1)
-        tokens = torch.cat([query, cands], dim=1)
         yes = torch.ones(b, 1, dtype=torch.bool)
-        q_keep = torch.cat([yes, q_valid, yes], dim=1)
-        c_keep = torch.cat([present[..., None], c_valid & present[..., None], present[..., None]], dim=2).reshape(b, w * per)
-        padding = ~torch.cat([q_keep, c_keep], dim=1)
-        image = torch.cat([torch.zeros(nq, dtype=torch.long), torch.arange(1, w + 1).repeat_interleave(per)])
-        within = image[:, None] != image[None, :]
-        within[:, 0] = False  # every token also sees the query's global token (never padded: no row without keys)
-        within_f = torch.zeros(within.shape).masked_fill(within, float("-inf"))
-        padding_f = torch.zeros(padding.shape).masked_fill(padding, float("-inf"))
+        q_pad = ~torch.cat([yes, q_valid, yes], dim=1)
+        c_pad = ~torch.cat([present[..., None], c_valid & present[..., None], present[..., None]], dim=2)  # (B, W, per)
+        # within-image attention runs on each image's own tokens (the candidates as a batch of B·W short sequences, each
+        # with the query's global token in front, as context) — far cheaper than one long sequence under a mask
+        c_pad_within = torch.cat([torch.zeros(b * w, 1, dtype=torch.bool), c_pad.reshape(b * w, per)], dim=1)
+        padding = torch.cat([q_pad, c_pad.reshape(b, w * per)], dim=1)
+        # no mask where nothing is padded: the same result, and torch's fused attention path (~4× faster on CPU)
+        q_pad, c_pad_within, padding = (mask if bool(mask.any()) else None for mask in (q_pad, c_pad_within, padding))
         for attend_within, attend_across in zip(self.within, self.across):
-            tokens = attend_within(tokens, src_mask=within_f, src_key_padding_mask=padding_f)
-            tokens = attend_across(tokens, src_key_padding_mask=padding_f)
-        logits = self.head(tokens[:, nq:]).reshape(b, w, per)
+            query = attend_within(query, src_key_padding_mask=q_pad)
+            context = query[:, :1, None].expand(b, w, 1, -1)
+            cands = attend_within(torch.cat([context, cands.reshape(b, w, per, -1)], dim=2).reshape(b * w, per + 1, -1),
+                                  src_key_padding_mask=c_pad_within)[:, 1:].reshape(b, w * per, -1)
+            tokens = attend_across(torch.cat([query, cands], dim=1), src_key_padding_mask=padding)
+            query, cands = tokens[:, :nq], tokens[:, nq:]
+        logits = self.head(cands).reshape(b, w, per)
         if self.maxsim_prior:
             pairs = maxsim(q.repeat_interleave(w, 0), q_valid.repeat_interleave(w, 0), c.reshape(b * w, kd, -1), c_valid.reshape(b * w, kd))
             logits = logits + (self.log_scale.exp() * (pairs.reshape(b, w) - self.offset))[..., None]
