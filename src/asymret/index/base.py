@@ -14,13 +14,16 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ..core.manifest import SpaceMismatchError
 from ..core.space import Embeddings, Space
 from ..core.uncertainty import rejection_mask
+
+if TYPE_CHECKING:  # the re-ranking package sits after the index in the data flow: only its type is named here
+    from ..rerank.search import Reranking
 
 __all__ = [
     "GalleryIndexBase",
@@ -111,7 +114,6 @@ class GalleryIndexBase(ABC):
     def add(self, embeddings: Embeddings, uncertainty: np.ndarray | None = None) -> None:
         """Append gallery items (refusing another space or duplicate ids)."""
 
-    @abstractmethod
     def search(
         self,
         queries: Embeddings | np.ndarray,
@@ -120,13 +122,31 @@ class GalleryIndexBase(ABC):
         reject_threshold: float | None = None,
         space: Space | None = None,
         exclude: np.ndarray | None = None,
+        rerank: "Reranking | None" = None,
+        shortlist: int = 100,
     ) -> SearchResult:
         """Top-``k`` gallery items for each query, among the items not rejected for their uncertainty.
 
         ``exclude`` (bool, one per position) removes further items from every query's results, e.g. the kept
         sets of a risk–coverage curve.  This is the ranker every evaluation goes through
         (:func:`asymret.eval.metrics.evaluate_index`).
+
+        ``rerank`` (an :class:`asymret.rerank.Reranking`: a re-ranker with the queries' and the gallery items'
+        local descriptors) re-ranks each query's global top-``shortlist`` (rejection applied first) and returns
+        its first ``k``, scored by the fused score.
         """
+        if rerank is None:
+            return self._search(queries, k, reject_fraction, reject_threshold, space, exclude)
+        k = self._validate_k(k)
+        depth = max(self._validate_k(shortlist), k)
+        if getattr(self, "metric", "ip") != "ip":
+            raise ValueError("re-ranking fuses similarities: it needs an inner-product index (metric='ip')")
+        return rerank.apply(self._search(queries, depth, reject_fraction, reject_threshold, space, exclude), self.ids, k)
+
+    @abstractmethod
+    def _search(self, queries: Embeddings | np.ndarray, k: int, reject_fraction: float | None, reject_threshold: float | None,
+                space: Space | None, exclude: np.ndarray | None) -> SearchResult:
+        """The backend's global top-``k`` (see :meth:`search`)."""
 
     @abstractmethod
     def save(self, directory: str | os.PathLike) -> None:

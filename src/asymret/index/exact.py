@@ -114,7 +114,7 @@ class ExactIndex(GalleryIndexBase):
         self._ids = np.concatenate([self._ids, ids]) if len(self) else ids.copy()
         self._uncertainty = np.concatenate([self._uncertainty, unc]) if len(self) else unc.copy()
 
-    def search(
+    def _search(
         self,
         queries: Embeddings | np.ndarray,
         k: int = 10,

@@ -228,7 +228,7 @@ class FaissGalleryIndex(GalleryIndexBase):
         self._selection_cache = None
 
     # ------------------------------------------------------------------ search
-    def search(
+    def _search(
         self,
         queries: Embeddings | np.ndarray,
         k: int = 10,

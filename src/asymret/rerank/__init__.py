@@ -9,7 +9,8 @@
 - :mod:`.mapping`: one model's descriptors mapped into another's space (the asymmetric case);
 - :mod:`.base`: what every re-ranker shares (the sides it reads, fusion, re-ranking a shortlist, persistence);
 - :mod:`.ames`: the AMES-style pair-wise transformer re-ranker, and the training-free MaxSim baseline;
-- :mod:`.locore`: the LOCORE-style list-wise re-ranker with sliding windows.
+- :mod:`.locore`: the LOCORE-style list-wise re-ranker with sliding windows;
+- :mod:`.search`: re-ranking inside ``index.search(..., rerank=Reranking(...), shortlist=N)``.
 """
 from .ames import AMESConfig, AMESReranker, MaxSimReranker, PairTransformer, maxsim
 from .base import LearnedReranker, PairSide, Reranker, load_reranker
@@ -18,8 +19,9 @@ from .codec import DescriptorCodec, EncodedDescriptors
 from ..encoders.local import LocalSpec, feature_map, local_descriptors, local_space
 from .local import LocalDescriptors, stored_local
 from .mapping import DescriptorMap
+from .search import Reranking
 from .shortlist import Shortlist, fuse, global_shortlist
 
-__all__ = ["Reranker", "LearnedReranker", "load_reranker", "LOCOREConfig", "LOCOREReranker", "ListTransformer", "sliding_windows",
+__all__ = ["Reranking", "Reranker", "LearnedReranker", "load_reranker", "LOCOREConfig", "LOCOREReranker", "ListTransformer", "sliding_windows",
            "DescriptorMap", "AMESConfig", "AMESReranker", "MaxSimReranker", "maxsim", "PairSide", "PairTransformer", "DescriptorCodec", "EncodedDescriptors", "LocalDescriptors",
            "LocalSpec", "feature_map", "local_descriptors", "local_space", "stored_local", "Shortlist", "fuse", "global_shortlist"]

@@ -23,9 +23,9 @@ class Shortlist:
     query_ids: np.ndarray
     candidates: np.ndarray
     scores: np.ndarray
-    query_labels: np.ndarray
-    gallery_labels: np.ndarray
-    n_positives: np.ndarray
+    query_labels: np.ndarray | None = None  # labels and R: only to measure (a search's shortlist has none)
+    gallery_labels: np.ndarray | None = None
+    n_positives: np.ndarray | None = None
 
     @property
     def depth(self) -> int:
@@ -34,6 +34,8 @@ class Shortlist:
     def relevant(self, order: np.ndarray | None = None) -> np.ndarray:
         """Bool (Nq, S): whether each listed item shares the query's label, in the global order or reordered by
         ``order`` (Nq, S) column indices."""
+        if self.query_labels is None or self.gallery_labels is None:
+            raise ValueError("this shortlist has no labels to measure it with")
         candidates = self.candidates if order is None else np.take_along_axis(self.candidates, order, axis=1)
         return (candidates >= 0) & (self.gallery_labels[np.maximum(candidates, 0)] == self.query_labels[:, None])
 
