@@ -391,6 +391,9 @@ def _bad_argument_cases(built, tmp_path):
         "compare unknown method": (["compare", "--profile", "tiny", "--methods", "bkt", "--workdir", tmp_path / "w", "--out", tmp_path / "o"], "unknown compatibility method"),
         "run unknown preset": (["run", "cub", "--workdir", tmp_path / "w"], "did you mean 'cub200'"),
         "run config that is not TOML": (["run", text_file.with_suffix(".toml")], "does not exist"),
+        "evaluate --rerank without a config": (["evaluate", "--rerank", "ames"], "--config"),
+        "evaluate --rerank, config without [rerank]": (["evaluate", "--config", "cub200", "--rerank", "ames", "--workdir", tmp_path / "w"], "no [rerank] table"),
+        "evaluate unknown re-ranker": (["evaluate", "--config", "glyphs-quick", "--rerank", "ams", "--workdir", tmp_path / "w"], "unknown re-ranking method"),
     }
 
 

@@ -398,16 +398,34 @@ def search_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    index_dir: Path = typer.Option(..., "--index", "-i", help="index folder"),
-    query_model: Path = typer.Option(..., "--query-model", "-q", help="query encoder folder"),
+    index_dir: Optional[Path] = typer.Option(None, "--index", "-i", help="index folder"),
+    query_model: Optional[Path] = typer.Option(None, "--query-model", "-q", help="query encoder folder"),
     dataset: str = DatasetOpt, root: Optional[str] = RootOpt, split: str = typer.Option("test", "--split"),
     size: Optional[int] = SizeOpt, store: Path = StoreOpt,
     reject_fraction: Optional[float] = typer.Option(None, "--reject-fraction", min=0.0, max=1.0, help="drop this fraction of the most uncertain gallery items"),
     ks: str = typer.Option("1,2,4,8", "--ks", help="the K of Recall@K"),
+    config: Optional[str] = typer.Option(None, "--config", help="with --rerank: a run config or preset (glyphs, glyphs-quick, …) whose models are evaluated"),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="with --config: re-rank the global shortlist with maxsim, ames or locore (comma-separated for several)"),
+    shortlist: Optional[int] = typer.Option(None, "--shortlist", min=1, help="with --rerank: re-rank the global top-N (default: the config's)"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="with --config: cache of models, embeddings and re-rankers (default runs/<name>)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="with --config: override the config's seeds, e.g. 0,1,2"),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", help="with --config: results folder (default <workdir>/evaluate-rerank)"),
 ) -> None:
     """Recall@K, MAP@R and precision@1 of the dataset's queries searched in the index — its own search results,
-    so an approximate index reports its own recall (asymmetric if the index is)."""
+    so an approximate index reports its own recall (asymmetric if the index is).
+
+    With --config and --rerank: the config's re-ranking rows for that re-ranker (global only vs re-ranked, every
+    mode and storage of its [rerank] table), from the models cached in --workdir or trained there first — the
+    rows of docs/RESULTS.md §5 when run on the same preset and seeds.
+    """
     _setup()
+    if rerank or config:
+        if not (rerank and config):
+            _fail("--rerank and --config go together: the run config says which models, descriptors and budgets to re-rank with")
+        _evaluate_rerank(config, rerank, shortlist, workdir, seeds, output, root)
+        return
+    if index_dir is None or query_model is None:
+        _fail("give --index and --query-model (or --config with --rerank)")
     from .core.manifest import SpaceMismatchError
     from .eval.metrics import evaluate_index
     from .index import load_index
@@ -434,6 +452,28 @@ def evaluate_cmd(
     for name, value in metrics.items():
         table.add_row(name, f"{100 * value:.2f}" if not name.startswith("num_") else str(int(value)))
     out.print(table)
+
+
+def _evaluate_rerank(config: str, rerank: str, shortlist: Optional[int], workdir: Optional[Path], seeds: Optional[str],
+                     output: Optional[Path], root: Optional[str]) -> None:
+    from .eval.report import markdown_table
+    from .pipeline.runner import load_run_config, run_rerank_only
+
+    try:
+        run_config = load_run_config(config)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    if seeds:
+        run_config.experiment = dataclasses.replace(run_config.experiment, seeds=tuple(int(s) for s in seeds.split(",")))
+    workdir = workdir or Path("runs") / run_config.name
+    output = output or workdir / "evaluate-rerank"
+    command = "asymret " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        rows, meta = run_rerank_only(run_config, workdir, output, tuple(m.strip() for m in rerank.split(",")), shortlist, root, command)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    out.print(markdown_table(rows), soft_wrap=True, markup=False, highlight=False)
+    out.print(f"\n{len(run_config.experiment.seeds)} seeds, {meta['wall_seconds']:.0f} s; results in {output}/")
 
 
 @app.command("train-query")

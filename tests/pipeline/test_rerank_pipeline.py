@@ -50,6 +50,10 @@ def test_rerank_rows_for_both_modes_and_storages_and_a_cached_rerun(tmp_path, ti
     monkeypatch.setattr(LOCOREReranker, "fit", no_training)
     again, _ = run_rerank(experiment, SMALL, tmp_path / "out2")
     assert [r.metrics for r in again] == [r.metrics for r in rows]
+    # one re-ranker's rows alone (`asymret evaluate --config … --rerank locore`): the same rows, from the cache
+    alone, _ = run_rerank(experiment, dataclasses.replace(SMALL, methods=("locore",)), tmp_path / "out3")
+    expected = [r for r in rows if r.kind == "global" or "LOCORE" in r.setting]
+    assert [(r.setting, r.metrics) for r in alone] == [(r.setting, r.metrics) for r in expected]
 
 
 def test_rerank_table_in_a_run_config_is_checked():

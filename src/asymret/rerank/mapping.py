@@ -9,9 +9,12 @@ and a training-free matcher (MaxSim) accept them.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
-from ..core.manifest import SpaceMismatchError
+from ..core.manifest import SpaceMismatchError, atomic_save_npy, hash_arrays, read_manifest, write_manifest
 from ..core.space import Space
 from .local import LocalDescriptors
 
@@ -74,3 +77,28 @@ class DescriptorMap:
         mapped = _l2(_l2(source.vectors.reshape(-1, c)) @ self.coef_.T + self.intercept_).reshape(n, k, -1)
         mapped = np.where(source.valid[..., None], mapped, 0.0).astype(np.float32)
         return LocalDescriptors(mapped, source.xy, source.weights, source.valid, source.ids, self.target_space, source.labels)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Plain arrays (``.npy``, loaded without pickle) and a manifest with both spaces."""
+        if self.coef_ is None:
+            raise RuntimeError("an unfitted descriptor map cannot be saved")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_save_npy(directory / "coef.npy", self.coef_)
+        atomic_save_npy(directory / "intercept.npy", self.intercept_)
+        write_manifest(directory, "descriptor-map", {"alpha": self.alpha, "pairs": self.pairs_, "arrays": hash_arrays([self.coef_, self.intercept_]),
+                                                     "source_space": self.source_space.to_dict(), "target_space": self.target_space.to_dict()})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "DescriptorMap":
+        directory = Path(directory)
+        manifest = read_manifest(directory, kind="descriptor-map")
+        mapping = cls(manifest["alpha"])
+        mapping.coef_ = np.load(directory / "coef.npy", allow_pickle=False)
+        mapping.intercept_ = np.load(directory / "intercept.npy", allow_pickle=False)
+        if hash_arrays([mapping.coef_, mapping.intercept_]) != manifest["arrays"]:
+            raise ValueError(f"{directory}: the map's arrays do not match its manifest (corrupt or edited)")
+        mapping.source_space, mapping.target_space = Space.from_dict(manifest["source_space"]), Space.from_dict(manifest["target_space"])
+        mapping.pairs_ = int(manifest["pairs"])
+        return mapping
