@@ -454,8 +454,27 @@ def evaluate_cmd(
     out.print(table)
 
 
+@app.command("rerank-train")
+def rerank_train_cmd(
+    config: str = typer.Option(..., "--config", help="a run config or preset with a [rerank] table (glyphs, glyphs-quick, …)"),
+    method: str = typer.Option(..., "--rerank", help="ames or locore (comma-separated for both)"),
+    output: Path = typer.Option(..., "--out", "-o", help="folder for the trained re-rankers: seed*/<mode>-<storage>-<method>/"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="cache of models, embeddings and re-rankers (default runs/<name>)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="override the config's seeds, e.g. 0"),
+    root: Optional[str] = RootOpt,
+) -> None:
+    """Train the config's re-rankers (every mode and storage of its [rerank] table, on the training classes, the
+    fusion chosen on the validation classes; reused from --workdir's cache when there) and save each with its
+    database codec (and descriptor map) in --out; prints their rows as `evaluate --rerank` does."""
+    _setup()
+    if "maxsim" in method:
+        _fail("MaxSim is training-free: there is nothing to train (evaluate it with `asymret evaluate --config … --rerank maxsim`)")
+    _evaluate_rerank(config, method, None, workdir, seeds, None, root, export_dir=output)
+    out.print(f"re-rankers saved in {output}/")
+
+
 def _evaluate_rerank(config: str, rerank: str, shortlist: Optional[int], workdir: Optional[Path], seeds: Optional[str],
-                     output: Optional[Path], root: Optional[str]) -> None:
+                     output: Optional[Path], root: Optional[str], export_dir: Optional[Path] = None) -> None:
     from .eval.report import markdown_table
     from .pipeline.runner import load_run_config, run_rerank_only
 
@@ -469,7 +488,8 @@ def _evaluate_rerank(config: str, rerank: str, shortlist: Optional[int], workdir
     output = output or workdir / "evaluate-rerank"
     command = "asymret " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
-        rows, meta = run_rerank_only(run_config, workdir, output, tuple(m.strip() for m in rerank.split(",")), shortlist, root, command)
+        rows, meta = run_rerank_only(run_config, workdir, output, tuple(m.strip() for m in rerank.split(",")), shortlist, root, command,
+                                     export_dir=export_dir)
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     out.print(markdown_table(rows), soft_wrap=True, markup=False, highlight=False)

@@ -9,7 +9,7 @@ from asymret.data.dataset import ArraySource, ImageDataset
 from asymret.pipeline import PROFILES, Experiment
 from asymret.pipeline.rerank import RerankConfig, run_rerank
 from asymret.pipeline.runner import RunConfig
-from asymret.rerank import AMESConfig, AMESReranker, LOCOREConfig, LOCOREReranker
+from asymret.rerank import AMESConfig, AMESReranker, DescriptorCodec, DescriptorMap, LOCOREConfig, LOCOREReranker, load_reranker
 
 SMALL = RerankConfig(budget=8, codec_dim=16, shortlist=10,
                      ames=AMESConfig(dim=16, layers=1, heads=2, ffn=32, query_budget=8, database_budget=4, shortlist=8,
@@ -51,9 +51,18 @@ def test_rerank_rows_for_both_modes_and_storages_and_a_cached_rerun(tmp_path, ti
     again, _ = run_rerank(experiment, SMALL, tmp_path / "out2")
     assert [r.metrics for r in again] == [r.metrics for r in rows]
     # one re-ranker's rows alone (`asymret evaluate --config … --rerank locore`): the same rows, from the cache
-    alone, _ = run_rerank(experiment, dataclasses.replace(SMALL, methods=("locore",)), tmp_path / "out3")
+    # and `asymret rerank-train`: the same re-rankers saved, each loadable with its codec
+    alone, _ = run_rerank(experiment, dataclasses.replace(SMALL, methods=("locore",)), tmp_path / "out3", export_dir=tmp_path / "export")
     expected = [r for r in rows if r.kind == "global" or "LOCORE" in r.setting]
     assert [(r.setting, r.metrics) for r in alone] == [(r.setting, r.metrics) for r in expected]
+    exported = sorted(p.name for p in (tmp_path / "export" / "seed0").iterdir())
+    assert exported == sorted(f"{mode}-{storage}-locore" for mode in ("symmetric", "asymmetric", "asymmetric-mapped")
+                              for storage in ("float16", "binary"))
+    mapped = tmp_path / "export" / "seed0" / "asymmetric-mapped-binary-locore"
+    loaded = load_reranker(mapped / "reranker")
+    assert isinstance(loaded, LOCOREReranker) and loaded.fusion == next(
+        {"lambda": r.extra["fusion_lambda"][0], "gamma": r.extra["fusion_gamma"][0]} for r in alone if r.setting.startswith("asymmetric-mapped") and "bit" in r.setting)
+    assert DescriptorCodec.load(mapped / "codec").binary and DescriptorMap.load(mapped / "descriptor-map").coef_ is not None
 
 
 def test_rerank_table_in_a_run_config_is_checked():

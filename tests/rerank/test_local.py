@@ -154,3 +154,9 @@ def test_a_descriptor_map_brings_another_models_descriptors_next_to_the_query_mo
     assert same_image.mean() > score(q, shifted).mean() + 0.02
     with pytest.raises(SpaceMismatchError):
         mapping.transform(q)
+    loaded = DescriptorMap.load(mapping.save(tmp_path / "map"))  # plain arrays + manifest, no pickle
+    np.testing.assert_array_equal(loaded.transform(stored_local(store, other, test, spec)).vectors,
+                                  mapping.transform(stored_local(store, other, test, spec)).vectors)
+    (tmp_path / "map" / "intercept.npy").write_bytes((tmp_path / "map" / "coef.npy").read_bytes())  # a swapped file
+    with pytest.raises(ValueError, match="do not match"):
+        DescriptorMap.load(tmp_path / "map")

@@ -115,8 +115,8 @@ class _Sides:
 
 
 class _SeedRerank:
-    def __init__(self, experiment: Experiment, cfg: RerankConfig, seed: int, record: RowRecorder) -> None:
-        self.experiment, self.cfg, self.seed, self.record = experiment, cfg, seed, record
+    def __init__(self, experiment: Experiment, cfg: RerankConfig, seed: int, record: RowRecorder, export_dir: Path | None = None) -> None:
+        self.experiment, self.cfg, self.seed, self.record, self.export_dir = experiment, cfg, seed, record, export_dir
         self.models: SeedModels = experiment.models(seed)
         query = self.models.query
         self.database_model = self.models.gallery_model(cfg.gallery_model or experiment.config.kd_teacher_name)
@@ -187,6 +187,8 @@ class _SeedRerank:
             val_q, val_db = sides(validation, settings)
             test_q, test_db = sides(test, settings)
             reranker.fusion, _ = choose_fusion(*reranker.fusion_logits(val_q, val_db, val_short))
+            if self.export_dir is not None and method != "maxsim":
+                self._export(method, mode, storage, reranker, codec)
             start = time.perf_counter()
             order, _ = reranker.rerank(test_q, test_db, test_short)
             seconds = time.perf_counter() - start
@@ -200,6 +202,16 @@ class _SeedRerank:
                         **extra)
             log.info("%s %s %s: R@1 %.3f → %.3f (λ %.2f, γ %.2f)", mode, storage, label, shortlist_metrics(test_short, ks=(1,))["recall@1"],
                      measured["recall@1"], reranker.fusion["lambda"], reranker.fusion["gamma"])
+
+    def _export(self, method: str, mode: str, storage: str, reranker, codec: DescriptorCodec) -> None:
+        """The trained re-ranker (its fusion chosen on validation), the database codec and, in the mapped mode, the
+        descriptor map: a folder per seed, mode, storage and method, each artifact with its manifest."""
+        folder = self.export_dir / f"seed{self.seed}" / f"{mode}-{storage}-{method}"
+        reranker.save(folder / "reranker")
+        codec.save(folder / "codec")
+        if mode == "asymmetric-mapped":
+            self.descriptor_map().save(folder / "descriptor-map")
+        log.info("exported %s re-ranker (%s, %s) → %s", method, mode, storage, folder)
 
     def _learned(self, method: str, mode: str, storage: str, tag: str, train: _Sides, sides) -> tuple[AMESReranker | LOCOREReranker, float, str]:
         """The AMES or LOCORE re-ranker of this mode and storage, trained on the training classes (cached by recipe)."""
@@ -223,9 +235,12 @@ class _SeedRerank:
         return reranker, seconds, label
 
 
-def run_rerank(experiment: Experiment, cfg: RerankConfig, out_dir: str | Path, command: str = "") -> tuple[list[ResultRow], dict]:
-    """Every seed's re-ranking rows; results.json/.md in ``out_dir``."""
-    return run_each_seed(experiment, "re-rank", lambda seed, record: _SeedRerank(experiment, cfg, seed, record).run(), out_dir,
+def run_rerank(experiment: Experiment, cfg: RerankConfig, out_dir: str | Path, command: str = "",
+               export_dir: str | Path | None = None) -> tuple[list[ResultRow], dict]:
+    """Every seed's re-ranking rows; results.json/.md in ``out_dir``; with ``export_dir``, every trained re-ranker
+    with its codec (and descriptor map) saved there too (``asymret rerank-train``)."""
+    export = None if export_dir is None else Path(export_dir)
+    return run_each_seed(experiment, "re-rank", lambda seed, record: _SeedRerank(experiment, cfg, seed, record, export).run(), out_dir,
                          command, rerank=cfg.to_dict(),
                          protocol=f"every test image a query against the rest; the exact global top-{cfg.shortlist} re-ranked; "
                                   "fusion (λ, γ) chosen on the validation classes")

@@ -110,9 +110,11 @@ def load_run_config(spec: str | os.PathLike) -> RunConfig:
 
 
 def run_rerank_only(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLike, methods: tuple[str, ...],
-                    shortlist: int | None = None, root: str | None = None, command: str = "") -> tuple[list, dict]:
+                    shortlist: int | None = None, root: str | None = None, command: str = "",
+                    export_dir: str | os.PathLike | None = None) -> tuple[list, dict]:
     """Only the config's re-ranking rows for ``methods`` (its models, ψ's, codecs and re-rankers from the cache in
-    ``workdir`` when there, trained otherwise): what ``asymret evaluate --config … --rerank …`` prints."""
+    ``workdir`` when there, trained otherwise): what ``asymret evaluate --config … --rerank …`` prints, and with
+    ``export_dir`` what ``asymret rerank-train`` saves."""
     from ..data import load_dataset
     from .experiment import Experiment
     from .rerank import run_rerank
@@ -121,7 +123,7 @@ def run_rerank_only(config: RunConfig, workdir: str | os.PathLike, out_dir: str 
         raise ValueError(f"run config {config.name!r} has no [rerank] table: nothing says how to re-rank")
     settings = dataclasses.replace(config.rerank, methods=tuple(methods), shortlist=shortlist or config.rerank.shortlist)
     dataset = load_dataset(config.dataset_kind, root or config.dataset_root, **config.dataset_options)
-    return run_rerank(Experiment(config.experiment, dataset, workdir), settings, out_dir, command=command)
+    return run_rerank(Experiment(config.experiment, dataset, workdir), settings, out_dir, command=command, export_dir=export_dir)
 
 
 def run(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLike, root: str | None = None, command: str = "") -> dict:
