@@ -68,6 +68,12 @@ class PairSide:
         vectors = np.where(part.valid[..., None], vectors, 0.0).astype(np.float32)
         return cls(vectors, part.xy.astype(np.float32), part.valid.copy(), part.ids, space, part.labels, global_vectors)
 
+    def take(self, rows: np.ndarray) -> "PairSide":
+        """These images' rows only (e.g. one query of a batch)."""
+        rows = np.asarray(rows)
+        return PairSide(self.vectors[rows], self.xy[rows], self.valid[rows], self.ids[rows], self.space,
+                        None if self.labels is None else self.labels[rows], None if self.embeddings is None else self.embeddings[rows])
+
     def rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return torch.from_numpy(self.vectors[rows]), torch.from_numpy(self.xy[rows]), torch.from_numpy(self.valid[rows])
 

@@ -27,6 +27,12 @@ class Reranking:
     database: PairSide
     _row_of: dict[str, int] | None = field(default=None, repr=False)
 
+    def with_queries(self, queries: PairSide) -> "Reranking":
+        """The same re-ranker and database for other queries (the id → row table is shared, not rebuilt)."""
+        if self._row_of is None:
+            self.database_rows(np.asarray(self.database.ids[:0]))
+        return Reranking(self.reranker, queries, self.database, self._row_of)
+
     def database_rows(self, gallery_ids: np.ndarray) -> np.ndarray:
         """The row of ``database`` holding each of ``gallery_ids`` (any shape)."""
         if self._row_of is None:
