@@ -1,0 +1,86 @@
+"""AMES's universal model: one re-ranker trained with random budgets, applied at any database budget.
+
+On a run config with a ``[rerank]`` table (symmetric mode, float16 database, one seed): the fixed-budget AMES
+re-ranker the run trained (its ``ames.database_budget``), a *universal* one trained the same way but with a random
+budget per batch (1..budget on each side: ``AMESConfig.universal``), and MaxSim, each applied with the database
+keeping 2, 4, 8 and 16 descriptors per image (the query side keeps its full budget) — the accuracy a deployment
+gets when it shrinks the database's memory without retraining. Each fusion is chosen on the validation classes
+at each budget; R@1 and MAP@R of the re-ranked top-S on the test classes.
+
+    python benchmarks/universal_budget.py --config glyphs-quick --workdir runs/glyphs-quick --out docs/universal_budget.json
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from asymret.core.manifest import atomic_write_json
+from asymret.core.seeds import derive_seed
+from asymret.data import load_dataset
+from asymret.eval.report import RowRecorder, run_metadata
+from asymret.eval.rerank import choose_fusion, shortlist_metrics
+from asymret.pipeline import Experiment
+from asymret.pipeline.rerank import _SeedRerank, _Sides  # the pipeline's own sides: the same descriptors as its rows
+from asymret.pipeline.runner import load_run_config
+from asymret.rerank import AMESReranker, DescriptorCodec, MaxSimReranker, PairSide, global_shortlist
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="glyphs-quick")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-quick"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budgets", default="2,4,8,16")
+    parser.add_argument("--out", type=Path, default=Path("docs/universal_budget.json"))
+    args = parser.parse_args()
+    start = time.perf_counter()
+    run_config = load_run_config(args.config)
+    experiment = Experiment(run_config.experiment, load_dataset(run_config.dataset_kind, run_config.dataset_root,
+                                                                **run_config.dataset_options), args.workdir)
+    cfg, ames = run_config.rerank, run_config.rerank.ames
+    step = _SeedRerank(experiment, cfg, args.seed, RowRecorder({}))
+    train, validation, test = (_Sides(step, "symmetric", q, g) for q, g in (
+        (experiment.train, experiment.train), (experiment.validation, experiment.validation),
+        (experiment.test_queries, experiment.test_gallery)))
+    tag = f"seed{args.seed}/symmetric-float16"
+    codec = DescriptorCodec.load(experiment.cache.directory("codec", tag))
+
+    def sides(split: _Sides, database_budget: int) -> tuple[PairSide, PairSide]:
+        return (PairSide.from_local(split.local_queries, ames.query_budget, codec=codec, stored=False),
+                PairSide.from_local(split.local_gallery, database_budget, codec=codec))
+
+    fixed = AMESReranker.load(experiment.cache.directory("reranker", tag))
+    settings = dataclasses.replace(ames, universal=True, seed=derive_seed(args.seed, "ames", "symmetric", "float16"))
+    train_q, train_db = sides(train, ames.database_budget)
+    recipe = {"ames": asdict(settings), "query": train_q.space.fingerprint, "database": train_db.space.fingerprint,
+              "global": [train.global_queries.space.fingerprint, train.global_gallery.space.fingerprint], "data": experiment.train.fingerprint()}
+    train_short = global_shortlist(train.global_queries, train.global_gallery, settings.shortlist)
+    universal, train_seconds = experiment.cache.get_or_build("reranker", f"{tag}-universal", recipe,
+                                                             lambda: AMESReranker(settings).fit(train_q, train_db, train_short.candidates))
+    rerankers = {"MaxSim": MaxSimReranker(), f"AMES (trained at {ames.database_budget})": fixed, "AMES universal": universal}
+    val_short = global_shortlist(validation.global_queries, validation.global_gallery, cfg.shortlist)
+    test_short = global_shortlist(test.global_queries, test.global_gallery, cfg.shortlist)
+    results = [{"database_budget": None, "global": shortlist_metrics(test_short, ks=(1,))}]
+    for budget in (int(b) for b in args.budgets.split(",")):
+        entry = {"database_budget": budget, "database_bytes_per_image": codec.bytes_per_image(budget, metadata=False), "rerankers": {}}
+        val_q, val_db = sides(validation, budget)
+        test_q, test_db = sides(test, budget)
+        for name, reranker in rerankers.items():
+            reranker.fusion, _ = choose_fusion(*reranker.fusion_logits(val_q, val_db, val_short))
+            order, _ = reranker.rerank(test_q, test_db, test_short)
+            entry["rerankers"][name] = {**shortlist_metrics(test_short, order, ks=(1,)), "fusion": dict(reranker.fusion)}
+        results.append(entry)
+        print(json.dumps(entry), flush=True)
+    meta = run_metadata("python benchmarks/universal_budget.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+                        [args.seed], start, config=args.config, query_budget=ames.query_budget, universal_train_seconds=train_seconds,
+                        shortlist=cfg.shortlist, test_queries=len(test_short.candidates))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out, {"meta": meta, "results": results})
+
+
+if __name__ == "__main__":
+    main()
