@@ -454,3 +454,26 @@ def test_evaluate_an_approximate_index_reports_its_own_recall(built, tmp_path):
         ok("evaluate", "-i", tmp_path / "flat", "-q", built["query"], *data)
     assert metric_value(output, "map@r") == pytest.approx(100 * own["map@r"], abs=0.006)
     assert metric_value(output, "map@r") != pytest.approx(metric_value(exact, "map@r"), abs=0.006)
+
+
+def test_export_query_to_onnx_and_int8_then_search_with_it(built, tmp_path):
+    """The exported query model keeps the query space: the index takes its embeddings, and the results match."""
+    exported, int8 = tmp_path / "query-onnx", tmp_path / "query-int8"
+    output = ok("export-query", "-q", built["query"], "-o", exported, "--int8", int8, "--per-channel", "--size", "40",
+                "--calibration-split", "test", *_data_args(built)[:-2])
+    assert "max |Δ|" in output and (exported / "model.onnx").is_file() and (int8 / "model.onnx").is_file()
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["parity"]["max_abs_diff"] < 1e-4 and manifest["precision"] == "float32"
+    assert json.loads((int8 / "manifest.json").read_text())["precision"] == "int8-per-channel"
+    image = built["data"] / "class2" / "03.png"
+    by_torch = json.loads(ok("search", "-i", built["index"], "-q", built["query"], "-k", "5", "--json", image))
+    by_onnx = json.loads(ok("search", "-i", built["index"], "-q", exported, "-k", "5", "--json", image))
+    assert [r["id"] for r in by_onnx[0]["results"]] == [r["id"] for r in by_torch[0]["results"]]
+    np.testing.assert_allclose([r["score"] for r in by_onnx[0]["results"]], [r["score"] for r in by_torch[0]["results"]], atol=1e-4)
+    by_int8 = json.loads(ok("search", "-i", built["index"], "-q", int8, "-k", "5", "--json", image))
+    # INT8 moves the embeddings a little: the ranking may swap near-ties, the query's class stays on top
+    assert by_int8[0]["results"][0]["id"].startswith("class2/") and by_torch[0]["results"][0]["id"].startswith("class2/")
+    # an exported gallery model lives in its own space: the index refuses it as it refuses the torch one
+    foreign = tmp_path / "gallery-onnx"
+    ok("export-query", "-q", built["g_small"], "-o", foreign, "--size", "8", *_data_args(built)[:-2])
+    assert "another embedding space" in fails_cleanly("search", "-i", built["index"], "-q", foreign, image)

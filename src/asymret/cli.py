@@ -347,6 +347,44 @@ def upgrade_query_cmd(
               f"indexed {len(report.index)} gallery images from the store → {output} ({timings})")
 
 
+@app.command("export-query")
+def export_query_cmd(
+    query_model: Path = typer.Option(..., "--query-model", "-q", help="the query encoder folder to export"),
+    output: Path = typer.Option(..., "--out", "-o", help="folder for the ONNX model (model.onnx + manifest.json)"),
+    dataset: str = DatasetOpt, root: Optional[str] = RootOpt, split: str = typer.Option("test", "--split", help="images the parity is checked on"),
+    size: int = typer.Option(256, "--size", min=1, help="how many images check the parity (and calibrate INT8)"),
+    int8: Optional[Path] = typer.Option(None, "--int8", help="also write a static INT8 model (QDQ) to this folder, calibrated on --calibration-split"),
+    per_channel: bool = typer.Option(False, "--per-channel", help="INT8 weights per output channel (default per tensor)"),
+    calibration_split: str = typer.Option("train", "--calibration-split", help="images INT8 activations are calibrated on"),
+) -> None:
+    """Export the query encoder to ONNX (dynamic batch; preprocessing stated in the manifest), verified against
+    torch on real images; optionally static INT8. The exported model keeps the query space: `asymret search -q`
+    takes its folder like a torch query model's, and an index refuses any other space."""
+    _setup()
+    from .encoders.onnx import export_onnx, quantize_int8
+
+    q_enc = _encoder(query_model)
+    data = _dataset(dataset, root, split, None)
+    data = data.sample(min(size, len(data)), seed=0, stratified=False)
+    images = [data.load(i) for i in range(len(data))]
+    try:
+        export_onnx(q_enc, output, verify_images=images)
+        from .core.manifest import read_manifest
+
+        parity = read_manifest(output)["parity"]
+        out.print(f"exported {q_enc.name} → {output}/model.onnx (space {q_enc.space().fingerprint}); "
+                  f"onnxruntime vs torch on {parity['images']} images: max |Δ| {parity['max_abs_diff']:.2e}")
+        if int8 is not None:
+            calibration = _dataset(dataset, root, calibration_split, None)
+            calibration = calibration.sample(min(size, len(calibration)), seed=0, stratified=False)
+            quantize_int8(output, int8, [calibration.load(i) for i in range(len(calibration))], per_channel=per_channel, verify_images=images)
+            parity = read_manifest(int8)["parity"]
+            out.print(f"INT8 ({'per channel' if per_channel else 'per tensor'}) → {int8}/model.onnx; vs the float model on "
+                      f"{parity['images']} images: max |Δ| {parity['max_abs_diff_to_float']:.2e}, mean cosine {parity['mean_cosine_to_float']:.5f}")
+    except (ValueError, RuntimeError) as error:
+        _fail(str(error))
+
+
 @app.command("search")
 def search_cmd(
     index_dir: Path = typer.Option(..., "--index", "-i", help="index folder"),
@@ -357,14 +395,19 @@ def search_cmd(
     reject_threshold: Optional[float] = typer.Option(None, "--reject-threshold", help="drop gallery items with uncertainty above this"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """Search the index with query images embedded by the query model."""
+    """Search the index with query images embedded by the query model (a torch encoder or one exported with
+    `asymret export-query`, run by onnxruntime)."""
     _setup()
     from .data import FileSource, ImageLoadError
+    from .encoders.onnx import load_query_model
     from .index import load_index
     from .core.manifest import SpaceMismatchError
     from .core.space import Embeddings
 
-    q_enc = _encoder(query_model)
+    try:
+        q_enc = load_query_model(query_model)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(f"cannot load query model {query_model}: {error}")
     try:
         index = load_index(index_dir)
     except (FileNotFoundError, ValueError) as error:

@@ -1,0 +1,148 @@
+"""The query encoder as an ONNX model: export with a dynamic batch, run it with onnxruntime, optionally static INT8.
+
+An exported query model is a folder ``model.onnx`` + ``manifest.json`` (kind ``onnx-encoder``) naming the
+*embedding space* of the encoder it came from, its preprocessing (applied before the graph: resize to
+``input_size``, ``(x/255 − mean)/std``), the precision, and the parity measured against torch at export.  It keeps
+the query space's fingerprint, so an index built for the torch query model accepts its embeddings and refuses
+any other — an :class:`OnnxEncoder` is used wherever the CLI takes a query model.
+
+INT8: onnxruntime's static quantisation in QDQ format, activations calibrated on the user's images (MinMax),
+weights per tensor or per output channel.  INT8 is not always faster on x86 (it needs VNNI to pay off) and it
+moves the embeddings: measure both before shipping it (``benchmarks/``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..core.manifest import atomic_write_bytes, hash_file, read_manifest, write_manifest
+from ..core.space import Space
+from .encoder import Encoder
+from .preprocess import Preprocess
+
+__all__ = ["export_onnx", "quantize_int8", "OnnxEncoder", "load_query_model"]
+
+ONNX_FILE = "model.onnx"
+OPSET = 17
+
+
+def export_onnx(encoder: Encoder, directory: str | os.PathLike, verify_images: Sequence[np.ndarray] | None = None) -> Path:
+    """``encoder`` → ``directory/model.onnx`` (input ``pixels`` (B, C, S, S) float32 preprocessed, output
+    ``embedding`` (B, d), dynamic batch) + manifest; with ``verify_images`` (HxWxC uint8), the max |Δ| between
+    onnxruntime's and torch's embeddings of them is measured and stored in the manifest."""
+    import io
+
+    import torch
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    encoder = encoder.eval()
+    p = encoder.preprocess
+    dummy = torch.zeros(2, p.channels, p.input_size, p.input_size)
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(encoder, (dummy,), buffer, input_names=["pixels"], output_names=["embedding"],
+                          dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=OPSET, dynamo=False)
+    atomic_write_bytes(directory / ONNX_FILE, buffer.getvalue())
+    fields: dict[str, Any] = {"space": encoder.space().to_dict(), "name": encoder.name, "embedding_dim": encoder.embedding_dim,
+                              "preprocess": p.config(), "source_fingerprint": encoder.fingerprint(), "precision": "float32",
+                              "opset": OPSET, "onnx_sha": hash_file(directory / ONNX_FILE)}
+    if verify_images is not None and len(verify_images):
+        with torch.no_grad():
+            reference = encoder.embed_images(list(verify_images))
+        session = _session(directory / ONNX_FILE)
+        exported = _run(session, p(list(verify_images)).numpy())
+        fields["parity"] = {"images": len(verify_images), "max_abs_diff": float(np.abs(exported - reference).max())}
+    write_manifest(directory, "onnx-encoder", fields)
+    return directory
+
+
+def quantize_int8(source: str | os.PathLike, directory: str | os.PathLike, calibration_images: Sequence[np.ndarray],
+                  per_channel: bool = False, verify_images: Sequence[np.ndarray] | None = None) -> Path:
+    """An exported float model → static INT8 (QDQ, activations uint8 calibrated on ``calibration_images``, weights
+    int8 per tensor or ``per_channel``); the same space, the embeddings' change against the float model stored."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    float_model = OnnxEncoder.load(source)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    batches = [float_model.preprocess(list(calibration_images[i : i + 32])).numpy() for i in range(0, len(calibration_images), 32)]
+    if not batches:
+        raise ValueError("INT8 calibration needs images: give some of yours")
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(batches)
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {"pixels": batch}
+
+    tmp, prepared = directory / (ONNX_FILE + ".partial"), directory / (ONNX_FILE + ".prepared")
+    # onnxruntime's recommended pre-processing (shape inference, graph optimisation) before quantisation
+    quant_pre_process(str(Path(source) / ONNX_FILE), str(prepared))
+    quantize_static(str(prepared), str(tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    os.replace(tmp, directory / ONNX_FILE)
+    prepared.unlink()
+    fields = {**{k: v for k, v in float_model.manifest.items() if k not in ("kind", "format_version", "versions", "parity", "onnx_sha")},
+              "precision": "int8-per-channel" if per_channel else "int8-per-tensor", "calibration_images": len(calibration_images),
+              "onnx_sha": hash_file(directory / ONNX_FILE)}
+    if verify_images is not None and len(verify_images):
+        reference = float_model.embed_images(list(verify_images))
+        quantised = OnnxEncoder(directory / ONNX_FILE, float_model.manifest).embed_images(list(verify_images))
+        fields["parity"] = {"images": len(verify_images), "max_abs_diff_to_float": float(np.abs(quantised - reference).max()),
+                            "mean_cosine_to_float": float(np.mean(np.sum(quantised * reference, axis=1)))}
+    write_manifest(directory, "onnx-encoder", fields)
+    return directory
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _run(session, pixels: np.ndarray) -> np.ndarray:
+    return session.run(["embedding"], {"pixels": np.ascontiguousarray(pixels, dtype=np.float32)})[0].astype(np.float32)
+
+
+class OnnxEncoder:
+    """An exported query model run by onnxruntime: ``embed_images`` and ``space()`` as an :class:`Encoder`'s."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.manifest = manifest
+        self.preprocess = Preprocess.from_config(manifest["preprocess"])
+        self.embedding_dim = int(manifest["embedding_dim"])
+        self.name = f"{manifest['name']} (onnx {manifest['precision']})"
+        self._session = _session(path)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "OnnxEncoder":
+        directory = Path(directory)
+        manifest = read_manifest(directory, kind="onnx-encoder")
+        if hash_file(directory / ONNX_FILE) != manifest["onnx_sha"]:
+            raise ValueError(f"{directory}: {ONNX_FILE} does not match its manifest (corrupt or edited)")
+        return cls(directory / ONNX_FILE, manifest)
+
+    def space(self) -> Space:
+        return Space.from_dict(self.manifest["space"])
+
+    def embed_images(self, images: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """HxWxC uint8 images → (N, d) float32 embeddings."""
+        out = [_run(self._session, self.preprocess(images[i : i + batch_size]).numpy()) for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.embedding_dim), np.float32)
+
+
+def load_query_model(directory: str | os.PathLike) -> Encoder | OnnxEncoder:
+    """A query model folder: a torch :class:`Encoder` or an exported :class:`OnnxEncoder`, by its manifest."""
+    from .encoder import load_encoder
+
+    kind = read_manifest(directory).get("kind")
+    return OnnxEncoder.load(directory) if kind == "onnx-encoder" else load_encoder(directory)
