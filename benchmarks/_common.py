@@ -23,10 +23,15 @@ def heldout_split(experiment: Experiment, validation: ImageDataset, size: int) -
     return experiment.unused_training_images(exclude=validation).sample(size, seed=HELDOUT_SEED)
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reruns this benchmark with these arguments, every option spelled out."""
+    script = sys.argv[0].split("/")[-1]
+    return f"python benchmarks/{script} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+
+
 def run_meta(args: argparse.Namespace, seeds: tuple[int, ...], start: float) -> dict:
     """Command, date, machine, seeds and wall time of a study run."""
-    script = sys.argv[0].split("/")[-1]
-    return {"command": f"python benchmarks/{script} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+    return {"command": command_line(args),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_description(),
             "seeds": list(seeds),
             **({"validation": f"{args.val_size} training-split images no model was trained on"} if hasattr(args, "val_size") else {}),

@@ -23,14 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import command_line
 from asymret.core.manifest import atomic_write_json
 from asymret.core.space import Embeddings
-from asymret.data import load_dataset
 from asymret.encoders.onnx import OnnxEncoder, _run, export_onnx, quantize_int8
 from asymret.eval.metrics import evaluate_embeddings
 from asymret.eval.report import run_metadata
-from asymret.pipeline import Experiment
-from asymret.pipeline.runner import load_run_config
+from asymret.pipeline.runner import experiment_of, load_run_config
 
 
 def _median_seconds(run, repeats: int) -> float:
@@ -56,8 +55,7 @@ def main() -> None:
     start = time.perf_counter()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run_config = load_run_config(args.config)
-    experiment = Experiment(run_config.experiment, load_dataset(run_config.dataset_kind, run_config.dataset_root,
-                                                                **run_config.dataset_options), args.workdir)
+    experiment = experiment_of(run_config, args.workdir)
     models = experiment.models(args.seed)
     test = experiment.test_gallery
     images = [test.load(i) for i in range(len(test))]
@@ -98,7 +96,7 @@ def main() -> None:
             }
             print(role, name, json.dumps(entry["runtimes"][name]), flush=True)
         results[role] = entry
-    meta = run_metadata("python benchmarks/bench_onnx.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+    meta = run_metadata(command_line(args),
                         [args.seed], start, config=args.config, test_images=len(images), calibration_images=len(calibration))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, {"meta": meta, "results": results})

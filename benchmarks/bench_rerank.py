@@ -21,15 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import command_line
 from asymret.core.manifest import atomic_write_json
 from asymret.core.space import Embeddings
-from asymret.data import load_dataset
 from asymret.eval.report import RowRecorder, run_metadata
 from asymret.eval.rerank import choose_fusion, shortlist_metrics
 from asymret.index import GalleryIndex
-from asymret.pipeline import Experiment
 from asymret.pipeline.rerank import _SeedRerank, _Sides  # the pipeline's own sides: the same descriptors as its rows
-from asymret.pipeline.runner import load_run_config
+from asymret.pipeline.runner import experiment_of, load_run_config
 from asymret.rerank import AMESReranker, DescriptorCodec, LOCOREReranker, MaxSimReranker, PairSide, Reranking, Shortlist, global_shortlist
 
 
@@ -47,8 +46,7 @@ def main() -> None:
     run_config = load_run_config(args.config)
     if run_config.rerank is None:
         raise SystemExit(f"{args.config} has no [rerank] table")
-    experiment = Experiment(run_config.experiment, load_dataset(run_config.dataset_kind, run_config.dataset_root,
-                                                                **run_config.dataset_options), args.workdir)
+    experiment = experiment_of(run_config, args.workdir)
     cfg = run_config.rerank
     step = _SeedRerank(experiment, cfg, args.seed, RowRecorder({}))
     test = _Sides(step, "symmetric", experiment.test_queries, experiment.test_gallery)
@@ -107,7 +105,7 @@ def main() -> None:
                                         "recall@1_reranked": shortlist_metrics(subset, order, ks=(1,))["recall@1"]}
         results.append(entry)
         print(json.dumps(entry), flush=True)
-    meta = run_metadata("python benchmarks/bench_rerank.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+    meta = run_metadata(command_line(args),
                         [args.seed], start, config=args.config, queries=len(rows), gallery=len(test.global_gallery.ids),
                         budgets={"ames": [cfg.ames.query_budget, cfg.ames.database_budget],
                                  "locore": [cfg.locore.query_budget, cfg.locore.database_budget]}, codec_dim=cfg.codec_dim)

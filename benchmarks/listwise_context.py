@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import command_line
 from asymret.core.manifest import atomic_write_json
-from asymret.data import load_dataset
 from asymret.eval.report import RowRecorder, run_metadata
 from asymret.eval.rerank import choose_fusion, shortlist_metrics
-from asymret.pipeline import Experiment
 from asymret.pipeline.rerank import _SeedRerank, _Sides  # the pipeline's own sides: the same descriptors as its rows
-from asymret.pipeline.runner import load_run_config
+from asymret.pipeline.runner import experiment_of, load_run_config
 from asymret.rerank import DescriptorCodec, LOCOREReranker, PairSide, global_shortlist
 
 
@@ -46,8 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     run_config = load_run_config(args.config)
-    experiment = Experiment(run_config.experiment, load_dataset(run_config.dataset_kind, run_config.dataset_root,
-                                                                **run_config.dataset_options), args.workdir)
+    experiment = experiment_of(run_config, args.workdir)
     cfg = run_config.rerank
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -85,7 +83,7 @@ def main() -> None:
         entry["one_long_window"] = shortlist_metrics(deep, reranker.rerank(test_q, test_db, deep)[0], ks=(1,))
         results.append(entry)
         print(json.dumps(entry), flush=True)
-    meta = run_metadata("python benchmarks/listwise_context.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+    meta = run_metadata(command_line(args),
                         [int(s) for s in args.seeds.split(",")], start, config=args.config)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, {"meta": meta, "results": results})

@@ -18,14 +18,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from _common import command_line
 from asymret.core.manifest import atomic_write_json
 from asymret.core.seeds import derive_seed
-from asymret.data import load_dataset
 from asymret.eval.report import RowRecorder, run_metadata
 from asymret.eval.rerank import choose_fusion, shortlist_metrics
-from asymret.pipeline import Experiment
 from asymret.pipeline.rerank import _SeedRerank, _Sides  # the pipeline's own sides: the same descriptors as its rows
-from asymret.pipeline.runner import load_run_config
+from asymret.pipeline.runner import experiment_of, load_run_config
 from asymret.rerank import AMESReranker, DescriptorCodec, MaxSimReranker, PairSide, global_shortlist
 
 
@@ -39,8 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     run_config = load_run_config(args.config)
-    experiment = Experiment(run_config.experiment, load_dataset(run_config.dataset_kind, run_config.dataset_root,
-                                                                **run_config.dataset_options), args.workdir)
+    experiment = experiment_of(run_config, args.workdir)
     cfg, ames = run_config.rerank, run_config.rerank.ames
     step = _SeedRerank(experiment, cfg, args.seed, RowRecorder({}))
     train, validation, test = (_Sides(step, "symmetric", q, g) for q, g in (
@@ -75,7 +73,7 @@ def main() -> None:
             entry["rerankers"][name] = {**shortlist_metrics(test_short, order, ks=(1,)), "fusion": dict(reranker.fusion)}
         results.append(entry)
         print(json.dumps(entry), flush=True)
-    meta = run_metadata("python benchmarks/universal_budget.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+    meta = run_metadata(command_line(args),
                         [args.seed], start, config=args.config, query_budget=ames.query_budget, universal_train_seconds=train_seconds,
                         shortlist=cfg.shortlist, test_queries=len(test_short.candidates))
     args.out.parent.mkdir(parents=True, exist_ok=True)

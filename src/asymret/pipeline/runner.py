@@ -109,31 +109,34 @@ def load_run_config(spec: str | os.PathLike) -> RunConfig:
     return RunConfig.from_dict(data, name=name)
 
 
+def experiment_of(config: RunConfig, workdir: str | os.PathLike, root: str | None = None):
+    """The config's :class:`~asymret.pipeline.experiment.Experiment` on its dataset, caching in ``workdir``."""
+    from ..data import load_dataset
+    from .experiment import Experiment
+
+    dataset = load_dataset(config.dataset_kind, root or config.dataset_root, **config.dataset_options)
+    return Experiment(config.experiment, dataset, workdir)
+
+
 def run_rerank_only(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLike, methods: tuple[str, ...],
                     shortlist: int | None = None, root: str | None = None, command: str = "",
                     export_dir: str | os.PathLike | None = None) -> tuple[list, dict]:
     """Only the config's re-ranking rows for ``methods`` (its models, ψ's, codecs and re-rankers from the cache in
     ``workdir`` when there, trained otherwise): what ``asymret evaluate --config … --rerank …`` prints, and with
     ``export_dir`` what ``asymret rerank-train`` saves."""
-    from ..data import load_dataset
-    from .experiment import Experiment
     from .rerank import run_rerank
 
     if config.rerank is None:
         raise ValueError(f"run config {config.name!r} has no [rerank] table: nothing says how to re-rank")
     settings = dataclasses.replace(config.rerank, methods=tuple(methods), shortlist=shortlist or config.rerank.shortlist)
-    dataset = load_dataset(config.dataset_kind, root or config.dataset_root, **config.dataset_options)
-    return run_rerank(Experiment(config.experiment, dataset, workdir), settings, out_dir, command=command, export_dir=export_dir)
+    return run_rerank(experiment_of(config, workdir, root), settings, out_dir, command=command, export_dir=export_dir)
 
 
 def run(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLike, root: str | None = None, command: str = "") -> dict:
     """Run the experiment (and the comparison, if configured); returns the results' metadata."""
-    from ..data import load_dataset
     from .compare import run_comparison
-    from .experiment import Experiment
 
-    dataset = load_dataset(config.dataset_kind, root or config.dataset_root, **config.dataset_options)
-    experiment = Experiment(config.experiment, dataset, workdir)
+    experiment = experiment_of(config, workdir, root)
     _, meta = experiment.run(Path(out_dir) / "experiment", command=command)
     if config.compare is not None:
         _, compare_meta = run_comparison(experiment, config.compare, Path(out_dir) / "compare", command=command)

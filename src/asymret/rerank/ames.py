@@ -31,7 +31,7 @@ from ..core.settings import strict_settings
 from ..training import TrainConfig, train
 from .base import LearnedReranker, PairSide, Reranker
 
-__all__ = ["AMESConfig", "PairTransformer", "AMESReranker", "MaxSimReranker", "maxsim"]
+__all__ = ["AMESConfig", "PairTransformer", "AMESReranker", "MaxSimReranker", "maxsim", "attention_block", "add_maxsim_prior"]
 
 
 @dataclass(frozen=True)
@@ -77,18 +77,10 @@ class PairTransformer(nn.Module):
         nn.init.normal_(self.matching_token, std=0.02)
         nn.init.normal_(self.side, std=0.02)
 
-        def block() -> nn.TransformerEncoderLayer:
-            return nn.TransformerEncoderLayer(d, config.heads, config.ffn, dropout=0.0, batch_first=True)
-
-        self.within = nn.ModuleList(block() for _ in range(config.layers))
-        self.across = nn.ModuleList(block() for _ in range(config.layers))
+        self.within = nn.ModuleList(attention_block(config) for _ in range(config.layers))
+        self.across = nn.ModuleList(attention_block(config) for _ in range(config.layers))
         self.head = nn.Linear(d, 1)
-        self.maxsim_prior = config.maxsim_prior and query_dim == database_dim
-        if config.maxsim_prior and not self.maxsim_prior:
-            raise ValueError(f"maxsim_prior needs descriptors of one dimension on both sides (got {query_dim} and {database_dim})")
-        if self.maxsim_prior:  # logit += exp(log_scale)·(maxsim − offset), starting as a sharp matcher
-            self.log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
-            self.offset = nn.Parameter(torch.tensor(0.5))
+        self.maxsim_prior = add_maxsim_prior(self, config.maxsim_prior, query_dim, database_dim)
 
     @staticmethod
     def _masks(nq: int, nd: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,6 +117,22 @@ class PairTransformer(nn.Module):
         if self.maxsim_prior:
             logit = logit + self.log_scale.exp() * (maxsim(q, q_valid, db, db_valid) - self.offset)
         return logit
+
+
+def attention_block(config) -> nn.TransformerEncoderLayer:
+    """One pre-built transformer block of a re-ranker (``config``: dim, heads, ffn)."""
+    return nn.TransformerEncoderLayer(config.dim, config.heads, config.ffn, dropout=0.0, batch_first=True)
+
+
+def add_maxsim_prior(module: nn.Module, wanted: bool, query_dim: int, database_dim: int) -> bool:
+    """Give ``module`` the MaxSim prior's parameters — logit += exp(log_scale)·(maxsim − offset), starting as a sharp
+    matcher — when ``wanted``; it needs descriptors of one dimension on both sides."""
+    if wanted and query_dim != database_dim:
+        raise ValueError(f"maxsim_prior needs descriptors of one dimension on both sides (got {query_dim} and {database_dim})")
+    if wanted:
+        module.log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
+        module.offset = nn.Parameter(torch.tensor(0.5))
+    return wanted
 
 
 def maxsim(q: torch.Tensor, q_valid: torch.Tensor, db: torch.Tensor, db_valid: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..core.settings import strict_settings
 from ..training import TrainConfig, train
-from .ames import maxsim
+from .ames import add_maxsim_prior, attention_block, maxsim
 from .base import LearnedReranker, PairSide
 from .shortlist import Shortlist
 
@@ -102,18 +102,10 @@ class ListTransformer(nn.Module):
         for parameter in (self.kind, self.role, self.separator):
             nn.init.normal_(parameter, std=0.02)
 
-        def block() -> nn.TransformerEncoderLayer:
-            return nn.TransformerEncoderLayer(d, config.heads, config.ffn, dropout=0.0, batch_first=True)
-
-        self.within = nn.ModuleList(block() for _ in range(config.layers))
-        self.across = nn.ModuleList(block() for _ in range(config.layers))
+        self.within = nn.ModuleList(attention_block(config) for _ in range(config.layers))
+        self.across = nn.ModuleList(attention_block(config) for _ in range(config.layers))
         self.head = nn.Linear(d, 1)
-        self.maxsim_prior = config.maxsim_prior and query_dim == database_dim
-        if config.maxsim_prior and not self.maxsim_prior:
-            raise ValueError(f"maxsim_prior needs descriptors of one dimension on both sides (got {query_dim} and {database_dim})")
-        if self.maxsim_prior:
-            self.log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
-            self.offset = nn.Parameter(torch.tensor(0.5))
+        self.maxsim_prior = add_maxsim_prior(self, config.maxsim_prior, query_dim, database_dim)
 
     def _image(self, global_vec: torch.Tensor, local: torch.Tensor, xy: torch.Tensor, role: int, global_in: nn.Module,
                local_in: nn.Module) -> torch.Tensor:
