@@ -34,6 +34,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-quick"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budgets", default="2,4,8,16")
+    parser.add_argument("--storage", choices=("float16", "binary"), default="float16",
+                        help="the database descriptors' storage (the run's codec for it is used)")
+    parser.add_argument("--max-bytes", type=int, default=1024,
+                        help="byte cap per database image for the budget chosen on validation")
     parser.add_argument("--out", type=Path, default=Path("docs/universal_budget.json"))
     args = parser.parse_args()
     start = time.perf_counter()
@@ -44,7 +48,7 @@ def main() -> None:
     train, validation, test = (_Sides(step, "symmetric", q, g) for q, g in (
         (experiment.train, experiment.train), (experiment.validation, experiment.validation),
         (experiment.test_queries, experiment.test_gallery)))
-    tag = f"seed{args.seed}/symmetric-float16"
+    tag = f"seed{args.seed}/symmetric-{args.storage}"
     codec = DescriptorCodec.load(experiment.cache.directory("codec", tag))
 
     def sides(split: _Sides, database_budget: int) -> tuple[PairSide, PairSide]:
@@ -52,7 +56,7 @@ def main() -> None:
                 PairSide.from_local(split.local_gallery, database_budget, codec=codec))
 
     fixed = AMESReranker.load(experiment.cache.directory("reranker", tag))
-    settings = dataclasses.replace(ames, universal=True, seed=derive_seed(args.seed, "ames", "symmetric", "float16"))
+    settings = dataclasses.replace(ames, universal=True, seed=derive_seed(args.seed, "ames", "symmetric", args.storage))
     train_q, train_db = sides(train, ames.database_budget)
     recipe = {"ames": asdict(settings), "query": train_q.space.fingerprint, "database": train_db.space.fingerprint,
               "global": [train.global_queries.space.fingerprint, train.global_gallery.space.fingerprint], "data": experiment.train.fingerprint()}
@@ -68,16 +72,30 @@ def main() -> None:
         val_q, val_db = sides(validation, budget)
         test_q, test_db = sides(test, budget)
         for name, reranker in rerankers.items():
-            reranker.fusion, _ = choose_fusion(*reranker.fusion_logits(val_q, val_db, val_short))
+            reranker.fusion, grid = choose_fusion(*reranker.fusion_logits(val_q, val_db, val_short))
+            validation_r1 = next(row["recall@1"] for row in grid
+                                 if (row["lambda"], row["gamma"]) == (reranker.fusion["lambda"], reranker.fusion["gamma"]))
             order, _ = reranker.rerank(test_q, test_db, test_short)
-            entry["rerankers"][name] = {**shortlist_metrics(test_short, order, ks=(1,)), "fusion": dict(reranker.fusion)}
+            entry["rerankers"][name] = {**shortlist_metrics(test_short, order, ks=(1,)), "fusion": dict(reranker.fusion),
+                                        "validation_recall@1": validation_r1}
         results.append(entry)
         print(json.dumps(entry), flush=True)
+    # The deployment's choice, made on the validation classes only: per re-ranker, the budget that fits the byte cap
+    # with the best validation R@1 — and what it gives on test.
+    fitting = [e for e in results[1:] if e["database_bytes_per_image"] <= args.max_bytes]
+    chosen = {}
+    for name in rerankers:
+        best = max(fitting, key=lambda e: (e["rerankers"][name]["validation_recall@1"], -e["database_budget"]), default=None)
+        if best is not None:
+            chosen[name] = {"database_budget": best["database_budget"], "database_bytes_per_image": best["database_bytes_per_image"],
+                            "validation_recall@1": best["rerankers"][name]["validation_recall@1"],
+                            "recall@1": best["rerankers"][name]["recall@1"]}
     meta = run_metadata(command_line(args),
-                        [args.seed], start, config=args.config, query_budget=ames.query_budget, universal_train_seconds=train_seconds,
+                        [args.seed], start, config=args.config, storage=args.storage, max_bytes=args.max_bytes,
+                        query_budget=ames.query_budget, universal_train_seconds=train_seconds,
                         shortlist=cfg.shortlist, test_queries=len(test_short.candidates))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out, {"meta": meta, "results": results})
+    atomic_write_json(args.out, {"meta": meta, "results": results, "chosen_on_validation": chosen})
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: Fashion-MNIST, and the CJK fonts of the glyph benchmark (docs/GLYPHS.md names their licences)
+# Debian packages: Fashion-MNIST, the CJK fonts of the glyph benchmark (docs/GLYPHS.md names their licences), and
+# the headless Chromium + driver the web page's browser test drives (nothing downloads a browser)
 DEBIAN_PACKAGES=(dataset-fashion-mnist fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-arphic-gbsn00lp
-                 fonts-arphic-gkai00mp fonts-wqy-zenhei fonts-wqy-microhei)
+                 fonts-arphic-gkai00mp fonts-wqy-zenhei fonts-wqy-microhei chromium chromium-driver)
 MISSING=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || MISSING+=("$package")
@@ -28,5 +29,5 @@ if ! .venv/bin/python -c "import torch, torchvision; assert torch.__version__.st
   .venv/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 fi
 echo "[setup] installing asymret and its pinned dependencies"
-.venv/bin/pip install -q --disable-pip-version-check -e ".[dev,deploy]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[dev,deploy,serve]"
 echo "[setup] done: $(.venv/bin/asymret --help >/dev/null && echo 'asymret CLI ready')"

@@ -439,6 +439,43 @@ def search_cmd(
         out.print(table)
 
 
+@app.command("serve")
+def serve_cmd(
+    index_dir: Path = typer.Option(..., "--index", "-i", help="index folder to serve (hot-swappable through /admin/index)"),
+    query_model: Path = typer.Option(..., "--query-model", "-q", help="query model folder (torch, or exported by export-query: run by onnxruntime)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="the gallery's dataset (as for build-index): thumbnails on the page; default none"),
+    root: Optional[str] = RootOpt, split: str = typer.Option("test", "--split", help="the gallery's split"),
+    results: Optional[Path] = typer.Option(None, "--results", help="an evaluation run's folder (results.json, plots) for /results"),
+    worst_queries: int = typer.Option(0, "--worst-queries", min=0, help="with --dataset: this many labelled queries searched for /results' worst queries"),
+    host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port"),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.001),
+    max_k: int = typer.Option(100, "--max-k", min=1),
+) -> None:
+    """Serve the index over HTTP: POST /search (an image or an embedding + its space), a web page at /, health
+    checks, index hot swap (admin endpoints: set ASYMRET_ADMIN_TOKEN)."""
+    _setup()
+    try:
+        import uvicorn
+
+        from .service import ServiceConfig, create_app
+    except ImportError as error:
+        _fail(f"asymret serve needs the 'serve' extra (pip install -e '.[serve]'): {error}")
+    gallery = queries = None
+    if dataset:
+        gallery = _dataset(dataset, root, split, None)
+        if worst_queries:
+            queries = gallery.select(role="query").sample(worst_queries, seed=0)
+    config = ServiceConfig(index=str(index_dir), query_model=str(query_model), gallery=gallery, queries=queries,
+                           results=str(results) if results else None, admin_token=os.environ.get("ASYMRET_ADMIN_TOKEN") or None,
+                           max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_k=max_k)
+    try:
+        application = create_app(config)
+    except (FileNotFoundError, ValueError) as error:  # SpaceMismatchError is a ValueError: a foreign index
+        _fail(f"cannot serve: {error}")
+    out.print(f"serving {index_dir} at http://{host}:{port}/ (admin endpoints {'on' if config.admin_token else 'off: set ASYMRET_ADMIN_TOKEN'})")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     index_dir: Optional[Path] = typer.Option(None, "--index", "-i", help="index folder"),

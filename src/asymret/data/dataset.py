@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Sequence
 
 import numpy as np
 
@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 class ImageLoadError(RuntimeError):
     """An image could not be read or decoded. Extraction reports it and skips the item."""
+
+
+class ImageTooLargeError(ImageLoadError):
+    """An image with more pixels than :func:`max_image_pixels` (a decompression bomb?), refused before decoding."""
 
 
 #: images above this many pixels are refused (Pillow's own default; ``ASYMRET_MAX_IMAGE_PIXELS`` overrides it)
@@ -35,17 +39,20 @@ def max_image_pixels() -> int:
         raise ValueError(f"ASYMRET_MAX_IMAGE_PIXELS must be a number of pixels, got {value!r}") from None
 
 
-def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
-    """An image file as an HxWxC uint8 array — the one place images are opened.
+def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str | None = None) -> np.ndarray:
+    """An image file (a path or an open binary file, e.g. an upload) as an HxWxC uint8 array — the one place images
+    are opened.
 
     Anything Pillow refuses (unreadable, truncated, not an image, or a decompression bomb: more pixels than
     :func:`max_image_pixels`, checked from the header before decoding) raises :class:`ImageLoadError`, which every
-    loader, extraction, training and search path reports and skips.
+    loader, extraction, training, search and service path reports and skips.  ``name`` names the image in messages
+    (default: the path).
     """
     import warnings
 
     from PIL import Image
 
+    name = name or str(path)
     limit = max_image_pixels()
     try:
         with warnings.catch_warnings():
@@ -54,14 +61,16 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
             with Image.open(path) as image:
                 width, height = image.size
                 if width * height > limit:
-                    raise ImageLoadError(f"cannot read image {path}: {width}×{height} = {width * height:,} pixels is over the "
+                    raise ImageTooLargeError(f"cannot read image {name}: {width}×{height} = {width * height:,} pixels is over the "
                                          f"limit of {limit:,} (a decompression bomb?); raise ASYMRET_MAX_IMAGE_PIXELS to allow it")
                 image.load()
                 image = image.convert(mode)
     except ImageLoadError:
         raise
+    except Image.UnidentifiedImageError as error:  # its message names the file object, not the image
+        raise ImageLoadError(f"cannot read image {name}: not an image format Pillow can read") from error
     except Exception as error:  # Pillow raises many types for bad files (its bomb warning is one too)
-        raise ImageLoadError(f"cannot read image {path}: {type(error).__name__}: {error}") from error
+        raise ImageLoadError(f"cannot read image {name}: {type(error).__name__}: {error}") from error
     array = np.asarray(image, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
 
