@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -477,3 +478,40 @@ def test_export_query_to_onnx_and_int8_then_search_with_it(built, tmp_path):
     foreign = tmp_path / "gallery-onnx"
     ok("export-query", "-q", built["g_small"], "-o", foreign, "--size", "8", *_data_args(built)[:-2])
     assert "another embedding space" in fails_cleanly("search", "-i", built["index"], "-q", foreign, image)
+
+
+def test_export_query_then_serve_answers_as_search_does(built, tmp_path):
+    """`asymret export-query` then `asymret serve` (a real process on loopback): the service's answer to an image
+    equals `asymret search`'s; the gallery's thumbnails are served; SIGTERM stops it."""
+    import httpx
+
+    from asymret.service.server import free_port
+
+    exported = tmp_path / "query-onnx"
+    ok("export-query", "-q", built["query"], "-o", exported, "--size", "8", *_data_args(built)[:-2])
+    image = built["data"] / "class4" / "05.png"
+    by_cli = json.loads(ok("search", "-i", built["index"], "-q", exported, "-k", "5", "--json", image))[0]["results"]
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "asymret"), "serve", "-i", str(built["index"]), "-q", str(exported),
+                               "--dataset", "folder", "--root", str(built["data"]), "--split", "test", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"asymret serve exited: {server.stdout.read()}"
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "asymret serve did not become ready in 60 s"
+            time.sleep(0.2)
+        response = httpx.post(url + "/search", files={"image": ("q.png", image.read_bytes(), "image/png")}, data={"k": "5"}, timeout=30)
+        hits = response.json()["queries"][0]["results"]
+        assert [hit["id"] for hit in hits] == [r["id"] for r in by_cli]
+        np.testing.assert_allclose([hit["score"] for hit in hits], [r["score"] for r in by_cli], atol=1e-5)
+        assert httpx.get(url + hits[0]["thumbnail"], timeout=10).headers["content-type"] == "image/png"
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -3,13 +3,10 @@
 - ``service_files``: the encoder folder (an untrained convnet-xs, 16-d — the service's behaviour, not accuracy, is
   tested), index A over the tiny test split's gallery, index B over its train split (other ids), and an index of a
   *foreign* space (another encoder) — every one with per-item uncertainty.
-- ``live_server``: ``asymret serve``'s application under a real uvicorn on 127.0.0.1 (a free port), in a thread.
+- ``make_live_server``: an application under a real uvicorn on 127.0.0.1 (a free port), in a thread.
 """
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +16,7 @@ import pytest
 from asymret.core.space import Embeddings
 from asymret.encoders import create_encoder
 from asymret.index import GalleryIndex
-
-pytest.importorskip("fastapi", reason="the 'serve' extra (scripts/setup.sh installs it)")
-
+from asymret.service.server import BackgroundServer
 
 @dataclass
 class ServiceFiles:
@@ -57,35 +52,12 @@ def service_files(tmp_path_factory, tiny_dataset) -> ServiceFiles:
     return ServiceFiles(root / "query", root / "index-a", root / "index-b", root / "index-foreign", gallery, tiny_dataset, ids_a, ids_b)
 
 
-class LiveServer:
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        with socket.socket() as probe:  # a free loopback port
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @pytest.fixture
 def make_live_server():
     servers = []
 
-    def start(app) -> LiveServer:
-        servers.append(LiveServer(app))
+    def start(app) -> BackgroundServer:
+        servers.append(BackgroundServer(app))
         return servers[-1]
 
     yield start

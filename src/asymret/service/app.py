@@ -25,7 +25,6 @@ import html
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
