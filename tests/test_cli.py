@@ -480,6 +480,17 @@ def test_export_query_to_onnx_and_int8_then_search_with_it(built, tmp_path):
     assert "another embedding space" in fails_cleanly("search", "-i", built["index"], "-q", foreign, image)
 
 
+def test_embed_with_the_onnx_runtime_matches_torch(built, tmp_path):
+    store_args = ["--dataset", "folder", "--root", built["data"], "--split", "test"]
+    ok("embed", "-m", built["query"], *store_args, "--store", tmp_path / "torch")
+    output = ok("embed", "-m", built["query"], *store_args, "--store", tmp_path / "onnx", "--runtime", "onnx")
+    assert "1 shards computed" in output
+    torch_set, onnx_set = (next((tmp_path / name).glob("*-embedding/*/manifest.json")).parent for name in ("torch", "onnx"))
+    assert torch_set.relative_to(tmp_path / "torch") == onnx_set.relative_to(tmp_path / "onnx")  # the same store key
+    np.testing.assert_allclose(np.load(onnx_set / "shard_00000.npy"), np.load(torch_set / "shard_00000.npy"), atol=1e-5)
+    assert "runtime must be one of torch, onnx" in fails_cleanly("embed", "-m", built["query"], *store_args, "--runtime", "tensorrt")
+
+
 def test_export_query_then_serve_answers_as_search_does(built, tmp_path):
     """`asymret export-query` then `asymret serve` (a real process on loopback): the service's answer to an image
     equals `asymret search`'s; the gallery's thumbnails are served; SIGTERM stops it."""

@@ -82,6 +82,8 @@ RootOpt = typer.Option(None, "--root", help="dataset root (folder, CSV file, or 
 SplitOpt = typer.Option(None, "--split", help="split to use (train/test); default: the step's natural split")
 SizeOpt = typer.Option(None, "--size", min=1, help="use a seeded, class-stratified random subset of this many images")
 StoreOpt = typer.Option(Path("runs/embeddings"), "--store", help="embedding store folder (cached, resumable)")
+RuntimeOpt = typer.Option("torch", "--runtime", help="inference engine for embeddings: torch (eager) or onnx (exported once "
+                          "into the store, run by onnxruntime; the same store folders, equal within float tolerance)")
 
 
 def _fail(message: str) -> None:
@@ -123,6 +125,15 @@ def _encoder(path: Path):
         return load_encoder(path)
     except (FileNotFoundError, ValueError) as error:
         _fail(f"cannot load encoder from {path}: {error}")
+
+
+def _store(root: Path, shard_size: Optional[int] = None, runtime: str = "torch"):
+    from .store import EmbeddingStore
+
+    try:
+        return EmbeddingStore(root, shard_size=shard_size, runtime=runtime)
+    except ValueError as error:
+        _fail(str(error))
 
 
 def _parse_weights(text: str) -> dict[str, float]:
@@ -208,16 +219,18 @@ def embed_cmd(
     output: str = typer.Option("embedding", "--output", help="embedding or pooled (backbone features)"),
     shards: Optional[str] = typer.Option(None, "--shards", help="compute only these shards, e.g. 0,1,2 (for many machines)"),
     shard_size: int = typer.Option(4096, "--shard-size"),
+    runtime: str = RuntimeOpt,
 ) -> None:
     """Embed a dataset into the store (batched, sharded, resumable; reused when asked again)."""
     _setup()
-    from .store import EmbeddingStore
-
     encoder = _encoder(model)
     data = _dataset(dataset, root, split, size)
-    embedding_store = EmbeddingStore(store, shard_size=shard_size)
+    embedding_store = _store(store, shard_size=shard_size, runtime=runtime)
     wanted = [int(s) for s in shards.split(",")] if shards else None
-    report = embedding_store.extract(encoder, data, output=output, shards=wanted)
+    try:
+        report = embedding_store.extract(encoder, data, output=output, shards=wanted)
+    except ValueError as error:
+        _fail(str(error))
     directory = embedding_store.directory(encoder, data, output)
     out.print(f"{data.name}: {len(data)} images, {report.computed_shards} shards computed, {report.reused_shards} reused, "
               f"{len(report.failed_ids)} unreadable images skipped → {directory}")
@@ -264,6 +277,7 @@ def build_index_cmd(
     dataset: str = DatasetOpt, root: Optional[str] = RootOpt, split: str = typer.Option("test", "--split"),
     size: Optional[int] = SizeOpt, store: Path = StoreOpt,
     factory: str = typer.Option("Flat", "--factory", help="FAISS index factory string (Flat = exact inner product)"),
+    runtime: str = RuntimeOpt,
 ) -> None:
     """Embed the gallery with every gallery model, map it into the query space, average, and index it.
 
@@ -277,7 +291,6 @@ def build_index_cmd(
     from .gallery import CMCEEnsemble
     from .index import GalleryIndex
     from .core.manifest import SpaceMismatchError
-    from .store import EmbeddingStore
 
     if gallery_model and transform and len(gallery_model) != len(transform):
         _fail(f"{len(gallery_model)} --gallery-model but {len(transform)} --transform: give one ψ per gallery model "
@@ -286,7 +299,7 @@ def build_index_cmd(
         _fail("several --gallery-model without --transform: an ensemble needs one ψ per gallery model")
     q_enc = _encoder(query_model)
     data = _dataset(dataset, root, split, size, role="gallery")
-    embedding_store = EmbeddingStore(store)
+    embedding_store = _store(store, runtime=runtime)
     uncertainty = None
     try:
         if gallery_model and not transform:  # one model alone: it must already embed into the query space

@@ -204,12 +204,12 @@ KILL_SCRIPT = textwrap.dedent(
     original = EmbeddingStore._write_shard
     written = []
 
-    def write_then_die(self, directory, shard, vectors, ids, failed):
+    def write_then_die(self, directory, shard, vectors, ids, failed, *rest):
         if len(written) == kill_after:
             # die half-way through the next shard: its vectors are on disk but not its (completing) id file
             np.save(directory / f"shard_{shard:05d}.npy", vectors)
             os.kill(os.getpid(), signal.SIGKILL)
-        original(self, directory, shard, vectors, ids, failed)
+        original(self, directory, shard, vectors, ids, failed, *rest)
         written.append(shard)
 
     EmbeddingStore._write_shard = write_then_die
@@ -328,3 +328,38 @@ def test_a_shard_written_with_other_boundaries_is_not_taken_for_this_one(tmp_pat
     emb = EmbeddingStore.load(directory, data)
     assert emb.ids.tolist() == data.ids.tolist()
     np.testing.assert_allclose(emb.vectors, _expected_vectors(encoder, data), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ runtimes
+def test_onnx_runtime_gives_torchs_embeddings_in_the_same_folder_and_resumes_torchs_shards(tmp_path, image_dir_dataset):
+    """onnxruntime as the inference engine: the same store folder and embeddings within tolerance; shards computed
+    by torch are reused and the missing ones computed by onnxruntime (one folder, both runtimes recorded); an
+    unreadable image is skipped the same way."""
+    encoder = _encoder()
+    data = image_dir_dataset
+    by_torch = EmbeddingStore(tmp_path / "torch", shard_size=3).get(encoder, data)
+    mixed = EmbeddingStore(tmp_path / "mixed", shard_size=3)
+    mixed.extract(encoder, data, shards=[0])
+    onnx_store = EmbeddingStore(tmp_path / "mixed", shard_size=3, batch_size=2, runtime="onnx")
+    report = onnx_store.extract(encoder, data)
+    assert (report.computed_shards, report.reused_shards) == (2, 1)
+    directory = onnx_store.directory(encoder, data)
+    assert directory.relative_to(tmp_path / "mixed") == mixed.directory(encoder, data).relative_to(tmp_path / "mixed")
+    manifest = read_manifest(directory, kind="embedding-set")
+    assert manifest["runtimes"] == ["onnx", "torch"] and manifest["failed_ids"] == by_torch_failed(tmp_path / "torch", encoder, data)
+    by_onnx = onnx_store.get(encoder, data)
+    assert by_onnx.ids.tolist() == by_torch.ids.tolist() and by_onnx.space == by_torch.space
+    np.testing.assert_allclose(by_onnx.vectors, by_torch.vectors, atol=1e-5)
+    assert (tmp_path / "mixed" / "_onnx" / encoder.fingerprint() / "model.onnx").is_file()  # exported once, reused
+    assert EmbeddingStore.load(directory).space == encoder.space()
+
+
+def by_torch_failed(root, encoder, data):
+    return read_manifest(EmbeddingStore(root).directory(encoder, data), kind="embedding-set")["failed_ids"]
+
+
+def test_onnx_runtime_refuses_what_it_cannot_compute(tmp_path, tiny_dataset):
+    with pytest.raises(ValueError, match="runtime must be one of torch, onnx"):
+        EmbeddingStore(tmp_path, runtime="tensorrt")
+    with pytest.raises(ValueError, match="embeddings only"):
+        EmbeddingStore(tmp_path, runtime="onnx").extract(_encoder(), tiny_dataset.subset(np.arange(4)), output="pooled")

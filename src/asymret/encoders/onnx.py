@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -23,7 +23,10 @@ from ..core.space import Space
 from .encoder import Encoder
 from .preprocess import Preprocess
 
-__all__ = ["export_onnx", "quantize_int8", "OnnxEncoder", "load_query_model"]
+__all__ = ["export_onnx", "quantize_int8", "OnnxEncoder", "load_query_model", "onnx_forward", "RUNTIMES"]
+
+#: inference engines for embedding (``--runtime``): torch eager, or the model exported to ONNX and run by onnxruntime
+RUNTIMES = ("torch", "onnx")
 
 ONNX_FILE = "model.onnx"
 OPSET = 17
@@ -146,3 +149,27 @@ def load_query_model(directory: str | os.PathLike) -> Encoder | OnnxEncoder:
 
     kind = read_manifest(directory).get("kind")
     return OnnxEncoder.load(directory) if kind == "onnx-encoder" else load_encoder(directory)
+
+
+def onnx_forward(encoder: Encoder, cache: str | os.PathLike) -> Callable[[Any], Any]:
+    """``encoder``'s forward pass (preprocessed (B, C, S, S) tensor → (B, d) tensor) run by onnxruntime.
+
+    The model is exported once into ``cache/<encoder fingerprint>/`` (reused afterwards: the export is checked
+    against its manifest when loaded) — the embedding store's ``runtime="onnx"``.  The embeddings equal torch's
+    within float tolerance (the export's parity is measured on a random batch and stored in its manifest).
+    """
+    import torch
+
+    directory = Path(cache) / encoder.fingerprint()
+    try:
+        exported = OnnxEncoder.load(directory)
+    except (FileNotFoundError, ValueError, KeyError):
+        rng = np.random.default_rng(0)
+        p = encoder.preprocess
+        probe = [rng.integers(0, 256, (p.input_size, p.input_size, p.channels), dtype=np.uint8) for _ in range(4)]
+        export_onnx(encoder, directory, verify_images=probe)
+        exported = OnnxEncoder.load(directory)
+    if exported.manifest.get("source_fingerprint") != encoder.fingerprint():
+        raise ValueError(f"{directory} holds the export of another model")
+    session = exported._session
+    return lambda batch: torch.from_numpy(_run(session, batch.numpy()))

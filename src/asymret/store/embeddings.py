@@ -32,6 +32,7 @@ from ..core.manifest import atomic_save_npy, atomic_write_json, read_manifest, w
 from ..core.progress import log, progress_bar
 from ..core.space import Embeddings, Space
 from ..encoders.local import LocalSpec, local_descriptors, local_space
+from ..encoders.onnx import RUNTIMES, onnx_forward
 
 #: what the store holds per image: the embedding, the pooled backbone vector, or local descriptors
 #: (``local-k<budget>[@<layer>]``, see :class:`asymret.encoders.local.LocalSpec`)
@@ -52,11 +53,16 @@ class ExtractionReport:
 class EmbeddingStore:
     """Extracts and caches embeddings (``output="embedding"``) or pooled backbone features (``"pooled"``)."""
 
-    def __init__(self, root: str | os.PathLike, shard_size: int | None = None, batch_size: int = 128) -> None:
+    def __init__(self, root: str | os.PathLike, shard_size: int | None = None, batch_size: int = 128, runtime: str = "torch") -> None:
         """``shard_size``: images per shard of *new* folders (default :data:`DEFAULT_SHARD_SIZE`); a folder
-        already started keeps its own (see :meth:`shard_size_of`)."""
+        already started keeps its own (see :meth:`shard_size_of`).  ``runtime``: ``"torch"`` (eager) or ``"onnx"``
+        (the model exported once into ``root/_onnx/`` and run by onnxruntime; embeddings only) — the same store
+        folders either way: the embeddings agree within float tolerance, and each shard records its runtime."""
         if shard_size is not None and int(shard_size) < 1:
             raise ValueError(f"shard_size must be at least 1, got {shard_size}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        self.runtime = runtime
         self.root = Path(root)
         self.requested_shard_size = None if shard_size is None else int(shard_size)
         self.shard_size = self.requested_shard_size or DEFAULT_SHARD_SIZE
@@ -120,7 +126,8 @@ class EmbeddingStore:
         todo = [s for s in wanted if s not in finished]
         failed: list[str] = []
         encoder.eval()
-        forward = self._forward(encoder, output)
+        forward = self._forward(encoder, output) if todo else None
+        runtime = self.runtime if output == "embedding" else "torch"
         rows_todo = sum(len(self._shard_rows(dataset, s, size)) for s in todo)
         with progress_bar(rows_todo, f"embed {dataset.name} with {encoder.name}") as advance, torch.no_grad():
             for shard in todo:
@@ -136,7 +143,7 @@ class EmbeddingStore:
                         ids += dataset.ids[kept].tolist()
                     advance(len(rows[start : start + self.batch_size]))
                 matrix = np.concatenate(vectors) if vectors else np.zeros((0, space.dim), np.float32)
-                self._write_shard(directory, shard, matrix.astype(np.float32), ids, shard_failed)
+                self._write_shard(directory, shard, matrix.astype(np.float32), ids, shard_failed, runtime)
                 finished.add(shard)
                 failed += shard_failed
         reused = len(wanted) - len(todo)
@@ -144,10 +151,11 @@ class EmbeddingStore:
             self._finalize(directory, encoder, dataset, output, space, size)
         return ExtractionReport(len(todo), reused, failed)
 
-    @staticmethod
-    def _forward(encoder: Encoder, output: str):
+    def _forward(self, encoder: Encoder, output: str):
         if output == "embedding":
-            return encoder
+            return onnx_forward(encoder, self.root / "_onnx") if self.runtime == "onnx" else encoder
+        if self.runtime != "torch":
+            raise ValueError(f"runtime {self.runtime!r} computes embeddings only; {output!r} needs runtime 'torch'")
         if output == "pooled":
             return encoder.pooled
         spec = LocalSpec.from_output(output)
@@ -173,13 +181,13 @@ class EmbeddingStore:
         log.warning("%s does not hold rows of shard %d with shard size %d: recomputing it", marker, shard, shard_size)
         return False
 
-    def _write_shard(self, directory: Path, shard: int, vectors: np.ndarray, ids: list[str], failed: list[str]) -> None:
+    def _write_shard(self, directory: Path, shard: int, vectors: np.ndarray, ids: list[str], failed: list[str], runtime: str = "torch") -> None:
         bad = ~np.isfinite(vectors).all(axis=1) if len(vectors) else np.zeros(0, dtype=bool)
         if bad.any():  # never store a broken embedding: it would poison every search that reads it
             raise ValueError(f"the model produced NaN or inf for {int(bad.sum())} images of shard {shard} "
                              f"(e.g. {np.asarray(ids)[bad][0]!r}); nothing of this shard was written")
         atomic_save_npy(directory / f"shard_{shard:05d}.npy", vectors)
-        atomic_write_json(directory / f"shard_{shard:05d}.json", {"ids": ids, "failed": failed, "count": len(ids)})
+        atomic_write_json(directory / f"shard_{shard:05d}.json", {"ids": ids, "failed": failed, "count": len(ids), "runtime": runtime})
 
     def _finalize(self, directory: Path, encoder: Encoder, dataset: ImageDataset, output: str, space: Space, shard_size: int) -> None:
         metas = [json.loads((directory / f"shard_{s:05d}.json").read_text()) for s in range(self.num_shards(dataset, shard_size))]
@@ -195,6 +203,7 @@ class EmbeddingStore:
             "num_shards": len(metas),
             "shard_size": shard_size,
             "failed_ids": [item for m in metas for item in m["failed"]],
+            "runtimes": sorted({m.get("runtime", "torch") for m in metas}),  # shards may come from either engine
         })
 
     # ------------------------------------------------------------------ reading
