@@ -3,7 +3,6 @@ browser is downloaded): pick a query image, see the top-k thumbnails the index r
 from __future__ import annotations
 
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -13,25 +12,17 @@ from asymret.core.space import Embeddings
 from asymret.encoders import load_encoder
 from asymret.index import load_index
 from asymret.service import ServiceConfig, create_app
+from asymret.service.browser import headless_chromium
 
-from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
 @pytest.fixture
 def browser():
-    if not (CHROMIUM and CHROMEDRIVER):  # scripts/setup.sh installs both: missing is a broken set-up, not a skip
-        pytest.fail("headless Chromium needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    try:
+        driver = headless_chromium()
+    except RuntimeError as error:  # scripts/setup.sh installs it: missing is a broken set-up, not a skip
+        pytest.fail(str(error))
     yield driver
     driver.quit()
 

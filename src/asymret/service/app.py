@@ -359,5 +359,5 @@ _HEAD = """<!doctype html><html><head><meta charset=utf-8><title>{title}</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}
 figure{{display:inline-block;margin:4px;text-align:center;font-size:12px}} .hit img{{outline:3px solid #2a2}} .miss img{{outline:3px solid #c33}}
-.plot{{max-width:640px}} .meta{{color:#666;font-family:monospace}} img{{image-rendering:pixelated}}
+.plot{{max-width:520px}} .meta{{color:#666;font-family:monospace}} img{{image-rendering:pixelated}}
 </style></head><body><h1><a href='/'>asymret</a> results</h1>"""
