@@ -14,7 +14,7 @@ PACKAGE_ROOT = Path(asymret.__file__).parent
 
 #: the data flow, bottom first; a module may import only from its own layer or one below
 LAYERS = ["core", "data", "training", "encoders", "store", "compat", "gallery", "index", "rerank", "eval",
-          "pipeline", "serve", "cli"]
+          "pipeline", "service", "cli"]
 
 
 def _layer_of(module: str) -> int | None:

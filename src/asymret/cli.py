@@ -728,6 +728,13 @@ def demo_cmd(
 
     out.print(markdown_table(rows), soft_wrap=True, markup=False, highlight=False)
     out.print(f"\n{len(config.seeds)} seeds, {meta['wall_seconds']:.0f} s; results in {output}/ (results.json, results.md, recall_at_1.png, risk_coverage.png)")
+    seed = config.seeds[0]
+    query_dir = experiment.cache.directory("encoder", f"seed{seed}/{config.query.name}")
+    exported = workdir / "query-onnx"
+    out.print(f"\nsearch it from a browser (the query model exported to ONNX, the seed-{seed} CMCE index served):\n"
+              f"  asymret export-query -q {query_dir} -o {exported}\n"
+              f"  asymret serve -i {experiment.workdir / 'index' / f'seed{seed}'} -q {exported} --dataset fashion-mnist "
+              f"--results {output} --worst-queries 200   # then open http://127.0.0.1:8000/", soft_wrap=True, markup=False, highlight=False)
 
 
 def main() -> None:  # pragma: no cover
