@@ -29,5 +29,5 @@ if ! .venv/bin/python -c "import torch, torchvision; assert torch.__version__.st
   .venv/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 fi
 echo "[setup] installing asymret and its pinned dependencies"
-.venv/bin/pip install -q --disable-pip-version-check -e ".[dev,deploy,serve]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[dev,deploy,serve,scale]"
 echo "[setup] done: $(.venv/bin/asymret --help >/dev/null && echo 'asymret CLI ready')"

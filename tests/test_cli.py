@@ -457,6 +457,24 @@ def test_evaluate_an_approximate_index_reports_its_own_recall(built, tmp_path):
     assert metric_value(output, "map@r") != pytest.approx(metric_value(exact, "map@r"), abs=0.006)
 
 
+def test_a_milvus_index_searches_and_evaluates_as_the_faiss_one(built, tmp_path):
+    """`build-index --backend milvus` (Milvus Lite in the index folder): `search` and `evaluate` give what the FAISS
+    index of the same gallery gives; building again into the folder leaves no duplicate rows."""
+    args = ["-q", built["query"], "-g", built["g_small"], "-g", built["g_medium"], "-t", built["psi_small"], "-t", built["psi_medium"],
+            *_data_args(built)]
+    for _ in range(2):  # the second run rebuilds the collection: same rows, no duplicates
+        output = ok("build-index", *args, "-o", tmp_path / "milvus", "--backend", "milvus")
+    assert f"indexed {NUM_CLASSES * PER_CLASS} gallery images (Milvus Lite" in output
+    image = built["data"] / "class3" / "07.png"
+    by_milvus = json.loads(ok("search", "-i", tmp_path / "milvus", "-q", built["query"], "-k", "5", "--reject-fraction", "0.2", "--json", image))
+    by_faiss = json.loads(ok("search", "-i", built["index"], "-q", built["query"], "-k", "5", "--reject-fraction", "0.2", "--json", image))
+    assert [r["id"] for r in by_milvus[0]["results"]] == [r["id"] for r in by_faiss[0]["results"]]
+    evaluate = ["-q", built["query"], *_data_args(built)]
+    assert metric_value(ok("evaluate", "-i", tmp_path / "milvus", *evaluate), "map@r") == \
+        pytest.approx(metric_value(ok("evaluate", "-i", built["index"], *evaluate), "map@r"), abs=1e-6)
+    assert "--backend must be faiss or milvus" in fails_cleanly("build-index", *args, "-o", tmp_path / "x", "--backend", "annoy")
+
+
 def test_export_query_to_onnx_and_int8_then_search_with_it(built, tmp_path):
     """The exported query model keeps the query space: the index takes its embeddings, and the results match."""
     exported, int8 = tmp_path / "query-onnx", tmp_path / "query-int8"

@@ -278,6 +278,10 @@ def build_index_cmd(
     size: Optional[int] = SizeOpt, store: Path = StoreOpt,
     factory: str = typer.Option("Flat", "--factory", help="FAISS index factory string (Flat = exact inner product)"),
     runtime: str = RuntimeOpt,
+    backend: str = typer.Option("faiss", "--backend", help="faiss (in-process, saved in the folder) or milvus"),
+    milvus_uri: Optional[str] = typer.Option(None, "--milvus-uri", help="with --backend milvus: a server/cluster "
+                                             "(http://host:19530); default Milvus Lite in the index folder"),
+    collection: str = typer.Option("asymret_gallery", "--collection", help="with --backend milvus: the collection (replaced)"),
 ) -> None:
     """Embed the gallery with every gallery model, map it into the query space, average, and index it.
 
@@ -318,12 +322,22 @@ def build_index_cmd(
             space.check_compatible(q_enc.space(), "the query model's embeddings")
         else:
             gallery, space = embedding_store.get(q_enc, data), q_enc.space()
-        index = GalleryIndex(space, factory=factory)
+        if backend == "milvus":
+            from .index.milvus import LITE_FILE, MilvusGalleryIndex
+
+            index = MilvusGalleryIndex(space, milvus_uri or output / LITE_FILE, collection=collection)
+            kind = f"Milvus {'Lite' if milvus_uri is None else milvus_uri}, collection {collection}"
+        elif backend == "faiss":
+            index, kind = GalleryIndex(space, factory=factory), f"FAISS {factory}"
+        else:
+            _fail(f"--backend must be faiss or milvus, not {backend!r}")
         index.add(gallery, uncertainty)
+    except ImportError as error:
+        _fail(f"--backend milvus needs the 'scale' extra (pip install -e '.[scale]'): {error}")
     except (SpaceMismatchError, ValueError, FileNotFoundError) as error:
         _fail(str(error))
     index.save(output)
-    out.print(f"indexed {len(index)} gallery images ({factory}, {space.dim}-d, query space {space.fingerprint}) → {output}")
+    out.print(f"indexed {len(index)} gallery images ({kind}, {space.dim}-d, query space {space.fingerprint}) → {output}")
 
 
 @app.command("upgrade-query")

@@ -15,11 +15,12 @@ from .base import GalleryIndexBase, QuerySpaceError, SearchResult, SpaceMismatch
 
 __all__ = [
     "GalleryIndexBase", "SearchResult", "QuerySpaceError", "SpaceMismatchError", "describe_space",
-    "compute_rejected_mask", "ExactIndex", "FaissGalleryIndex", "GalleryIndex", "load_index",
+    "compute_rejected_mask", "ExactIndex", "FaissGalleryIndex", "GalleryIndex", "MilvusGalleryIndex", "load_index",
 ]
 
 #: manifest ``backend`` → module and class that load it
-_BACKENDS = {"faiss": (".faiss_index", "FaissGalleryIndex"), "exact": (".exact", "ExactIndex")}
+_BACKENDS = {"faiss": (".faiss_index", "FaissGalleryIndex"), "exact": (".exact", "ExactIndex"),
+             "milvus": (".milvus", "MilvusGalleryIndex")}
 
 
 def load_index(directory: str | os.PathLike, expect_space: Space | None = None) -> GalleryIndexBase:
@@ -40,6 +41,10 @@ def __getattr__(name: str) -> Any:
         from .faiss_index import FaissGalleryIndex
 
         return FaissGalleryIndex
+    if name == "MilvusGalleryIndex":
+        from .milvus import MilvusGalleryIndex
+
+        return MilvusGalleryIndex
     if name == "ExactIndex":
         from .exact import ExactIndex
 

@@ -1,0 +1,239 @@
+"""A gallery index in Milvus (pymilvus ``MilvusClient``): Milvus Lite (a local file) or a Milvus server — the
+``uri`` is the only difference.
+
+One collection per index: primary key ``pos`` (the item's position, as in every asymret index), ``item`` (its
+string id), ``uncertainty`` (stored as a double so the rejection boundary is expressed exactly) and ``vector``.
+The embedding space is stored with the collection (a collection property) and checked on **every** search, so a
+collection replaced or rebuilt in another space under a running client is refused like a foreign query.
+
+Rejection runs in Milvus as a filter expression equivalent to :func:`asymret.core.uncertainty.rejection_mask`
+(the fraction rule's boundary item ``(u*, p*)``: kept = ``uncertainty < u*`` or ``uncertainty == u* and pos >
+p*``; the threshold rule: ``uncertainty <= t``; ``exclude``: ``pos not in [...]``).  Rows are written with
+*upsert* on ``pos``, and a new index replaces an existing collection of the same name, so a build that was
+interrupted and run again leaves no duplicate rows.  The saved index folder holds only a manifest naming the
+uri, the collection and the space (plus the Milvus Lite file when the uri points into the folder).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from ..core.space import Embeddings, Space
+from .base import GalleryIndexBase, SearchResult, SpaceMismatchError, describe_space
+
+__all__ = ["MilvusGalleryIndex", "LITE_FILE"]
+
+#: the Milvus Lite database file's name inside an index folder (the default uri of ``build-index --backend milvus``)
+LITE_FILE = "milvus.db"
+SPACE_PROPERTY = "asymret.space"
+FORMAT_VERSION = 1
+#: rows per insert call (Milvus caps a request's size; 64-d float vectors: ≈ 2.5 MB per call)
+BATCH = 10_000
+_INDEX_TYPES = {"FLAT": {}, "IVF_FLAT": {"nlist": 1024}, "HNSW": {"M": 16, "efConstruction": 200}}
+
+
+def _client(uri: str):
+    from pymilvus import MilvusClient
+
+    return MilvusClient(uri)
+
+
+class MilvusGalleryIndex(GalleryIndexBase):
+    """Gallery items in a Milvus collection; queries checked against the space stored with it.
+
+    ``uri``: a local ``.db`` file (Milvus Lite, started in-process by pymilvus) or ``http://host:19530`` (a
+    server or cluster).  ``index_type``: ``FLAT`` (exact), ``IVF_FLAT`` or ``HNSW`` (with ``index_params`` and
+    ``search_params`` such as ``{"nprobe": 32}`` / ``{"ef": 64}``).  Creating one replaces a collection of the
+    same name.
+    """
+
+    backend = "milvus"
+
+    def __init__(self, space: Space, uri: str | os.PathLike, collection: str = "asymret_gallery", index_type: str = "FLAT",
+                 index_params: dict[str, Any] | None = None, search_params: dict[str, Any] | None = None, _create: bool = True) -> None:
+        if not isinstance(space, Space):
+            raise TypeError(f"space must be an asymret.core.space.Space, got {type(space).__name__}")
+        if index_type not in _INDEX_TYPES:
+            raise ValueError(f"index_type must be one of {', '.join(_INDEX_TYPES)}, not {index_type!r}")
+        self._space, self.uri, self.collection = space, str(uri), collection
+        self.index_type = index_type
+        self.index_params = {**_INDEX_TYPES[index_type], **(index_params or {})}
+        self.search_params = dict(search_params or {})
+        self._ids = np.zeros(0, dtype=str)
+        self._uncertainty = np.zeros(0, dtype=np.float32)
+        if self.uri.endswith(".db"):
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        self._milvus = _client(self.uri)
+        if _create:
+            self._create_collection()
+
+    # ------------------------------------------------------------------ the collection
+    def _create_collection(self) -> None:
+        from pymilvus import DataType
+
+        if self._milvus.has_collection(self.collection):
+            self._milvus.drop_collection(self.collection)  # a fresh build: no rows of an earlier, interrupted one
+        schema = self._milvus.create_schema(auto_id=False, enable_dynamic_field=False, description="asymret gallery index")
+        schema.add_field("pos", DataType.INT64, is_primary=True)
+        schema.add_field("item", DataType.VARCHAR, max_length=1024)
+        schema.add_field("uncertainty", DataType.DOUBLE)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(self._space.dim))
+        index_params = self._milvus.prepare_index_params()
+        index_params.add_index("vector", index_type=self.index_type, metric_type="IP", params=self.index_params)
+        self._milvus.create_collection(self.collection, schema=schema, index_params=index_params,
+                                       properties={SPACE_PROPERTY: json.dumps(self._space.to_dict(), sort_keys=True)})
+
+    def _stored_space(self) -> Space:
+        properties = self._milvus.describe_collection(self.collection).get("properties", {})
+        if SPACE_PROPERTY not in properties:
+            raise SpaceMismatchError(f"Milvus collection {self.collection!r} at {self.uri} does not name its embedding space")
+        return Space.from_dict(json.loads(properties[SPACE_PROPERTY]))
+
+    # ------------------------------------------------------------------ interface
+    @property
+    def space(self) -> Space:
+        return self._space
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids
+
+    @property
+    def uncertainty(self) -> np.ndarray:
+        return self._uncertainty
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __repr__(self) -> str:
+        return f"MilvusGalleryIndex({len(self)} items, {self.index_type}, {self.collection!r} at {self.uri}, space {self._space.fingerprint})"
+
+    def add(self, embeddings: Embeddings, uncertainty: np.ndarray | None = None) -> None:
+        vectors, ids, unc = self._validate_additions(embeddings, uncertainty)
+        start = len(self)
+        for offset in range(0, len(ids), BATCH):
+            rows = [{"pos": start + offset + i, "item": item, "uncertainty": float(u), "vector": vector}
+                    for i, (item, u, vector) in enumerate(zip(ids[offset:offset + BATCH].tolist(), unc[offset:offset + BATCH].tolist(),
+                                                              vectors[offset:offset + BATCH].tolist()))]
+            self._milvus.upsert(self.collection, rows)  # upsert on pos: a retried batch never duplicates rows
+        self._ids = np.concatenate([self._ids, ids]) if len(self._ids) else ids.copy()
+        self._uncertainty = np.concatenate([self._uncertainty, unc]) if len(self._uncertainty) else unc.copy()
+
+    def kept_filter(self, reject_fraction: float | None = None, reject_threshold: float | None = None,
+                    exclude: np.ndarray | None = None) -> tuple[str, np.ndarray]:
+        """The Milvus filter expression keeping exactly the items :meth:`rejected_mask` keeps ('' = all), and that
+        mask."""
+        rejected = self.rejected_mask(reject_fraction, reject_threshold, exclude)  # validates the arguments
+        parts = []
+        count = int(np.floor(float(reject_fraction) * len(self) + 1e-9)) if reject_fraction is not None else 0
+        if count:
+            boundary = int(np.argsort(-self._uncertainty, kind="stable")[count - 1])
+            value = repr(float(self._uncertainty[boundary]))  # the float32 value, exactly, as the stored double
+            parts.append(f"(uncertainty < {value} or (uncertainty == {value} and pos > {boundary}))")
+        if reject_threshold is not None:
+            parts.append(f"uncertainty <= {float(reject_threshold)!r}")
+        if exclude is not None and np.asarray(exclude).any():
+            parts.append(f"pos not in {np.flatnonzero(exclude).tolist()}")
+        return " and ".join(parts), rejected
+
+    def _search(self, queries: Embeddings | np.ndarray, k: int, reject_fraction: float | None, reject_threshold: float | None,
+                space: Space | None, exclude: np.ndarray | None) -> SearchResult:
+        vectors, query_ids = self._validate_queries(queries, space)
+        k = self._validate_k(k)
+        stored = self._stored_space()  # every search: the collection may have been replaced under this client
+        if stored.fingerprint != self._space.fingerprint:
+            raise SpaceMismatchError(f"Milvus collection {self.collection!r} now holds space {describe_space(stored)}, "
+                                     f"this index was opened for {describe_space(self._space)}")
+        expression, rejected = self.kept_filter(reject_fraction, reject_threshold, exclude)
+        nq = len(vectors)
+        positions = np.full((nq, k), -1, dtype=np.int64)
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        if nq and len(self) and not rejected.all():
+            hits = self._milvus.search(self.collection, data=vectors.tolist(), limit=min(k, len(self)), filter=expression,
+                                       output_fields=["pos"], search_params={"metric_type": "IP", "params": self.search_params})
+            for row, found in enumerate(hits):
+                for column, hit in enumerate(found[:k]):
+                    positions[row, column] = int(hit["pos"] if "pos" in hit else hit["id"])
+                    scores[row, column] = float(hit["distance"])
+        found = positions >= 0
+        if rejected[positions[found]].any():  # the filter and rejection_mask must agree: never serve a rejected item
+            raise RuntimeError("Milvus returned an item the rejection rule drops: the filter expression is wrong")
+        ids = np.where(found, self._ids[np.where(found, positions, 0)] if len(self) else "", "")
+        return SearchResult(ids=ids, scores=scores, positions=positions, query_ids=query_ids, n_rejected=int(rejected.sum()))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike) -> None:
+        """Flush the collection and write the folder's manifest (last) naming uri, collection and space."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MANIFEST_NAME).unlink(missing_ok=True)
+        self._milvus.flush(self.collection)
+        stored = self._count()
+        if stored != len(self):
+            raise RuntimeError(f"Milvus collection {self.collection!r} holds {stored} rows, the index added {len(self)}")
+        uri = self.uri
+        try:  # a Milvus Lite file inside the folder is stored relative to it: the folder can move
+            uri = str(Path(self.uri).resolve().relative_to(directory.resolve())) if uri.endswith(".db") else uri
+        except ValueError:
+            pass
+        write_manifest(directory, kind=self.manifest_kind, fields={
+            "backend": "milvus", "format_version_milvus": FORMAT_VERSION, "uri": uri, "collection": self.collection,
+            "index_type": self.index_type, "index_params": self.index_params, "search_params": self.search_params,
+            "space": self._space.to_dict(), "query_space_fingerprint": self._space.fingerprint, "count": len(self),
+            "dim": int(self._space.dim), "normalized": bool(self._space.normalized), "metric": "ip",
+        })
+
+    def _count(self) -> int:
+        result = self._milvus.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(result[0]["count(*)"])
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, expect_space: Space | None = None) -> "MilvusGalleryIndex":
+        directory = Path(directory)
+        manifest = read_manifest(directory, kind=cls.manifest_kind)
+        if manifest.get("backend") != "milvus":
+            raise ValueError(f"{directory} holds a {manifest.get('backend')!r} gallery index, not a Milvus one")
+        space = Space.from_dict(manifest["space"])
+        if expect_space is not None:
+            expect_space.check_compatible(space, what="stored gallery index")
+        uri = manifest["uri"]
+        if uri.endswith(".db") and not os.path.isabs(uri):
+            uri = str(directory / uri)
+            if not Path(uri).exists():
+                raise FileNotFoundError(f"gallery index {directory} is missing its Milvus Lite file {manifest['uri']}")
+        self = cls(space, uri, manifest["collection"], manifest["index_type"], manifest.get("index_params"),
+                   manifest.get("search_params"), _create=False)
+        if not self._milvus.has_collection(self.collection):
+            raise FileNotFoundError(f"Milvus at {uri} has no collection {self.collection!r} (named by {directory})")
+        stored = self._stored_space()
+        if stored.fingerprint != space.fingerprint:
+            raise SpaceMismatchError(f"Milvus collection {self.collection!r} holds space {describe_space(stored)}, "
+                                     f"the index folder {directory} names {describe_space(space)}")
+        self._milvus.load_collection(self.collection)
+        rows = self._read_rows()
+        if len(rows["pos"]) != int(manifest["count"]) or not np.array_equal(rows["pos"], np.arange(len(rows["pos"]))):
+            raise ValueError(f"Milvus collection {self.collection!r} holds {len(rows['pos'])} rows at positions that are not "
+                             f"0..{int(manifest['count']) - 1}: the index named by {directory} is incomplete or was changed")
+        self._ids, self._uncertainty = rows["item"].astype(str), rows["uncertainty"].astype(np.float32)
+        return self
+
+    def _read_rows(self) -> dict[str, np.ndarray]:
+        import logging
+
+        logging.getLogger("pymilvus").setLevel(logging.ERROR)  # Milvus Lite has no server timestamp: pymilvus warns, harmlessly
+        iterator = self._milvus.query_iterator(self.collection, batch_size=BATCH, filter="", output_fields=["pos", "item", "uncertainty"])
+        rows: list[dict[str, Any]] = []
+        while True:
+            batch = iterator.next()
+            if not batch:
+                break
+            rows.extend(batch)
+        iterator.close()
+        rows.sort(key=lambda row: row["pos"])
+        return {"pos": np.array([r["pos"] for r in rows], dtype=np.int64), "item": np.array([r["item"] for r in rows], dtype=str),
+                "uncertainty": np.array([r["uncertainty"] for r in rows], dtype=np.float64)}
