@@ -130,3 +130,9 @@ def image_dir_dataset(tmp_path) -> ImageDataset:
         is_query=np.zeros(n, dtype=bool),
         is_gallery=np.ones(n, dtype=bool),
     )
+
+
+@pytest.fixture
+def png_folder_writer():
+    """:func:`write_png_folder` for tests that need their own folder (conftest cannot be imported: importlib mode)."""
+    return write_png_folder

@@ -220,6 +220,10 @@ def embed_cmd(
     shards: Optional[str] = typer.Option(None, "--shards", help="compute only these shards, e.g. 0,1,2 (for many machines)"),
     shard_size: int = typer.Option(4096, "--shard-size"),
     runtime: str = RuntimeOpt,
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors, one per core: "
+                               "the same shards and manifest)"),
+    address: Optional[str] = typer.Option(None, "--address", help="with --engine ray: an existing cluster (e.g. "
+                                          "ray://head:10001 or auto); default: a local Ray on this machine's cores"),
 ) -> None:
     """Embed a dataset into the store (batched, sharded, resumable; reused when asked again)."""
     _setup()
@@ -228,8 +232,10 @@ def embed_cmd(
     embedding_store = _store(store, shard_size=shard_size, runtime=runtime)
     wanted = [int(s) for s in shards.split(",")] if shards else None
     try:
-        report = embedding_store.extract(encoder, data, output=output, shards=wanted)
-    except ValueError as error:
+        report = embedding_store.extract(encoder, data, output=output, shards=wanted, engine=engine, address=address)
+    except ImportError as error:
+        _fail(f"--engine ray needs the 'scale' extra (pip install -e '.[scale]'): {error}")
+    except (ValueError, ConnectionError) as error:
         _fail(str(error))
     directory = embedding_store.directory(encoder, data, output)
     out.print(f"{data.name}: {len(data)} images, {report.computed_shards} shards computed, {report.reused_shards} reused, "

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -41,6 +41,42 @@ OUTPUTS = ("embedding", "pooled", "local-k<budget>[@<layer>]")
 #: 2 cores (docs/bench_extraction.json: ≈ 100/s at 112 px), so a kill loses ≈ 10 s; a 4-GFLOP model ≈ 1.5 min.
 DEFAULT_SHARD_SIZE = 256
 LAYOUT_FILE = "layout.json"
+
+
+#: where ``runtime="onnx"`` keeps its exports, inside the store root
+ONNX_CACHE = "_onnx"
+#: extraction engines: this process, or Ray Data actors (the ``scale`` extra)
+ENGINES = ("local", "ray")
+#: an engine's answer for one batch: vectors of the readable images, their rows, (id, reason) of the unreadable
+BatchResult = tuple[np.ndarray, list[int], list[tuple[str, str]]]
+
+
+def make_forward(encoder: Encoder, output: str, runtime: str, onnx_cache: Path):
+    """The batch function of one store output: preprocessed tensor → vectors tensor."""
+    if output == "embedding":
+        return onnx_forward(encoder, onnx_cache) if runtime == "onnx" else encoder
+    if output == "pooled":
+        return encoder.pooled
+    spec = LocalSpec.from_output(output)
+    return lambda batch: local_descriptors(encoder, batch, spec)
+
+
+def embed_batch(encoder: Encoder, forward, dataset: ImageDataset, rows: np.ndarray) -> BatchResult:
+    """One batch as every engine computes it: load (skipping unreadable images), preprocess, forward."""
+    images, kept, bad = load_batch(dataset, rows)
+    if not len(images):
+        return np.zeros((0, 0), np.float32), [], bad
+    with torch.no_grad():
+        return forward(encoder.preprocess(images)).float().numpy(), list(kept), bad
+
+
+def local_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: str, onnx_cache: Path,
+                  batches: list[np.ndarray]) -> Iterator[BatchResult]:
+    """The local engine: the batches in this process, in order."""
+    encoder.eval()
+    forward = make_forward(encoder, output, runtime, onnx_cache)
+    for rows in batches:
+        yield embed_batch(encoder, forward, dataset, rows)
 
 
 @dataclass
@@ -105,9 +141,20 @@ class EmbeddingStore:
         dataset: ImageDataset,
         output: str = "embedding",
         shards: Iterable[int] | None = None,
+        engine: str = "local",
+        address: str | None = None,
     ) -> ExtractionReport:
-        """Compute the missing shards (all, or only ``shards``) and write the manifest once all are there."""
+        """Compute the missing shards (all, or only ``shards``) and write the manifest once all are there.
+
+        ``engine="local"`` runs the model in this process; ``engine="ray"`` runs it in Ray Data actors (a local
+        Ray started here, or the cluster at ``address``) — the same batches, so the same shards, markers and
+        manifest, written here as each shard completes (a killed job keeps its finished shards)."""
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         space = self.space_of(encoder, output)
+        runtime = self.runtime if output == "embedding" else "torch"
+        if self.runtime != "torch" and output != "embedding":
+            raise ValueError(f"runtime {self.runtime!r} computes embeddings only; {output!r} needs runtime 'torch'")
         directory = self.directory(encoder, dataset, output)
         directory.mkdir(parents=True, exist_ok=True)
         size = self.shard_size_of(directory)
@@ -124,42 +171,47 @@ class EmbeddingStore:
             raise ValueError(f"shards must be in 0..{count - 1} for {dataset.name} (got {wanted})")
         finished = {s for s in range(count) if self._finished(directory, dataset, s, size)}
         todo = [s for s in wanted if s not in finished]
+        # the batches of every shard to compute, in order: the one unit of work of every engine
+        batches = [(shard, rows[start : start + self.batch_size]) for shard in todo
+                   for rows in [self._shard_rows(dataset, shard, size)] for start in range(0, len(rows), self.batch_size)]
         failed: list[str] = []
-        encoder.eval()
-        forward = self._forward(encoder, output) if todo else None
-        runtime = self.runtime if output == "embedding" else "torch"
-        rows_todo = sum(len(self._shard_rows(dataset, s, size)) for s in todo)
-        with progress_bar(rows_todo, f"embed {dataset.name} with {encoder.name}") as advance, torch.no_grad():
-            for shard in todo:
-                vectors, ids, shard_failed = [], [], []
-                rows = self._shard_rows(dataset, shard, size)
-                for start in range(0, len(rows), self.batch_size):
-                    images, kept, bad = load_batch(dataset, rows[start : start + self.batch_size])
-                    for item_id, reason in bad:
-                        log.warning("skipping unreadable image %s: %s", item_id, reason)
-                    shard_failed += [item_id for item_id, _ in bad]
-                    if len(images):
-                        vectors.append(forward(encoder.preprocess(images)).float().numpy())
-                        ids += dataset.ids[kept].tolist()
-                    advance(len(rows[start : start + self.batch_size]))
-                matrix = np.concatenate(vectors) if vectors else np.zeros((0, space.dim), np.float32)
-                self._write_shard(directory, shard, matrix.astype(np.float32), ids, shard_failed, runtime)
-                finished.add(shard)
-                failed += shard_failed
+        if batches:
+            if engine == "ray":
+                from .ray_engine import ray_batches
+
+                results = ray_batches(encoder, dataset, output, runtime, self.root / ONNX_CACHE, [rows for _, rows in batches], address)
+            else:
+                results = local_batches(encoder, dataset, output, runtime, self.root / ONNX_CACHE, [rows for _, rows in batches])
+            failed = self._write_shards(directory, dataset, space, batches, results, runtime, f"embed {dataset.name} with {encoder.name}")
+            finished.update(todo)
         reused = len(wanted) - len(todo)
         if len(finished) == count:
             self._finalize(directory, encoder, dataset, output, space, size)
         return ExtractionReport(len(todo), reused, failed)
 
-    def _forward(self, encoder: Encoder, output: str):
-        if output == "embedding":
-            return onnx_forward(encoder, self.root / "_onnx") if self.runtime == "onnx" else encoder
-        if self.runtime != "torch":
-            raise ValueError(f"runtime {self.runtime!r} computes embeddings only; {output!r} needs runtime 'torch'")
-        if output == "pooled":
-            return encoder.pooled
-        spec = LocalSpec.from_output(output)
-        return lambda batch: local_descriptors(encoder, batch, spec)
+    def _write_shards(self, directory: Path, dataset: ImageDataset, space: Space, batches: list[tuple[int, np.ndarray]],
+                      results: Iterable[BatchResult], runtime: str, title: str) -> list[str]:
+        """Collect the engine's results (in batch order) per shard; write each shard when its last batch is in."""
+        failed: list[str] = []
+        last_batch_of = {shard: i for i, (shard, _) in enumerate(batches)}
+        vectors: list[np.ndarray] = []
+        ids: list[str] = []
+        shard_failed: list[str] = []
+        with progress_bar(sum(len(rows) for _, rows in batches), title) as advance:
+            for i, ((shard, rows), (batch_vectors, kept, bad)) in enumerate(zip(batches, results)):
+                for item_id, reason in bad:
+                    log.warning("skipping unreadable image %s: %s", item_id, reason)
+                shard_failed += [item_id for item_id, _ in bad]
+                if len(kept):
+                    vectors.append(batch_vectors)
+                    ids += dataset.ids[kept].tolist()
+                advance(len(rows))
+                if last_batch_of[shard] == i:
+                    matrix = np.concatenate(vectors) if vectors else np.zeros((0, space.dim), np.float32)
+                    self._write_shard(directory, shard, matrix.astype(np.float32), ids, shard_failed, runtime)
+                    failed += shard_failed
+                    vectors, ids, shard_failed = [], [], []
+        return failed
 
     def _shard_rows(self, dataset: ImageDataset, shard: int, shard_size: int | None = None) -> np.ndarray:
         size = shard_size or self.shard_size

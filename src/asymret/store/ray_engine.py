@@ -1,0 +1,96 @@
+"""The Ray Data engine of the embedding store: the model runs in stateful Ray actors (one per CPU core, or per GPU).
+
+The work is the store's own list of batches (shard by shard, ``batch_size`` rows each), so an actor computes
+exactly the batches the local engine computes — the same images in the same batch, the same numbers.  The
+driver receives the results in batch order (``preserve_order``) and the store writes each shard, its marker and
+finally the manifest as in a local run: a killed job keeps its finished shards and a new run computes only the
+others.  ``address`` joins an existing cluster (``ray start --head`` / KubeRay); without it a local Ray is
+started with this machine's cores.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..data.dataset import ImageDataset
+from ..encoders.encoder import Encoder
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ray_batches", "EmbedActor"]
+
+
+class EmbedActor:
+    """A Ray Data actor: loads the model once (from the object store), then embeds the batches it is given."""
+
+    def __init__(self, encoder_ref, dataset_ref, output: str, runtime: str, onnx_cache: str, threads: int) -> None:
+        import ray
+        import torch
+
+        from .embeddings import make_forward
+
+        torch.set_num_threads(threads)
+        # Ray may hand the references over resolved already (top-level ObjectRef arguments are)
+        resolve = lambda value: ray.get(value) if isinstance(value, ray.ObjectRef) else value  # noqa: E731
+        self.encoder = resolve(encoder_ref).eval()
+        self.dataset = resolve(dataset_ref)
+        self.forward = make_forward(self.encoder, output, runtime, Path(onnx_cache))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from .embeddings import embed_batch
+
+        out: dict[str, list] = {"index": [], "vectors": [], "kept": [], "bad_ids": [], "bad_reasons": []}
+        for index, rows in zip(batch["index"], batch["rows"]):
+            vectors, kept, bad = embed_batch(self.encoder, self.forward, self.dataset, np.frombuffer(rows, dtype=np.int64))
+            out["index"].append(int(index))
+            out["vectors"].append(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+            out["kept"].append(np.asarray(kept, dtype=np.int64).tobytes())
+            out["bad_ids"].append([item for item, _ in bad])
+            out["bad_reasons"].append([reason for _, reason in bad])
+        return {"index": np.array(out["index"], dtype=np.int64),
+                **{key: _object_array(value) for key, value in out.items() if key != "index"}}
+
+
+def ray_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: str, onnx_cache: Path, batches: list[np.ndarray],
+                address: str | None = None, actors: int | None = None) -> Iterator[tuple[np.ndarray, list[int], list[tuple[str, str]]]]:
+    """The store's batches computed by Ray Data actors, yielded in batch order as ``(vectors, kept rows, bad)``."""
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # results in batch order: shards are written as they complete
+    context.enable_progress_bars = False
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    actors = actors or max(1, cpus)
+    encoder.eval()
+    work = ray.data.from_items([{"index": i, "rows": np.asarray(rows, dtype=np.int64).tobytes()} for i, rows in enumerate(batches)],
+                               override_num_blocks=max(1, min(len(batches), actors * 4)))
+    results = work.map_batches(
+        EmbedActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+        fn_constructor_kwargs={"encoder_ref": ray.put(encoder), "dataset_ref": ray.put(dataset), "output": output,
+                               "runtime": runtime, "onnx_cache": str(onnx_cache), "threads": 1})
+    expected = 0
+    for row in results.iter_rows():
+        if int(row["index"]) != expected:
+            raise RuntimeError(f"Ray returned batch {row['index']} where batch {expected} was due: the store needs them in order")
+        expected += 1
+        kept = np.frombuffer(row["kept"], dtype=np.int64).tolist()
+        vectors = np.frombuffer(row["vectors"], dtype=np.float32)
+        vectors = vectors.reshape(len(kept), -1) if kept else np.zeros((0, 0), np.float32)
+        yield vectors, kept, list(zip(row["bad_ids"], row["bad_reasons"]))
+    if expected != len(batches):
+        raise RuntimeError(f"Ray returned {expected} of {len(batches)} batches")
+
+
+def _object_array(values: list) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
