@@ -30,11 +30,12 @@ from ..core.manifest import (
 from ..core.space import Embeddings, Space
 from .base import GalleryIndexBase, SearchResult, compute_rejected_mask, describe_space
 
-__all__ = ["FaissGalleryIndex"]
+__all__ = ["FaissGalleryIndex", "recall_at_k", "tune_for_recall"]
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
 UNCERTAINTY_FILE = "uncertainty.npy"
+VECTORS_FILE = "vectors.npy"  # the float vectors of an index with exact re-ranking (memory-mapped when loaded)
 
 _METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 _METRIC_ALIASES = {"ip": "ip", "inner_product": "ip", "cosine": "ip", "l2": "l2", "euclidean": "l2"}
@@ -82,6 +83,7 @@ class FaissGalleryIndex(GalleryIndexBase):
         metric: str = "ip",
         nprobe: int | None = None,
         ef_search: int | None = None,
+        exact_rerank: int = 0,
     ) -> None:
         if not isinstance(space, Space):
             raise TypeError(f"space must be an asymret.core.space.Space, got {type(space).__name__}")
@@ -91,7 +93,7 @@ class FaissGalleryIndex(GalleryIndexBase):
         except RuntimeError as error:
             raise ValueError(f"invalid FAISS factory string {factory!r} for dim {space.dim}: {_faiss_message(error)}") from None
         self._init_state(space, index, factory, np.zeros(0, dtype=str), np.zeros(0, dtype=np.float32))
-        self.set_search_parameters(nprobe=nprobe, ef_search=ef_search)
+        self.set_search_parameters(nprobe=nprobe, ef_search=ef_search, exact_rerank=exact_rerank)
 
     def _init_state(self, space: Space, index: faiss.Index, factory: str, ids: np.ndarray, uncertainty: np.ndarray) -> None:
         self._space = space
@@ -102,6 +104,10 @@ class FaissGalleryIndex(GalleryIndexBase):
         self._selection_cache: tuple[Any, np.ndarray, np.ndarray] | None = None
         self._selectors_supported: bool | None = None  # None = not tried yet
         self._is_idmap = isinstance(faiss.downcast_index(index), (faiss.IndexIDMap, faiss.IndexIDMap2))
+        # exact re-ranking: the float vectors, kept beside the compressed index (memory-mapped from vectors.npy once
+        # saved: on disk, not in RAM) and read only for each query's shortlist of exact_rerank × k candidates
+        self._exact_rerank = 0
+        self._vectors: np.ndarray | None = None
 
     @classmethod
     def from_faiss(
@@ -174,8 +180,19 @@ class FaissGalleryIndex(GalleryIndexBase):
             f"space={describe_space(self._space)})"
         )
 
-    def set_search_parameters(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Set IVF ``nprobe`` / HNSW ``efSearch`` on the underlying index (ignored when ``None``)."""
+    def set_search_parameters(self, nprobe: int | None = None, ef_search: int | None = None, exact_rerank: int | None = None) -> None:
+        """Set IVF ``nprobe`` / HNSW ``efSearch`` on the underlying index and the exact re-ranking depth (each
+        ignored when ``None``).  ``exact_rerank=R`` (R ≥ 1) rescores each query's top ``R·k`` from the compressed
+        index with the float vectors (kept on disk once saved); it must be chosen before items are added."""
+        if exact_rerank is not None:
+            exact_rerank = int(exact_rerank)
+            if exact_rerank < 0:
+                raise ValueError(f"exact_rerank must be ≥ 0, got {exact_rerank}")
+            if exact_rerank and self._vectors is None and len(self):
+                raise ValueError("exact_rerank needs the float vectors: choose it before adding items")
+            if exact_rerank and self._vectors is None:
+                self._vectors = np.zeros((0, self._space.dim), np.float32)
+            self._exact_rerank = exact_rerank
         space = faiss.ParameterSpace()
         for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
             if value is None:
@@ -225,6 +242,8 @@ class FaissGalleryIndex(GalleryIndexBase):
             self._index.add(vectors)
         self._ids = np.concatenate([self._ids, ids]) if len(self._ids) else ids.copy()
         self._uncertainty = np.concatenate([self._uncertainty, unc]) if len(self._uncertainty) else unc.copy()
+        if self._vectors is not None:
+            self._vectors = np.concatenate([np.asarray(self._vectors), vectors])
         self._selection_cache = None
 
     # ------------------------------------------------------------------ search
@@ -239,6 +258,38 @@ class FaissGalleryIndex(GalleryIndexBase):
     ) -> SearchResult:
         vectors, query_ids = self._validate_queries(queries, space)
         k = self._validate_k(k)
+        if self._exact_rerank and len(self):
+            depth = min(len(self), k * self._exact_rerank)
+            shortlist = self._search_compressed(vectors, depth, reject_fraction, reject_threshold, exclude)
+            scores, positions = self._rescore(vectors, shortlist.positions, k)
+            return self._result(scores, positions, query_ids, shortlist.n_rejected)
+        result = self._search_compressed(vectors, k, reject_fraction, reject_threshold, exclude)
+        result.query_ids = query_ids
+        return result
+
+    def _rescore(self, queries: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of each query's shortlist (rejected items are already out of it), best ``k`` first."""
+        found = positions >= 0
+        if not found.any():
+            return (np.full((len(queries), k), self._missing_score, np.float32), np.full((len(queries), k), -1, np.int64))
+        rows = np.sort(np.unique(positions[found]))  # sorted reads: sequential-ish on a memory-mapped file
+        table = np.asarray(self._vectors[rows], dtype=np.float32)
+        gathered = table[np.searchsorted(rows, np.where(found, positions, rows[0]))]
+        exact = np.einsum("qd,qsd->qs", queries, gathered) if self._metric == "ip" else \
+            ((gathered - queries[:, None, :]) ** 2).sum(-1)
+        exact = np.where(found, exact, -np.inf if self._metric == "ip" else np.inf).astype(np.float32)
+        order = np.argsort(-exact if self._metric == "ip" else exact, axis=1, kind="stable")[:, :k]
+        scores, positions = np.take_along_axis(exact, order, axis=1), np.take_along_axis(positions, order, axis=1)
+        positions = np.where(np.isfinite(scores), positions, -1)
+        if positions.shape[1] < k:
+            pad = k - positions.shape[1]
+            positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=self._missing_score)
+        return scores, positions
+
+    def _search_compressed(self, vectors: np.ndarray, k: int, reject_fraction: float | None, reject_threshold: float | None,
+                           exclude: np.ndarray | None) -> SearchResult:
+        query_ids = None
         nq, n = len(vectors), len(self)
         rejecting = reject_fraction is not None or reject_threshold is not None or exclude is not None
         rejected, bitmap = self._selection(reject_fraction, reject_threshold, exclude) if rejecting else (None, None)
@@ -361,7 +412,10 @@ class FaissGalleryIndex(GalleryIndexBase):
         atomic_write_bytes(directory / INDEX_FILE, memoryview(index_bytes))
         files[INDEX_FILE] = {"bytes": int(index_bytes.nbytes), "sha256": _digest(memoryview(index_bytes))}
         del index_bytes
-        for name, array in ((IDS_FILE, self._ids), (UNCERTAINTY_FILE, self._uncertainty)):
+        arrays = [(IDS_FILE, self._ids), (UNCERTAINTY_FILE, self._uncertainty)]
+        if self._exact_rerank:
+            arrays.append((VECTORS_FILE, np.asarray(self._vectors, dtype=np.float32)))
+        for name, array in arrays:
             buffer = io.BytesIO()
             np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
             data = buffer.getbuffer()
@@ -382,6 +436,8 @@ class FaissGalleryIndex(GalleryIndexBase):
                 "dim": int(self._space.dim),
                 "normalized": bool(self._space.normalized),
                 "faiss_index_type": type(faiss.downcast_index(self._index)).__name__,
+                "exact_rerank": self._exact_rerank,
+                "index_bytes_per_item": files[INDEX_FILE]["bytes"] / max(1, len(self)),
                 "uncertainty_stats": _stats(self._uncertainty),
                 "files": files,
             },
@@ -422,7 +478,8 @@ class FaissGalleryIndex(GalleryIndexBase):
         if dim != space.dim:
             raise ValueError(f"{directory}: manifest dim {dim} != space dim {space.dim}")
 
-        for name in (INDEX_FILE, IDS_FILE, UNCERTAINTY_FILE):
+        exact_rerank = int(manifest.get("exact_rerank", 0))
+        for name in (INDEX_FILE, IDS_FILE, UNCERTAINTY_FILE) + ((VECTORS_FILE,) if exact_rerank else ()):
             path = directory / name
             if not path.is_file():
                 raise FileNotFoundError(f"gallery index {directory} is missing {name} (listed in its manifest)")
@@ -458,6 +515,11 @@ class FaissGalleryIndex(GalleryIndexBase):
         self = cls.__new__(cls)
         self._metric = metric
         self._init_state(space, index, factory, ids, uncertainty.reshape(-1))
+        if exact_rerank:
+            vectors = np.load(directory / VECTORS_FILE, mmap_mode="r", allow_pickle=False)  # on disk, paged in per query
+            if vectors.shape != (count, dim) or vectors.dtype != np.float32:
+                raise ValueError(f"{directory / VECTORS_FILE} holds {vectors.dtype} {vectors.shape}, expected float32 ({count}, {dim})")
+            self._vectors, self._exact_rerank = vectors, exact_rerank
         return self
 
 
@@ -514,3 +576,35 @@ def _stats(values: np.ndarray) -> dict[str, float] | None:
     if not len(values):
         return None
     return {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean())}
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each query's exact top-k positions (``exact``, (nq, k)) among its found ones (``found``)."""
+    return float(np.mean([len(set(f[f >= 0].tolist()) & set(e[e >= 0].tolist())) / max(1, int((e >= 0).sum()))
+                          for f, e in zip(found, exact)]))
+
+
+def tune_for_recall(index: FaissGalleryIndex, queries: Embeddings, exact_positions: np.ndarray, target: float,
+                    k: int = 10) -> dict[str, Any]:
+    """The smallest ``nprobe`` (IVF) or ``efSearch`` (HNSW) whose recall@k against ``exact_positions`` (the exact
+    top-k of ``queries``, e.g. a sample of gallery vectors, never test queries) reaches ``target``; the index is
+    left set to it (to the largest value tried if none reaches it).  Returns the choice and the sweep."""
+    inner = faiss.downcast_index(index.faiss_index)
+    while isinstance(inner, (faiss.IndexPreTransform, faiss.IndexRefine)):
+        inner = faiss.downcast_index(inner.index if isinstance(inner, faiss.IndexPreTransform) else inner.base_index)
+    if isinstance(inner, faiss.IndexIVF):
+        name, values = "nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if v <= inner.nlist]
+    elif isinstance(inner, faiss.IndexHNSW):
+        name, values = "ef_search", [max(k, v) for v in (16, 32, 64, 128, 256, 512, 1024)]
+    else:
+        recall = recall_at_k(index.search(queries, k=k).positions, exact_positions)
+        return {"parameter": None, "value": None, "recall": recall, "reached": recall >= target, "sweep": []}
+    sweep = []
+    for value in values:
+        index.set_search_parameters(**{name: value})
+        recall = recall_at_k(index.search(queries, k=k).positions, exact_positions)
+        sweep.append({name: value, "recall": recall})
+        if recall >= target:
+            break
+    return {"parameter": name, "value": sweep[-1][name], "recall": sweep[-1]["recall"], "reached": sweep[-1]["recall"] >= target,
+            "sweep": sweep}
