@@ -2,7 +2,8 @@
 
 On a run config's trained gallery model (seed ``--seed``): ``--images`` test images embedded into a fresh store by
 the local engine (this process, torch's threads = the cores) and by the Ray engine (a local Ray started by the
-store: one actor per core, one thread each) — the same batches, so the same files (checked: every shard equal).
+store: actors with as many threads as this process's torch, so here one actor of 2 threads) — the same batches
+and threads, so the same files (checked: every file equal, bit for bit).
 Ray's time includes starting its actors (each imports torch and receives the model); ``--repeat`` runs it again
 on a warm cluster to separate that start-up from the steady state.
 
@@ -63,7 +64,7 @@ def main() -> None:
     local_speed = runs[0]["images_per_second"]
     meta = run_metadata(command_line(args), [args.seed], start, config=args.config, model=encoder.name,
                         input_size=encoder.preprocess.input_size, images=len(data), shard_size=args.shard_size,
-                        ray_actors=os.cpu_count())
+                        ray_actors=max(1, (os.cpu_count() or 1) // torch.get_num_threads()), threads_per_actor=torch.get_num_threads())
     atomic_write_json(args.out, {"meta": meta, "runs": runs, "identical_files": identical,
                                  "ray_over_local": [r["images_per_second"] / local_speed for r in runs if r["engine"] == "ray"]})
 

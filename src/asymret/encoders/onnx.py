@@ -161,6 +161,9 @@ def onnx_forward(encoder: Encoder, cache: str | os.PathLike) -> Callable[[Any], 
     import torch
 
     directory = Path(cache) / encoder.fingerprint()
+    key = str(directory.resolve())
+    if key in _FORWARDS:  # one onnxruntime session per exported model and process: a session takes ~0.1-0.3 s to start
+        return _FORWARDS[key]
     try:
         exported = OnnxEncoder.load(directory)
     except (FileNotFoundError, ValueError, KeyError):
@@ -172,4 +175,8 @@ def onnx_forward(encoder: Encoder, cache: str | os.PathLike) -> Callable[[Any], 
     if exported.manifest.get("source_fingerprint") != encoder.fingerprint():
         raise ValueError(f"{directory} holds the export of another model")
     session = exported._session
-    return lambda batch: torch.from_numpy(_run(session, batch.numpy()))
+    _FORWARDS[key] = lambda batch: torch.from_numpy(_run(session, batch.numpy()))
+    return _FORWARDS[key]
+
+
+_FORWARDS: dict[str, Callable[[Any], Any]] = {}

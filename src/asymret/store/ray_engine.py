@@ -1,4 +1,4 @@
-"""The Ray Data engine of the embedding store: the model runs in stateful Ray actors (one per CPU core, or per GPU).
+"""The Ray Data engine of the embedding store: the model runs in stateful Ray actors spread over the cluster's CPUs.
 
 The work is the store's own list of batches (shard by shard, ``batch_size`` rows each), so an actor computes
 exactly the batches the local engine computes — the same images in the same batch, the same numbers.  The
@@ -56,9 +56,17 @@ class EmbedActor:
 
 
 def ray_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: str, onnx_cache: Path, batches: list[np.ndarray],
-                address: str | None = None, actors: int | None = None) -> Iterator[tuple[np.ndarray, list[int], list[tuple[str, str]]]]:
-    """The store's batches computed by Ray Data actors, yielded in batch order as ``(vectors, kept rows, bad)``."""
+                address: str | None = None, threads_per_actor: int | None = None) -> Iterator[tuple[np.ndarray, list[int], list[tuple[str, str]]]]:
+    """The store's batches computed by Ray Data actors, yielded in batch order as ``(vectors, kept rows, bad)``.
+
+    Each actor runs the model with ``threads_per_actor`` intra-op threads (default: this process's torch threads)
+    and reserves that many CPUs, so the cluster runs ``CPUs // threads_per_actor`` actors.  The default makes the
+    Ray engine's files identical bit for bit to the local engine's: a convolution's floating-point sums depend on
+    how many threads split them (measured on EfficientNet-Lite0: 1 vs 2 threads differ in the last bits).
+    ``threads_per_actor=1`` is one actor per core — equal within float tolerance, not bitwise.
+    """
     import ray
+    import torch
 
     if not ray.is_initialized():
         if address:
@@ -68,15 +76,16 @@ def ray_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: s
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # results in batch order: shards are written as they complete
     context.enable_progress_bars = False
+    threads = int(threads_per_actor or torch.get_num_threads())
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    actors = actors or max(1, cpus)
+    actors = max(1, cpus // threads)
     encoder.eval()
     work = ray.data.from_items([{"index": i, "rows": np.asarray(rows, dtype=np.int64).tobytes()} for i, rows in enumerate(batches)],
                                override_num_blocks=max(1, min(len(batches), actors * 4)))
     results = work.map_batches(
-        EmbedActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+        EmbedActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=min(threads, cpus),
         fn_constructor_kwargs={"encoder_ref": ray.put(encoder), "dataset_ref": ray.put(dataset), "output": output,
-                               "runtime": runtime, "onnx_cache": str(onnx_cache), "threads": 1})
+                               "runtime": runtime, "onnx_cache": str(onnx_cache), "threads": threads})
     expected = 0
     for row in results.iter_rows():
         if int(row["index"]) != expected:
