@@ -304,6 +304,7 @@ def build_index_cmd(
     milvus_uri: Optional[str] = typer.Option(None, "--milvus-uri", help="with --backend milvus: a server/cluster "
                                              "(http://host:19530); default Milvus Lite in the index folder"),
     collection: str = typer.Option("asymret_gallery", "--collection", help="with --backend milvus: the collection (replaced)"),
+    milvus_index: str = typer.Option("FLAT", "--milvus-index", help="with --backend milvus: FLAT (exact), HNSW or IVF_FLAT"),
     exact_rerank: int = typer.Option(0, "--exact-rerank", min=0, help="FAISS: rescore each query's top R·k of a compressed "
                                      "index with the float vectors (kept on disk beside it); 0 = off"),
     target_recall: Optional[float] = typer.Option(None, "--target-recall", min=0.0, max=1.0, help="FAISS IVF/HNSW: the smallest "
@@ -352,8 +353,8 @@ def build_index_cmd(
         if backend == "milvus":
             from .index.milvus import LITE_FILE, MilvusGalleryIndex
 
-            index = MilvusGalleryIndex(space, milvus_uri or output / LITE_FILE, collection=collection)
-            kind = f"Milvus {'Lite' if milvus_uri is None else milvus_uri}, collection {collection}"
+            index = MilvusGalleryIndex(space, milvus_uri or output / LITE_FILE, collection=collection, index_type=milvus_index.upper())
+            kind = f"Milvus {'Lite' if milvus_uri is None else milvus_uri}, {milvus_index.upper()} collection {collection}"
         elif backend == "faiss":
             index, kind = GalleryIndex(space, factory=factory, exact_rerank=exact_rerank), f"FAISS {factory}"
         else:
