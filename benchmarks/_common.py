@@ -1,10 +1,12 @@
-"""What the validation-split studies (ablate_cmce.py, gap_study.py) share: the split and the run's metadata."""
+"""What the benchmarks and studies share: the validation split, the run's metadata and command line, the options
+and opening of a run config's models, the served index's options."""
 from __future__ import annotations
 
 import argparse
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from asymret.data import ImageDataset
 from asymret.core.machine import machine_description
@@ -36,3 +38,33 @@ def run_meta(args: argparse.Namespace, seeds: tuple[int, ...], start: float) -> 
             "seeds": list(seeds),
             **({"validation": f"{args.val_size} training-split images no model was trained on"} if hasattr(args, "val_size") else {}),
             "wall_seconds": time.perf_counter() - start}
+
+
+def run_arguments(parser: argparse.ArgumentParser, seed: bool = True, gallery_model: bool = False) -> None:
+    """The options of a benchmark measured on a run config's trained models: ``--config``, ``--workdir`` (the run's
+    cache), ``--seed``, ``--gallery-model``."""
+    parser.add_argument("--config", default="glyphs-quick")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-quick"))
+    if seed:
+        parser.add_argument("--seed", type=int, default=0)
+    if gallery_model:
+        parser.add_argument("--gallery-model", default="gallery:lite0-ft")
+
+
+def open_run(args: argparse.Namespace):
+    """``(run config, experiment)`` of ``--config`` cached in ``--workdir``."""
+    import torch
+
+    from asymret.pipeline.runner import experiment_of, load_run_config
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    run_config = load_run_config(args.config)
+    return run_config, experiment_of(run_config, args.workdir)
+
+
+def serving_arguments(parser: argparse.ArgumentParser) -> None:
+    """The served index and query model (the demo's, exported by ``asymret export-query``) and the gallery's images."""
+    parser.add_argument("--index", type=Path, default=Path("runs/demo/default/index/seed0"))
+    parser.add_argument("--query-model", type=Path, default=Path("runs/demo/query-onnx"))
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--split", default="test")

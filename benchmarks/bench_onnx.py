@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import command_line
+from _common import command_line, open_run, run_arguments
 from asymret.core.manifest import atomic_write_json
 from asymret.core.space import Embeddings
 from asymret.encoders.onnx import OnnxEncoder, _run, export_onnx, quantize_int8
 from asymret.eval.metrics import evaluate_embeddings
 from asymret.eval.report import run_metadata
-from asymret.pipeline.runner import experiment_of, load_run_config
 
 
 def _median_seconds(run, repeats: int) -> float:
@@ -44,18 +43,13 @@ def _median_seconds(run, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="glyphs-quick")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-quick"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--gallery-model", default="gallery:lite0-ft")
+    run_arguments(parser, gallery_model=True)
     parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("docs/bench_onnx.json"))
     args = parser.parse_args()
     start = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    run_config = load_run_config(args.config)
-    experiment = experiment_of(run_config, args.workdir)
+    run_config, experiment = open_run(args)
     models = experiment.models(args.seed)
     test = experiment.test_gallery
     images = [test.load(i) for i in range(len(test))]

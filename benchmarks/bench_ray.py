@@ -20,28 +20,22 @@ from pathlib import Path
 
 import torch
 
-from _common import command_line
+from _common import command_line, open_run, run_arguments
 from asymret.core.manifest import atomic_write_json
 from asymret.eval.report import run_metadata
-from asymret.pipeline.runner import experiment_of, load_run_config
 from asymret.store import EmbeddingStore
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="glyphs-quick")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-quick"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--gallery-model", default="gallery:lite0-ft")
+    run_arguments(parser, gallery_model=True)
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/bench_ray.json"))
     args = parser.parse_args()
     start = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    run_config = load_run_config(args.config)
-    experiment = experiment_of(run_config, args.workdir)
+    run_config, experiment = open_run(args)
     encoder = experiment.models(args.seed).gallery_model(args.gallery_model)
     data = experiment.test_gallery.sample(args.images, seed=0, stratified=False)
     root = Path(tempfile.mkdtemp(prefix="bench-ray-"))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import command_line
+from _common import command_line, run_arguments
 from asymret.core.manifest import atomic_write_json
 from asymret.core.space import Embeddings
 from asymret.eval.report import RowRecorder, run_metadata
@@ -34,9 +34,7 @@ from asymret.rerank import AMESReranker, DescriptorCodec, LOCOREReranker, MaxSim
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="glyphs-quick")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-quick"))
-    parser.add_argument("--seed", type=int, default=0)
+    run_arguments(parser)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--shortlists", default="20,100,400")
     parser.add_argument("--repeats", type=int, default=3)

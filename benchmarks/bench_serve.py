@@ -16,7 +16,6 @@ index versions must only go up.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import secrets
@@ -28,20 +27,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
-from _common import command_line
+from _common import command_line, serving_arguments
 from asymret.core.manifest import atomic_write_json
 from asymret.data import load_dataset
 from asymret.encoders.onnx import load_query_model
 from asymret.eval.report import run_metadata
 from asymret.service.server import free_port
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
+from asymret.service.state import png_bytes
 
 
 class HealthProbe:
@@ -120,10 +113,7 @@ def load(url: str, make_request, concurrency: int, requests: int, seconds: float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", type=Path, default=Path("runs/demo/default/index/seed0"))
-    parser.add_argument("--query-model", type=Path, default=Path("runs/demo/query-onnx"))
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--split", default="test")
+    serving_arguments(parser)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -134,7 +124,7 @@ def main() -> None:
     start = time.perf_counter()
     dataset = load_dataset(args.dataset).select(split=args.split, role="query").sample(64, seed=0, stratified=False)
     pixels = [dataset.load(i) for i in range(len(dataset))]
-    images = [_png(p) for p in pixels]
+    images = [png_bytes(p) for p in pixels]
     model = load_query_model(args.query_model)
     embeddings = model.embed_images(pixels).tolist()
     fingerprint = model.space().fingerprint

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import command_line
+from _common import command_line, open_run, run_arguments
 from asymret.core.manifest import atomic_write_json
 from asymret.eval.report import RowRecorder, run_metadata
 from asymret.eval.rerank import choose_fusion, shortlist_metrics
 from asymret.pipeline.rerank import _SeedRerank, _Sides  # the pipeline's own sides: the same descriptors as its rows
-from asymret.pipeline.runner import experiment_of, load_run_config
 from asymret.rerank import DescriptorCodec, LOCOREReranker, PairSide, global_shortlist
 
 
@@ -38,14 +37,12 @@ def _alone(reranker: LOCOREReranker, queries: PairSide, database: PairSide, cand
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="glyphs-quick")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-quick"))
+    run_arguments(parser, seed=False)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=Path("docs/listwise_context.json"))
     args = parser.parse_args()
     start = time.perf_counter()
-    run_config = load_run_config(args.config)
-    experiment = experiment_of(run_config, args.workdir)
+    run_config, experiment = open_run(args)
     cfg = run_config.rerank
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):

@@ -10,22 +10,20 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from _common import serving_arguments
 from asymret.data import load_dataset
 from asymret.service import ServiceConfig, create_app
 from asymret.service.browser import headless_chromium
 from asymret.service.server import BackgroundServer
+from asymret.service.state import png_bytes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", type=Path, default=Path("runs/demo/default/index/seed0"))
-    parser.add_argument("--query-model", type=Path, default=Path("runs/demo/query-onnx"))
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--split", default="test")
+    serving_arguments(parser)
     parser.add_argument("--results", type=Path, default=Path("runs/demo/results"))
     parser.add_argument("--query-row", type=int, default=3, help="which query image of the split to search with")
     parser.add_argument("--out", type=Path, default=Path("docs/images/service-search.png"))
@@ -37,7 +35,7 @@ def main() -> None:
                            results=str(args.results) if args.results.is_dir() else None)
     query_file = Path(tempfile.mkdtemp()) / "query.png"
     pixels = queries.load(args.query_row)
-    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(query_file)
+    query_file.write_bytes(png_bytes(pixels))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with BackgroundServer(create_app(config)) as server:
         browser = headless_chromium(1200, 760)

@@ -18,21 +18,18 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from _common import command_line
+from _common import command_line, open_run, run_arguments
 from asymret.core.manifest import atomic_write_json
 from asymret.core.seeds import derive_seed
 from asymret.eval.report import RowRecorder, run_metadata
 from asymret.eval.rerank import choose_fusion, shortlist_metrics
 from asymret.pipeline.rerank import _SeedRerank, _Sides  # the pipeline's own sides: the same descriptors as its rows
-from asymret.pipeline.runner import experiment_of, load_run_config
 from asymret.rerank import AMESReranker, DescriptorCodec, MaxSimReranker, PairSide, global_shortlist
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="glyphs-quick")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-quick"))
-    parser.add_argument("--seed", type=int, default=0)
+    run_arguments(parser)
     parser.add_argument("--budgets", default="2,4,8,16")
     parser.add_argument("--storage", choices=("float16", "binary"), default="float16",
                         help="the database descriptors' storage (the run's codec for it is used)")
@@ -41,8 +38,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/universal_budget.json"))
     args = parser.parse_args()
     start = time.perf_counter()
-    run_config = load_run_config(args.config)
-    experiment = experiment_of(run_config, args.workdir)
+    run_config, experiment = open_run(args)
     cfg, ames = run_config.rerank, run_config.rerank.ames
     step = _SeedRerank(experiment, cfg, args.seed, RowRecorder({}))
     train, validation, test = (_Sides(step, "symmetric", q, g) for q, g in (

@@ -116,7 +116,7 @@ def test_a_folder_whose_collection_lost_rows_is_refused(tmp_path, data):
         load_index(tmp_path)
 
 
-# IVF_FLAT is not tested: on Milvus Lite its recall with nprobe = nlist varied between runs (0.82-1.0 on 600 items)
+# IVF_FLAT is not tested: on Milvus Lite its recall with nprobe = nlist was not stable between identical runs
 @pytest.mark.parametrize("index_type, search_params", [("HNSW", {"ef": 64})])
 def test_approximate_milvus_indexes_keep_rejection_and_find_the_exact_neighbours(tmp_path, data, index_type, search_params):
     gallery, uncertainty, queries, faiss_index = data

@@ -6,13 +6,13 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from asymret.core.space import Embeddings
 from asymret.encoders import load_encoder
 from asymret.index import load_index
 from asymret.service import ServiceConfig, create_app
 from asymret.service.browser import headless_chromium
+from asymret.service.state import png_bytes
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -33,7 +33,7 @@ def test_upload_an_image_and_see_the_top_k_thumbnails(service_files, make_live_s
     row = 7
     pixels = service_files.gallery.load(row)
     query_file = tmp_path / "query.png"
-    Image.fromarray(pixels[:, :, 0]).save(query_file)
+    query_file.write_bytes(png_bytes(pixels))
     index = load_index(service_files.index_a)
     vector = load_encoder(service_files.encoder).embed_images([pixels])
     expected = index.search(Embeddings(vector, np.array(["q"]), index.space), k=5).ids[0].tolist()

@@ -2,7 +2,6 @@
 answered with a 4xx (the server keeps answering), admin behind a token, hot swap without a dropped or mixed request."""
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -16,14 +15,7 @@ from asymret.core.space import Embeddings
 from asymret.encoders import load_encoder
 from asymret.index import load_index
 from asymret.service import ServiceConfig, create_app
-
-from PIL import Image
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
+from asymret.service.state import png_bytes
 
 
 @pytest.fixture(scope="module")

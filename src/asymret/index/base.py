@@ -91,25 +91,32 @@ class GalleryIndexBase(ABC):
     #: the ``kind`` written to the manifest of a saved index
     manifest_kind: ClassVar[str] = "gallery-index"
 
-    # ------------------------------------------------------------------ abstract interface
+    # ------------------------------------------------------------------ the state every backend keeps
+    # Each backend holds its space in ``_space`` and the per-position ids and uncertainty in ``_ids`` and
+    # ``_uncertainty`` (numpy arrays, also for a remote backend: rejection is decided from them).
+    _space: Space
+    _ids: np.ndarray
+    _uncertainty: np.ndarray
+
     @property
-    @abstractmethod
     def space(self) -> Space:
         """The embedding space of the gallery (queries must come from the same space)."""
+        return self._space
 
     @property
-    @abstractmethod
     def ids(self) -> np.ndarray:
         """String ids (N,) by position."""
+        return self._ids
 
     @property
-    @abstractmethod
     def uncertainty(self) -> np.ndarray:
         """Float32 uncertainty (N,) by position."""
+        return self._uncertainty
 
-    @abstractmethod
-    def __len__(self) -> int: ...
+    def __len__(self) -> int:
+        return len(self._ids)
 
+    # ------------------------------------------------------------------ abstract interface
     @abstractmethod
     def add(self, embeddings: Embeddings, uncertainty: np.ndarray | None = None) -> None:
         """Append gallery items (refusing another space or duplicate ids)."""
@@ -168,7 +175,17 @@ class GalleryIndexBase(ABC):
         uncertainty ``> t``.  Given both, an item is rejected if either rule rejects it.  ``exclude`` (bool per
         position) is rejected too.
         """
-        rejected = compute_rejected_mask(self.uncertainty, reject_fraction, reject_threshold)
+        # the rule's mask is kept for the next search with the same rule (a service asks it once per request;
+        # it sorts every item's uncertainty); adding items changes the length and so the key
+        key = (reject_fraction, reject_threshold, len(self))
+        memo = self.__dict__.setdefault("_rejection_memo", {})
+        rejected = memo.get(key)
+        if rejected is None:
+            rejected = compute_rejected_mask(self.uncertainty, reject_fraction, reject_threshold)
+            rejected.flags.writeable = False  # shared by every caller of the same rule
+            if len(memo) >= 8:
+                memo.clear()
+            memo[key] = rejected
         if exclude is not None:
             exclude = np.asarray(exclude)
             if exclude.dtype != bool or exclude.shape != (len(self),):

@@ -85,23 +85,8 @@ class ExactIndex(GalleryIndexBase):
         return index
 
     @property
-    def space(self) -> Space:
-        return self._space
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._ids
-
-    @property
-    def uncertainty(self) -> np.ndarray:
-        return self._uncertainty
-
-    @property
     def vectors(self) -> np.ndarray:
         return self._vectors
-
-    def __len__(self) -> int:
-        return len(self._ids)
 
     def __repr__(self) -> str:
         return f"ExactIndex({len(self)} items, space={describe_space(self._space)})"

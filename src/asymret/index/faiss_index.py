@@ -28,7 +28,7 @@ from ..core.manifest import (
     write_manifest,
 )
 from ..core.space import Embeddings, Space
-from .base import GalleryIndexBase, SearchResult, compute_rejected_mask, describe_space
+from .base import GalleryIndexBase, SearchResult, describe_space
 
 __all__ = ["FaissGalleryIndex", "recall_at_k", "tune_for_recall"]
 
@@ -143,18 +143,6 @@ class FaissGalleryIndex(GalleryIndexBase):
 
     # ------------------------------------------------------------------ properties
     @property
-    def space(self) -> Space:
-        return self._space
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._ids
-
-    @property
-    def uncertainty(self) -> np.ndarray:
-        return self._uncertainty
-
-    @property
     def factory(self) -> str:
         return self._factory
 
@@ -170,9 +158,6 @@ class FaissGalleryIndex(GalleryIndexBase):
     @property
     def is_trained(self) -> bool:
         return bool(self._index.is_trained)
-
-    def __len__(self) -> int:
-        return len(self._ids)
 
     def __repr__(self) -> str:
         return (
@@ -353,7 +338,7 @@ class FaissGalleryIndex(GalleryIndexBase):
         )
         if self._selection_cache is not None and self._selection_cache[0] == key:
             return self._selection_cache[1], self._selection_cache[2]
-        rejected = compute_rejected_mask(self._uncertainty, reject_fraction, reject_threshold)
+        rejected = self.rejected_mask(reject_fraction, reject_threshold)
         bitmap = np.packbits(~rejected, bitorder="little")
         self._selection_cache = (key, rejected, bitmap)
         return rejected, bitmap

@@ -95,21 +95,6 @@ class MilvusGalleryIndex(GalleryIndexBase):
         return Space.from_dict(json.loads(properties[SPACE_PROPERTY]))
 
     # ------------------------------------------------------------------ interface
-    @property
-    def space(self) -> Space:
-        return self._space
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._ids
-
-    @property
-    def uncertainty(self) -> np.ndarray:
-        return self._uncertainty
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
     def __repr__(self) -> str:
         return f"MilvusGalleryIndex({len(self)} items, {self.index_type}, {self.collection!r} at {self.uri}, space {self._space.fingerprint})"
 
@@ -130,9 +115,11 @@ class MilvusGalleryIndex(GalleryIndexBase):
         mask."""
         rejected = self.rejected_mask(reject_fraction, reject_threshold, exclude)  # validates the arguments
         parts = []
-        count = int(np.floor(float(reject_fraction) * len(self) + 1e-9)) if reject_fraction is not None else 0
-        if count:
-            boundary = int(np.argsort(-self._uncertainty, kind="stable")[count - 1])
+        by_fraction = self.rejected_mask(reject_fraction) if reject_fraction is not None else None  # memoised
+        if by_fraction is not None and by_fraction.any():
+            # the last item the fraction rule rejects: the lowest uncertainty, and among equal ones the latest position
+            lowest = self._uncertainty[by_fraction].min()
+            boundary = int(np.flatnonzero(by_fraction & (self._uncertainty == lowest))[-1])
             value = repr(float(self._uncertainty[boundary]))  # the float32 value, exactly, as the stored double
             parts.append(f"(uncertainty < {value} or (uncertainty == {value} and pos > {boundary}))")
         if reject_threshold is not None:

@@ -37,7 +37,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from ..core.manifest import SpaceMismatchError
 from ..core.space import Embeddings
 from ..data.dataset import ImageLoadError, ImageTooLargeError, read_image
-from .state import GalleryImages, IndexSlot, MicroBatcher, ServedIndex, as_float_matrix, index_directory, thumbnail_png
+from .state import GalleryImages, IndexSlot, MicroBatcher, ServedIndex, as_float_matrix, index_directory, png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def create_app(config: ServiceConfig):
             raise BadRequest(422, f"foreign space: the embedding comes from space {str(payload['fingerprint'])[:64]!r}, "
                                   f"this index serves space {served.index.space.fingerprint} ({served.index.space.name})")
         try:
-            vectors = as_float_matrix(payload["embedding"], served.index.space.dim)
+            vectors = as_float_matrix(payload["embedding"])
         except ValueError as error:
             raise BadRequest(422, str(error)) from None
         ids = [str(i) for i in payload.get("ids", range(len(vectors)))][: len(vectors)]
@@ -350,7 +350,7 @@ class ResultsPage:
                 for item, score, ok in zip(result.ids[row][: self.k].tolist(), result.scores[row][: self.k].tolist(), correct[row][: self.k]))
             rank = "none in the top 100" if first[row] >= depth else f"first correct at rank {first[row] + 1}"
             out.append(f"<div class=worst-query><p>{html.escape(str(query_id))} (label {int(queries.labels[row])}): {rank}</p>"
-                       f"<figure class=query><img src='data:image/png;base64,{base64.b64encode(thumbnail_png(images[row])).decode()}'><figcaption>query</figcaption></figure>{tiles}</div>")
+                       f"<figure class=query><img src='data:image/png;base64,{base64.b64encode(png_bytes(images[row], 96)).decode()}'><figcaption>query</figcaption></figure>{tiles}</div>")
         out.append("</div>")
         return "\n".join(out)
 

@@ -28,7 +28,7 @@ from ..index import GalleryIndexBase, load_index
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServedIndex", "IndexSlot", "MicroBatcher", "GalleryImages", "thumbnail_png"]
+__all__ = ["ServedIndex", "IndexSlot", "MicroBatcher", "GalleryImages", "png_bytes"]
 
 
 @dataclass(frozen=True)
@@ -171,18 +171,19 @@ class GalleryImages:
         return item in self._rows
 
     def _thumbnail(self, item: str) -> bytes:
-        return thumbnail_png(self.dataset.load(self._rows[item]), self.size)
+        return png_bytes(self.dataset.load(self._rows[item]), self.size)
 
 
-def thumbnail_png(pixels: np.ndarray, size: int = 96) -> bytes:
-    """HxWxC uint8 pixels as a PNG whose longer side is ``size``."""
+def png_bytes(pixels: np.ndarray, size: int | None = None) -> bytes:
+    """HxW or HxWxC uint8 pixels as PNG bytes; with ``size``, resized so that the longer side is ``size``."""
     from PIL import Image
 
-    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
-    scale = size / max(image.size)
-    # small images (28-px Fashion-MNIST) are enlarged without blurring, large ones shrunk smoothly
-    resample = Image.NEAREST if scale > 1 else Image.BILINEAR
-    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
+    image = Image.fromarray(pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels)
+    if size is not None:
+        scale = size / max(image.size)
+        # small images (28-px Fashion-MNIST) are enlarged without blurring, large ones shrunk smoothly
+        resample = Image.NEAREST if scale > 1 else Image.BILINEAR
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -196,18 +197,15 @@ def index_directory(path: str | os.PathLike) -> Path:
     return directory
 
 
-def as_float_matrix(value: Any, dim: int) -> np.ndarray:
-    """A JSON embedding (one vector or a list of vectors) as float32 (n, dim), or ValueError saying what is wrong."""
+def as_float_matrix(value: Any) -> np.ndarray:
+    """A JSON embedding (one vector or a list of vectors) as float32 (n, d), or ValueError saying what is wrong.
+    Dimension, NaN/inf and unit length are the index's own query checks."""
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError):
         raise ValueError("embedding must be a list of numbers (or a list of such lists)") from None
     if array.ndim == 1:
         array = array[None]
     if array.ndim != 2 or array.shape[0] == 0:
         raise ValueError(f"embedding must be one vector or a non-empty list of vectors, got shape {list(array.shape)}")
-    if array.shape[1] != dim:
-        raise ValueError(f"embedding has dimension {array.shape[1]}, the index's space has {dim}")
-    if not np.isfinite(array).all():
-        raise ValueError("embedding contains NaN or inf")
-    return array.astype(np.float32)
+    return array
