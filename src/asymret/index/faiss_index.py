@@ -51,6 +51,30 @@ def _numpy_search(index: faiss.Index, vectors: np.ndarray, k: int, params: Any =
     return search(vectors, k) if params is None else search(vectors, k, params=params)
 
 
+def restore_search_params() -> None:
+    """Make ``Index.search(x, k, params=...)`` work again on numpy arrays after ``faiss.contrib.torch_utils`` replaced
+    it (see :func:`_numpy_search`) — for code running FAISS in this process that asymret does not control (Milvus
+    Lite's in-process server passes ``params``).  Torch tensors still go to the torch wrapper.  Idempotent; cheap
+    when nothing changed since the last call."""
+    probe = faiss.Index  # the torch wrapper patches every index class at once, the base class first
+    if "search_numpy" not in vars(probe) or getattr(probe.search, "_asymret_params", False):
+        return
+    for cls in (value for value in vars(faiss).values() if isinstance(value, type) and "search_numpy" in vars(value)):
+        torch_search = cls.search
+        if getattr(torch_search, "_asymret_params", False):
+            continue
+
+        def search(self, x, k, *args, params=None, D=None, I=None, _torch_search=torch_search):  # noqa: E741 (FAISS's names)
+            if isinstance(x, np.ndarray):
+                return self.search_numpy(x, k, *args, params=params, D=D, I=I)
+            if params is not None:
+                raise TypeError("faiss.contrib.torch_utils' search takes no params for torch tensors")
+            return _torch_search(self, x, k, *args, D=D, I=I)
+
+        search._asymret_params = True
+        cls.search = search
+
+
 def _metric_name(metric: str | int) -> str:
     if isinstance(metric, (int, np.integer)):
         for name, value in _METRICS.items():

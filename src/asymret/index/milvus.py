@@ -25,6 +25,7 @@ import numpy as np
 from ..core.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from ..core.space import Embeddings, Space
 from .base import GalleryIndexBase, SearchResult, SpaceMismatchError, describe_space
+from .faiss_index import restore_search_params
 
 __all__ = ["MilvusGalleryIndex", "LITE_FILE"]
 
@@ -137,6 +138,8 @@ class MilvusGalleryIndex(GalleryIndexBase):
             raise SpaceMismatchError(f"Milvus collection {self.collection!r} now holds space {describe_space(stored)}, "
                                      f"this index was opened for {describe_space(self._space)}")
         expression, rejected = self.kept_filter(reject_fraction, reject_threshold, exclude)
+        if self.uri.endswith(".db"):  # Milvus Lite searches with FAISS in this process
+            restore_search_params()
         nq = len(vectors)
         positions = np.full((nq, k), -1, dtype=np.int64)
         scores = np.full((nq, k), -np.inf, dtype=np.float32)
