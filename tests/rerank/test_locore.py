@@ -131,3 +131,22 @@ def test_locore_learns_lists_of_unseen_images_and_round_trips(tmp_path, sides):
         reranker.score(queries, side(l_test, g_test, SMALL.database_budget, codec=codec), test_short.candidates)
     with pytest.raises(ValueError, match="global embeddings"):  # a list-wise model also reads the global embeddings
         reranker.score(queries, PairSide.from_local(l_test.align(g_test.ids), SMALL.database_budget), test_short.candidates)
+
+
+def test_the_reranker_registry_is_filled_by_the_classes_themselves(tmp_path, monkeypatch):
+    from asymret.core.manifest import write_manifest
+    from asymret.rerank import RERANKERS, AMESReranker, LearnedReranker, base
+
+    assert RERANKERS == {"ames": AMESReranker, "locore": LOCOREReranker}
+    monkeypatch.setattr(base, "RERANKERS", dict(RERANKERS))
+
+    class Variant(AMESReranker):  # inherits AMES's method: loads as AMES
+        pass
+
+    class Other(LearnedReranker):
+        kind = "other"
+
+    assert base.RERANKERS == {"ames": AMESReranker, "locore": LOCOREReranker, "other": Other}
+    write_manifest(tmp_path, "reranker", {"method": "nope"})
+    with pytest.raises(ValueError, match="unknown re-ranker method 'nope'; known: ames, locore, other"):
+        base.load_reranker(tmp_path)

@@ -11,11 +11,11 @@ from typing import Any
 
 from ..core.space import Space
 
-from .base import GalleryIndexBase, QuerySpaceError, SearchResult, SpaceMismatchError, compute_rejected_mask, describe_space
+from .base import GalleryIndexBase, QuerySpaceError, SearchResult, SpaceMismatchError, describe_space
 
 __all__ = [
     "GalleryIndexBase", "SearchResult", "QuerySpaceError", "SpaceMismatchError", "describe_space",
-    "compute_rejected_mask", "ExactIndex", "FaissGalleryIndex", "GalleryIndex", "MilvusGalleryIndex", "load_index",
+    "ExactIndex", "FaissGalleryIndex", "GalleryIndex", "MilvusGalleryIndex", "load_index",
 ]
 
 #: manifest ``backend`` → module and class that load it

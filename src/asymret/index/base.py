@@ -1,9 +1,10 @@
 """Gallery indexes: vectors of one embedding space, their string ids and per-item uncertainty.
 
-:class:`GalleryIndexBase` is the backend-independent interface (FAISS now, Milvus later).  It owns the logic
+:class:`GalleryIndexBase` is the backend-independent interface (FAISS, exact, Milvus).  It owns the logic
 every backend shares: checking that queries and gallery additions live in the index's embedding space, and
-deciding which gallery items are rejected for their uncertainty.  :class:`FaissGalleryIndex` (alias
-:data:`GalleryIndex`) is the in-process FAISS implementation.
+deciding which gallery items are rejected for their uncertainty (:func:`asymret.core.uncertainty.rejection_mask`).
+The backends: :class:`~asymret.index.faiss_index.FaissGalleryIndex` (alias ``GalleryIndex``, in-process FAISS),
+:class:`~asymret.index.exact.ExactIndex` and :class:`~asymret.index.milvus.MilvusGalleryIndex`.
 
 Scores are similarities for ``metric="ip"`` (higher is better) and squared L2 distances for ``metric="l2"``
 (lower is better).  Where a query has fewer than ``k`` results the row is padded with id ``''``, position
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -22,16 +23,12 @@ from ..core.manifest import SpaceMismatchError
 from ..core.space import Embeddings, Space
 from ..core.uncertainty import rejection_mask
 
-if TYPE_CHECKING:  # the re-ranking package sits after the index in the data flow: only its type is named here
-    from ..rerank.search import Reranking
-
 __all__ = [
     "GalleryIndexBase",
     "SearchResult",
     "QuerySpaceError",
     "SpaceMismatchError",
     "describe_space",
-    "compute_rejected_mask",
 ]
 
 #: tolerance on ``| ||v|| - 1 |`` for vectors of an L2-normalised space (same as :class:`Embeddings`).
@@ -79,6 +76,21 @@ class SearchResult:
     def found(self) -> np.ndarray:
         """Bool (nq, k): True where a result exists."""
         return self.positions >= 0
+
+
+class SearchWrapper(Protocol):
+    """What ``search(..., rerank=…)`` takes: something that wraps an index in another search, e.g. an
+    :class:`asymret.rerank.Reranking` (whose ``over`` gives an :class:`asymret.rerank.RerankedIndex`).  The index
+    names no re-ranking type: the re-ranking package sits after it in the data flow."""
+
+    def over(self, index: "GalleryIndexBase", shortlist: int) -> "SearchesLikeAnIndex": ...
+
+
+class SearchesLikeAnIndex(Protocol):
+    """What a :class:`SearchWrapper` gives: a search with the index's arguments (but the wrapping ones)."""
+
+    def search(self, queries: Embeddings | np.ndarray, k: int, reject_fraction: float | None, reject_threshold: float | None,
+               space: Space | None, exclude: np.ndarray | None) -> "SearchResult": ...
 
 
 class GalleryIndexBase(ABC):
@@ -129,7 +141,7 @@ class GalleryIndexBase(ABC):
         reject_threshold: float | None = None,
         space: Space | None = None,
         exclude: np.ndarray | None = None,
-        rerank: "Reranking | None" = None,
+        rerank: SearchWrapper | None = None,
         shortlist: int = 100,
     ) -> SearchResult:
         """Top-``k`` gallery items for each query, among the items not rejected for their uncertainty.
@@ -140,15 +152,12 @@ class GalleryIndexBase(ABC):
 
         ``rerank`` (an :class:`asymret.rerank.Reranking`: a re-ranker with the queries' and the gallery items'
         local descriptors) re-ranks each query's global top-``shortlist`` (rejection applied first) and returns
-        its first ``k``, scored by the fused score.
+        its first ``k``, scored by the fused score: the same search as
+        ``asymret.rerank.RerankedIndex(index, rerank, shortlist).search(...)``, which it hands the search to.
         """
-        if rerank is None:
-            return self._search(queries, k, reject_fraction, reject_threshold, space, exclude)
-        k = self._validate_k(k)
-        depth = max(self._validate_k(shortlist), k)
-        if getattr(self, "metric", "ip") != "ip":
-            raise ValueError("re-ranking fuses similarities: it needs an inner-product index (metric='ip')")
-        return rerank.apply(self._search(queries, depth, reject_fraction, reject_threshold, space, exclude), self.ids, k)
+        if rerank is not None:
+            return rerank.over(self, shortlist).search(queries, k, reject_fraction, reject_threshold, space, exclude)
+        return self._search(queries, k, reject_fraction, reject_threshold, space, exclude)
 
     @abstractmethod
     def _search(self, queries: Embeddings | np.ndarray, k: int, reject_fraction: float | None, reject_threshold: float | None,
@@ -181,7 +190,7 @@ class GalleryIndexBase(ABC):
         memo = self.__dict__.setdefault("_rejection_memo", {})
         rejected = memo.get(key)
         if rejected is None:
-            rejected = compute_rejected_mask(self.uncertainty, reject_fraction, reject_threshold)
+            rejected = rejection_mask(self.uncertainty, reject_fraction, reject_threshold)
             rejected.flags.writeable = False  # shared by every caller of the same rule
             if len(memo) >= 8:
                 memo.clear()
@@ -296,9 +305,3 @@ class GalleryIndexBase(ABC):
                 )
         return vectors, ids, unc
 
-
-def compute_rejected_mask(
-    uncertainty: np.ndarray, reject_fraction: float | None = None, reject_threshold: float | None = None
-) -> np.ndarray:
-    """See :meth:`GalleryIndexBase.rejected_mask` (the one implementation is :func:`asymret.core.uncertainty.rejection_mask`)."""
-    return rejection_mask(uncertainty, reject_fraction, reject_threshold)

@@ -30,8 +30,9 @@ from ..core.manifest import SpaceMismatchError
 from ..core.settings import strict_settings
 from ..training import TrainConfig, train
 from .base import LearnedReranker, PairSide, Reranker
+from .blocks import add_maxsim_prior, attention_block, maxsim
 
-__all__ = ["AMESConfig", "PairTransformer", "AMESReranker", "MaxSimReranker", "maxsim", "attention_block", "add_maxsim_prior"]
+__all__ = ["AMESConfig", "PairTransformer", "AMESReranker", "MaxSimReranker", "maxsim"]  # maxsim: from .blocks
 
 
 @dataclass(frozen=True)
@@ -117,32 +118,6 @@ class PairTransformer(nn.Module):
         if self.maxsim_prior:
             logit = logit + self.log_scale.exp() * (maxsim(q, q_valid, db, db_valid) - self.offset)
         return logit
-
-
-def attention_block(config) -> nn.TransformerEncoderLayer:
-    """One pre-built transformer block of a re-ranker (``config``: dim, heads, ffn)."""
-    return nn.TransformerEncoderLayer(config.dim, config.heads, config.ffn, dropout=0.0, batch_first=True)
-
-
-def add_maxsim_prior(module: nn.Module, wanted: bool, query_dim: int, database_dim: int) -> bool:
-    """Give ``module`` the MaxSim prior's parameters — logit += exp(log_scale)·(maxsim − offset), starting as a sharp
-    matcher — when ``wanted``; it needs descriptors of one dimension on both sides."""
-    if wanted and query_dim != database_dim:
-        raise ValueError(f"maxsim_prior needs descriptors of one dimension on both sides (got {query_dim} and {database_dim})")
-    if wanted:
-        module.log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
-        module.offset = nn.Parameter(torch.tensor(0.5))
-    return wanted
-
-
-def maxsim(q: torch.Tensor, q_valid: torch.Tensor, db: torch.Tensor, db_valid: torch.Tensor) -> torch.Tensor:
-    """Chamfer / MaxSim similarity of B pairs: each valid query descriptor's best cosine among the database's valid
-    descriptors, averaged over the query's — a training-free local matcher (ColBERT's late interaction)."""
-    sims = torch.einsum("bkc,blc->bkl", F.normalize(q, dim=-1), F.normalize(db, dim=-1))
-    sims = sims.masked_fill(~db_valid[:, None, :], -2.0)
-    best = sims.max(dim=2).values.clamp(min=-1.0)  # a query descriptor facing no valid one scores −1
-    weights = q_valid.float()
-    return (best * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 class MaxSimReranker(Reranker):

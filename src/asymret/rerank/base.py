@@ -23,7 +23,11 @@ from ..training import TrainHistory
 from .local import LocalDescriptors
 from .shortlist import Shortlist, fuse
 
-__all__ = ["PairSide", "Reranker", "LearnedReranker"]
+__all__ = ["PairSide", "Reranker", "LearnedReranker", "RERANKERS", "load_reranker"]
+
+#: the learned re-rankers by the ``method`` a saved one's manifest names; each subclass of :class:`LearnedReranker`
+#: that sets its own ``kind`` enters itself (importing :mod:`asymret.rerank` imports them all)
+RERANKERS: dict[str, type["LearnedReranker"]] = {}
 
 
 @dataclass
@@ -117,6 +121,11 @@ class LearnedReranker(Reranker):
 
     config_class: ClassVar[type] = object
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):  # a class of its own method, not a variant inheriting one
+            RERANKERS[cls.kind] = cls
+
     def __init__(self, config: Any = None) -> None:
         super().__init__()
         self.config = config or self.config_class()
@@ -173,12 +182,8 @@ class LearnedReranker(Reranker):
 
 
 def load_reranker(directory: str | os.PathLike) -> LearnedReranker:
-    """Any saved re-ranker, by the method its manifest names."""
-    from .ames import AMESReranker
-    from .locore import LOCOREReranker
-
+    """Any saved re-ranker, by the method its manifest names (a class of :data:`RERANKERS`)."""
     method = read_manifest(directory, kind="reranker")["method"]
-    known = {cls.kind: cls for cls in (AMESReranker, LOCOREReranker)}
-    if method not in known:
-        raise ValueError(f"{directory}: unknown re-ranker method {method!r}; known: {', '.join(known)}")
-    return known[method].load(directory)
+    if method not in RERANKERS:
+        raise ValueError(f"{directory}: unknown re-ranker method {method!r}; known: {', '.join(RERANKERS)}")
+    return RERANKERS[method].load(directory)

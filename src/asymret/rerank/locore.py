@@ -31,8 +31,8 @@ from torch import nn
 
 from ..core.settings import strict_settings
 from ..training import TrainConfig, train
-from .ames import add_maxsim_prior, attention_block, maxsim
 from .base import LearnedReranker, PairSide
+from .blocks import add_maxsim_prior, attention_block, maxsim
 from .shortlist import Shortlist
 
 __all__ = ["LOCOREConfig", "ListTransformer", "LOCOREReranker", "sliding_windows"]

@@ -1,9 +1,11 @@
-"""Re-ranking inside a search: ``index.search(queries, k, rerank=Reranking(...), shortlist=100)``.
+"""Re-ranking inside a search: ``RerankedIndex(index, Reranking(...), shortlist=100).search(queries, k)``.
 
 A :class:`Reranking` holds a re-ranker with the two sides it reads — the queries' local descriptors (computed with
-the queries, on the query side) and the gallery items' (stored with the index, on the gallery side).  The index
-runs its global search ``shortlist`` deep (rejection applied), then :meth:`Reranking.apply` re-ranks those
-candidates and keeps the first ``k``.
+the queries, on the query side) and the gallery items' (stored with the index, on the gallery side).  A
+:class:`RerankedIndex` wraps a gallery index: it runs the index's global search ``shortlist`` deep (rejection
+applied), then :meth:`Reranking.apply` re-ranks those candidates and keeps the first ``k``.  The index knows
+nothing of re-ranking; ``index.search(queries, k, rerank=Reranking(...), shortlist=100)`` still works and is the
+same search (the index hands it to :meth:`Reranking.over`).
 """
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.space import Embeddings, Space
+from ..index.base import GalleryIndexBase, SearchResult
 from .base import PairSide, Reranker
 from .shortlist import Shortlist
 
-__all__ = ["Reranking"]
+__all__ = ["Reranking", "RerankedIndex"]
 
 
 @dataclass
@@ -43,11 +47,13 @@ class Reranking:
             raise ValueError(f"{len(set(missing))} gallery items have no local descriptors to re-rank with (e.g. {missing[0]!r})")
         return np.array([self._row_of[item] for item in flat], dtype=np.int64).reshape(np.shape(gallery_ids))
 
-    def apply(self, result, gallery_ids: np.ndarray, k: int):
+    def over(self, index: GalleryIndexBase, shortlist: int = 100) -> "RerankedIndex":
+        """``index`` searched with this re-ranking (what ``index.search(..., rerank=self, shortlist=N)`` runs)."""
+        return RerankedIndex(index, self, shortlist)
+
+    def apply(self, result: SearchResult, gallery_ids: np.ndarray, k: int) -> SearchResult:
         """The global ``result`` (a :class:`~asymret.index.base.SearchResult`, ``shortlist`` deep) re-ranked: its
         first ``k`` after re-ranking, scored by the fused score."""
-        from ..index.base import SearchResult
-
         if len(self.queries.ids) != len(result):
             raise ValueError(f"{len(result)} queries searched but {len(self.queries.ids)} queries' descriptors given")
         if result.query_ids is not None and not np.array_equal(np.asarray(result.query_ids).astype(str),
@@ -64,3 +70,51 @@ class Reranking:
         ids = np.take_along_axis(result.ids, order, axis=1)[:, :k]
         scores = np.take_along_axis(fused, order, axis=1)[:, :k].astype(np.float32)
         return SearchResult(ids=ids, scores=scores, positions=positions, query_ids=result.query_ids, n_rejected=result.n_rejected)
+
+
+class RerankedIndex:
+    """A gallery index whose searches are re-ranked: each query's global top-``shortlist`` (rejection applied
+    first), re-ranked by ``reranking``, its first ``k`` returned, scored by the fused score.
+
+    It answers :meth:`search` as the index does (same arguments but the re-ranking ones) and passes the index's
+    ``space``, ``ids``, ``uncertainty``, length and :meth:`rejected_mask` through.
+    """
+
+    def __init__(self, index: GalleryIndexBase, reranking: Reranking, shortlist: int = 100) -> None:
+        self.index = index
+        self.reranking = reranking
+        self.shortlist = shortlist
+
+    def __repr__(self) -> str:
+        return f"RerankedIndex({self.index!r}, {type(self.reranking.reranker).__name__}, shortlist={self.shortlist})"
+
+    @property
+    def space(self) -> Space:
+        return self.index.space
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.index.ids
+
+    @property
+    def uncertainty(self) -> np.ndarray:
+        return self.index.uncertainty
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def rejected_mask(self, reject_fraction: float | None = None, reject_threshold: float | None = None,
+                      exclude: np.ndarray | None = None) -> np.ndarray:
+        return self.index.rejected_mask(reject_fraction, reject_threshold, exclude)
+
+    def search(self, queries: Embeddings | np.ndarray, k: int = 10, reject_fraction: float | None = None,
+               reject_threshold: float | None = None, space: Space | None = None,
+               exclude: np.ndarray | None = None) -> SearchResult:
+        """The index's :meth:`~asymret.index.base.GalleryIndexBase.search`, ``shortlist`` deep, re-ranked to ``k``."""
+        k = GalleryIndexBase._validate_k(k)
+        depth = max(GalleryIndexBase._validate_k(self.shortlist), k)
+        if getattr(self.index, "metric", "ip") != "ip":
+            raise ValueError("re-ranking fuses similarities: it needs an inner-product index (metric='ip')")
+        result = self.index.search(queries, depth, reject_fraction=reject_fraction, reject_threshold=reject_threshold,
+                                   space=space, exclude=exclude)
+        return self.reranking.apply(result, self.index.ids, k)

@@ -20,19 +20,18 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
-import torch
 
-from ..data.batches import load_batch
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder
 from ..core.manifest import atomic_save_npy, atomic_write_json, read_manifest, write_manifest
 from ..core.progress import log, progress_bar
 from ..core.space import Embeddings, Space
-from ..encoders.local import LocalSpec, local_descriptors, local_space
-from ..encoders.onnx import RUNTIMES, onnx_forward
+from ..encoders.local import LocalSpec, local_space
+from ..encoders.onnx import RUNTIMES
+from .batches import BatchResult, local_batches
 
 #: what the store holds per image: the embedding, the pooled backbone vector, or local descriptors
 #: (``local-k<budget>[@<layer>]``, see :class:`asymret.encoders.local.LocalSpec`)
@@ -47,38 +46,6 @@ LAYOUT_FILE = "layout.json"
 ONNX_CACHE = "_onnx"
 #: extraction engines: this process, or Ray Data actors (the ``scale`` extra)
 ENGINES = ("local", "ray")
-#: an engine's answer for one batch: vectors of the readable images, their rows, (id, reason) of the unreadable
-BatchResult = tuple[np.ndarray, list[int], list[tuple[str, str]]]
-
-
-def make_forward(encoder: Encoder, output: str, runtime: str, onnx_cache: Path):
-    """The batch function of one store output: preprocessed tensor → vectors tensor."""
-    if output == "embedding":
-        return onnx_forward(encoder, onnx_cache) if runtime == "onnx" else encoder
-    if output == "pooled":
-        return encoder.pooled
-    spec = LocalSpec.from_output(output)
-    return lambda batch: local_descriptors(encoder, batch, spec)
-
-
-def embed_batch(encoder: Encoder, forward, dataset: ImageDataset, rows: np.ndarray) -> BatchResult:
-    """One batch as every engine computes it: load (skipping unreadable images), preprocess, forward."""
-    images, kept, bad = load_batch(dataset, rows)
-    if not len(images):
-        return np.zeros((0, 0), np.float32), [], bad
-    with torch.no_grad():
-        return forward(encoder.preprocess(images)).float().numpy(), list(kept), bad
-
-
-def local_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: str, onnx_cache: Path,
-                  batches: list[np.ndarray]) -> Iterator[BatchResult]:
-    """The local engine: the batches in this process, in order."""
-    encoder.eval()
-    forward = make_forward(encoder, output, runtime, onnx_cache)
-    for rows in batches:
-        yield embed_batch(encoder, forward, dataset, rows)
-
-
 @dataclass
 class ExtractionReport:
     computed_shards: int

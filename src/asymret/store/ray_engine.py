@@ -31,7 +31,7 @@ class EmbedActor:
         import ray
         import torch
 
-        from .embeddings import make_forward
+        from .batches import make_forward
 
         torch.set_num_threads(threads)
         # Ray may hand the references over resolved already (top-level ObjectRef arguments are)
@@ -41,7 +41,7 @@ class EmbedActor:
         self.forward = make_forward(self.encoder, output, runtime, Path(onnx_cache))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .embeddings import embed_batch
+        from .batches import embed_batch
 
         out: dict[str, list] = {"index": [], "vectors": [], "kept": [], "bad_ids": [], "bad_reasons": []}
         for index, rows in zip(batch["index"], batch["rows"]):
