@@ -6,7 +6,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from asymret.data.batches import load_tensors
 from asymret.encoders import Preprocess, create_encoder, load_encoder, train_encoder

@@ -6,11 +6,9 @@ import pytest
 import torch
 
 from asymret.core.space import SpaceMismatchError
-from asymret.encoders import create_encoder
 from asymret.eval.metrics import evaluate_embeddings
 from asymret.eval.rerank import choose_fusion, shortlist_metrics
-from asymret.rerank import AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, PairSide, PairTransformer, global_shortlist, stored_local
-from asymret.store import EmbeddingStore
+from asymret.rerank import AMESConfig, AMESReranker, DescriptorCodec, PairSide, PairTransformer, global_shortlist
 
 SMALL = AMESConfig(dim=32, layers=1, heads=2, ffn=64, query_budget=12, database_budget=6, shortlist=12, pairs_per_epoch=1536,
                    epochs=3, batch_size=64, lr=3e-3, seed=0)

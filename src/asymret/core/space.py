@@ -107,8 +107,10 @@ class Embeddings:
         return self.take(rows)
 
 
-def l2_normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), eps)
+def l2_normalize(vectors: np.ndarray, eps: float = 1e-12, dtype: np.dtype | type | None = np.float32) -> np.ndarray:
+    """``vectors`` scaled to unit length along the last axis (a norm below ``eps`` is taken as ``eps``): rows of an
+    (N, d) array, or each descriptor of an (N, k, d) one.  ``dtype``: the array's type first (``None``: as given)."""
+    vectors = np.asarray(vectors, dtype=dtype)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), eps)
 
 

@@ -1,6 +1,7 @@
 """Backbones: modules that turn a preprocessed batch into a feature map (B, C, h, w).
 
-Feature maps (not just pooled vectors) are the contract so that local-descriptor re-rankers can use them later.
+Feature maps (not just pooled vectors) are the contract: the local-descriptor re-rankers (:mod:`asymret.rerank`) read
+them through :mod:`asymret.encoders.local`.
 Register a new family with :func:`register_backbone`; :func:`asymret.encoders.create_encoder` looks names up here
 (timm-style registry).
 """

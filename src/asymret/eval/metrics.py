@@ -1,7 +1,8 @@
 """Retrieval metrics: Recall@K, Precision@1, MAP@R, risk–coverage curves and TAR@FAR.
 
 One retrieval path: every number is computed from the rankings that a ranker's ``search`` returns — a
-:class:`~asymret.index.base.GalleryIndexBase` (exact, FAISS approximate, later Milvus or a re-ranked index).
+:class:`~asymret.index.base.GalleryIndexBase` (exact, FAISS approximate, Milvus) or a re-ranked index
+(:class:`~asymret.rerank.search.RerankedIndex`).
 :func:`evaluate_index` measures what a user gets from *that* index; :func:`retrieval_metrics` and
 :func:`evaluate_embeddings` are the same measurement through an :class:`~asymret.index.exact.ExactIndex`, and
 :func:`ranking_metrics` turns relevance rankings into numbers (a pure function).
@@ -144,46 +145,6 @@ def _mask_indices(gallery_mask: np.ndarray | Sequence | None, n_gallery: int) ->
     if mask.dtype != bool:
         raise ValueError(f"gallery_mask must be boolean, got dtype {mask.dtype}")
     return np.flatnonzero(mask)
-
-
-def retrieval_metrics(
-    query_vectors: np.ndarray,
-    query_labels: np.ndarray | Sequence,
-    gallery_vectors: np.ndarray,
-    gallery_labels: np.ndarray | Sequence,
-    ks: Iterable[int] = (1, 2, 4, 8),
-    query_ids: np.ndarray | Sequence | None = None,
-    gallery_ids: np.ndarray | Sequence | None = None,
-    gallery_mask: np.ndarray | Sequence | None = None,
-) -> dict[str, float]:
-    """Recall@K, Precision@1 and MAP@R of inner-product retrieval of ``query`` against ``gallery``.
-
-    Args:
-        query_vectors: (Nq, d) float array, L2-normalised.
-        query_labels: (Nq,) class labels.
-        gallery_vectors: (Ng, d) float array, L2-normalised (may come from another model than the queries).
-        gallery_labels: (Ng,) class labels.
-        ks: the K of Recall@K.
-        query_ids, gallery_ids: item ids; a gallery item with the query's id is excluded for that query.
-        gallery_mask: (Ng,) bool; ``False`` items are removed from the gallery (e.g. rejected as unreliable).
-
-    Returns:
-        ``recall@K`` for each K (fraction of all queries with at least one same-label item in the top K),
-        ``precision@1`` (fraction of queries whose first result has their label; equal to ``recall@1``),
-        ``map@r`` (MAP@R of Musgrave et al. 2020, "A Metric Learning Reality Check": for a query with R
-        same-label gallery items, ``AP@R = 1/R * sum_{i<=R} P@i * rel_i``; averaged over queries with R > 0;
-        NaN if there are none), ``num_queries`` and ``num_queries_without_positives`` (R = 0).
-        Metric values are fractions in [0, 1].  An empty query set gives NaN metrics.
-    """
-    ks = _normalise_ks(ks)
-    q, g, q_lab, g_lab, q_code, g_code, n_labels = _prepare(
-        query_vectors, query_labels, gallery_vectors, gallery_labels, query_ids, gallery_ids
-    )
-    kept = _mask_indices(gallery_mask, len(g))
-    if kept is not None:
-        g, g_lab, g_code = g[kept], g_lab[kept], g_code[kept]
-    return _metrics_from_codes(q, g, q_lab, g_lab, q_code, g_code, n_labels, ks)
-
 
 
 def _anonymous_index(gallery: np.ndarray) -> tuple["GalleryIndexBase", Space]:

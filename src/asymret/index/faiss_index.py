@@ -88,7 +88,7 @@ def _metric_name(metric: str | int) -> str:
 
 
 def _digest(data: Any, length: int = 16) -> str:
-    """Same hash as :func:`asymret.manifest.hash_file` of a file holding ``data``."""
+    """Same hash as :func:`asymret.core.manifest.hash_file` of a file holding ``data``."""
     return hashlib.sha256(data).hexdigest()[:length]
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..core.manifest import SpaceMismatchError, atomic_torch_save, read_manifest, stable_hash, write_manifest
 from ..core.progress import log
-from ..core.space import Embeddings, Space
+from ..core.space import Embeddings, Space, l2_normalize
 from ..training import TrainHistory
 from .local import LocalDescriptors
 from .shortlist import Shortlist, fuse
@@ -53,14 +53,14 @@ class PairSide:
         images' global embeddings (their ids must match the descriptors')."""
         part = local.take(budget)
         if codec is None:
-            vectors = part.vectors / np.maximum(np.linalg.norm(part.vectors, axis=2, keepdims=True), 1e-12)
+            vectors = l2_normalize(part.vectors, dtype=None)
             space = part.space
         else:
             if stored:
                 vectors = codec.encode(part).decode()
             else:
                 projected = codec.project(part)
-                vectors = projected / np.maximum(np.linalg.norm(projected, axis=2, keepdims=True), 1e-12)
+                vectors = l2_normalize(projected, dtype=None)
             how = "stored" if stored else "projected"
             space = Space(stable_hash({"local": part.space.fingerprint, "codec": codec.fingerprint(), "as": how}), codec.dim,
                           normalized=True, name=f"{part.space.name}|codec {how}")

@@ -23,7 +23,7 @@ import faiss
 import numpy as np
 
 from ..core.manifest import SpaceMismatchError, atomic_write_bytes, read_manifest, stable_hash, write_manifest
-from ..core.space import Space
+from ..core.space import Space, l2_normalize
 from .local import LocalDescriptors
 
 __all__ = ["DescriptorCodec", "EncodedDescriptors"]
@@ -42,10 +42,6 @@ def _deserialise(data: np.ndarray) -> faiss.VectorTransform:
     reader = faiss.VectorIOReader()
     faiss.copy_array_to_vector(np.ascontiguousarray(data, dtype=np.uint8), reader.data)
     return faiss.read_VectorTransform(reader)
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 class EncodedDescriptors:
@@ -84,7 +80,7 @@ class DescriptorCodec:
     # ------------------------------------------------------------------ fit / transform
     def fit(self, descriptors: LocalDescriptors, sample: int = 100_000) -> "DescriptorCodec":
         """Fit on up to ``sample`` valid descriptors of the training images."""
-        x = _l2(descriptors.training_sample(sample, seed=self.seed))
+        x = l2_normalize(descriptors.training_sample(sample, seed=self.seed), dtype=None)
         if x.shape[1] < self.dim:
             raise ValueError(f"cannot project {x.shape[1]}-d descriptors to {self.dim} dimensions: choose dim ≤ {x.shape[1]}")
         if len(x) < 2 * self.dim:
@@ -110,9 +106,9 @@ class DescriptorCodec:
         whose signs are stored — what a re-ranker trained with a smooth relaxation of the sign sees)."""
         self._check(descriptors)
         n, k, c = descriptors.vectors.shape
-        flat = self.transform.apply(np.ascontiguousarray(_l2(descriptors.vectors.reshape(-1, c)), dtype=np.float32))
+        flat = self.transform.apply(np.ascontiguousarray(l2_normalize(descriptors.vectors.reshape(-1, c), dtype=None), dtype=np.float32))
         out = flat.reshape(n, k, self.dim)
-        return out if self.binary else _l2(out).astype(np.float32)
+        return out if self.binary else l2_normalize(out, dtype=None).astype(np.float32)
 
     def encode(self, descriptors: LocalDescriptors) -> EncodedDescriptors:
         """The database side as stored: packed sign bits or float16, with the metadata; invalid rows zeroed."""

@@ -15,14 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..core.manifest import SpaceMismatchError, atomic_save_npy, hash_arrays, read_manifest, write_manifest
-from ..core.space import Space
+from ..core.space import Space, l2_normalize
 from .local import LocalDescriptors
 
 __all__ = ["DescriptorMap"]
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _position_keys(xy: np.ndarray) -> np.ndarray:
@@ -57,7 +53,7 @@ class DescriptorMap:
         if not xs:
             raise ValueError("the two models kept no common positions on the training images (do their feature maps share "
                              "a grid? choose layers of the same stride and input size)")
-        x, y = _l2(np.concatenate(xs)), _l2(np.concatenate(ys))
+        x, y = l2_normalize(np.concatenate(xs), dtype=None), l2_normalize(np.concatenate(ys), dtype=None)
         if len(x) < 2 * x.shape[1]:
             raise ValueError(f"only {len(x)} aligned descriptor pairs: too few to fit a {x.shape[1]}→{y.shape[1]} map")
         ridge = Ridge(alpha=self.alpha).fit(x, y)
@@ -74,7 +70,8 @@ class DescriptorMap:
             raise SpaceMismatchError(f"descriptors from {source.space.name or source.space.fingerprint} given to a map fitted on "
                                      f"{self.source_space.name or self.source_space.fingerprint}")
         n, k, c = source.vectors.shape
-        mapped = _l2(_l2(source.vectors.reshape(-1, c)) @ self.coef_.T + self.intercept_).reshape(n, k, -1)
+        mapped = l2_normalize(l2_normalize(source.vectors.reshape(-1, c), dtype=None) @ self.coef_.T + self.intercept_, dtype=None)
+        mapped = mapped.reshape(n, k, -1)
         mapped = np.where(source.valid[..., None], mapped, 0.0).astype(np.float32)
         return LocalDescriptors(mapped, source.xy, source.weights, source.valid, source.ids, self.target_space, source.labels)
 
