@@ -498,8 +498,9 @@ def search_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    index_dir: Path = typer.Option(..., "--index", "-i", help="index folder to serve (hot-swappable through /admin/index)"),
-    query_model: Path = typer.Option(..., "--query-model", "-q", help="query model folder (torch, or exported by export-query: run by onnxruntime)"),
+    index_dir: Optional[Path] = typer.Option(None, "--index", "-i", help="index folder to serve (hot-swappable through /admin/index)"),
+    query_model: Optional[Path] = typer.Option(None, "--query-model", "-q", help="query model folder (torch, or exported by export-query: run by onnxruntime)"),
+    deploy: Optional[Path] = typer.Option(None, "--deploy", help="a deployment folder written by asymret run --deploy (its index and query model)"),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="the gallery's dataset (as for build-index): thumbnails on the page; default none"),
     root: Optional[str] = RootOpt, split: str = typer.Option("test", "--split", help="the gallery's split"),
     results: Optional[Path] = typer.Option(None, "--results", help="an evaluation run's folder (results.json, plots) for /results"),
@@ -517,6 +518,17 @@ def serve_cmd(
         from .service import ServiceConfig, create_app
     except ImportError as error:
         _fail(f"asymret serve needs the 'serve' extra (pip install -e '.[serve]'): {error}")
+    if deploy is not None:
+        from .pipeline.deploy import deployment_paths
+
+        if index_dir or query_model:
+            _fail("--deploy names the index and the query model: drop --index/--query-model")
+        try:
+            index_dir, query_model = deployment_paths(deploy)
+        except (FileNotFoundError, ValueError) as error:
+            _fail(f"cannot serve {deploy}: {error}")
+    elif index_dir is None or query_model is None:
+        _fail("asymret serve needs --index and --query-model, or --deploy DIR")
     gallery = queries = None
     if dataset:
         gallery = _dataset(dataset, root, split, None)
@@ -720,6 +732,8 @@ def run_cmd(
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="cache of models and embeddings (default runs/<name>)"),
     output: Optional[Path] = typer.Option(None, "--out", "-o", help="results folder (default runs/<name>/results)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="override the config's seeds, e.g. 0,1,2"),
+    deploy: Optional[Path] = typer.Option(None, "--deploy", help="write the configuration chosen on validation classes ready to serve "
+                                          "(index + exported query model + manifest): asymret serve --deploy DIR"),
 ) -> None:
     """Run an experiment described by a config file (the demo, the glyph benchmark, the paper's protocols)."""
     _setup()
@@ -732,10 +746,16 @@ def run_cmd(
     workdir = workdir or Path("runs") / run_config.name
     output = output or workdir / "results"
     command = "asymret " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    meta = run(run_config, workdir, output, root=root, command=command)
+    meta = run(run_config, workdir, output, root=root, command=command, deploy_dir=deploy)
     _, rows = read_results_json(output / "experiment" / "results.json")
     out.print(markdown_table(rows), soft_wrap=True, markup=False, highlight=False)
     out.print(f"\n{len(run_config.experiment.seeds)} seeds, {meta['wall_seconds']:.0f} s; results in {output}/")
+    choice = meta.get("deployment")
+    if choice:
+        cost = f", query side {choice['query_mflops']:.1f} MFLOPs/image" if choice.get("query_mflops") else ""
+        out.print(f"deploy (chosen on validation classes): {choice['setting']} — validation R@1 {100 * choice['validation_recall@1']:.1f}, "
+                  f"test R@1 {100 * choice['test_recall@1']:.1f}{cost}" + (f"; written to {choice['folder']}" if choice.get("folder") else ""),
+                  soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command("demo")

@@ -129,7 +129,35 @@ def test_transductive_psi_is_label_free_fits_the_indexed_gallery_and_adds_rows(t
         return float(np.mean(np.sum(psi.transform(g_test).vectors * q_test.vectors, axis=1)))
 
     assert mean_cos(transductive) > mean_cos(plain)
+    # the protocol that holds: the label-free ψ sees the held-out gallery, never a held-out query
+    assert not set(experiment.heldout_queries.ids) & set(experiment.heldout_gallery.ids)
+    assert set(experiment.heldout_queries.ids) | set(experiment.heldout_gallery.ids) == set(experiment.test.ids)
     rows, _ = experiment.run(tmp_path / "out")
     settings = [row.setting for row in rows]
-    assert any(s.startswith("CMCE ensemble, transductive") for s in settings)
-    assert any(s.startswith("CMCE single ψ, transductive") for s in settings)
+    heldout = [s for s in settings if s.startswith("held-out queries")]
+    assert any(s.endswith("CMCE ensemble, transductive") for s in heldout)
+    assert any("CMCE single ψ, transductive" in s for s in heldout)
+    assert any(s.endswith(": CMCE ensemble") for s in heldout)  # the usual ψ's under the same protocol, beside them
+    assert not any(s.startswith("CMCE ensemble, transductive") for s in settings)  # the optimistic rows are gone
+
+
+def test_the_held_out_split_never_shares_an_image_and_keeps_every_class_on_both_sides():
+    import numpy as np
+
+    from asymret.data.dataset import ArraySource, ImageDataset
+    from asymret.pipeline.experiment import heldout_split
+
+    labels = np.repeat(np.arange(7), [10, 10, 4, 3, 2, 1, 10])
+    n = len(labels)
+    test = ImageDataset("toy", ArraySource(np.zeros((n, 2, 2), np.uint8), "toy"), np.arange(n).astype(str), np.arange(n), labels,
+                        np.array(["test"] * n), np.ones(n, bool), np.ones(n, bool))
+    queries, gallery = heldout_split(test, 0.5, seed=3)
+    assert not set(queries.ids) & set(gallery.ids) and len(queries) + len(gallery) == n
+    for label, count in zip(*np.unique(labels, return_counts=True)):
+        q, g = int((queries.labels == label).sum()), int((gallery.labels == label).sum())
+        assert g >= 1 and (q == 0 if count == 1 else q >= 1)
+    assert int((queries.labels == 0).sum()) == 5
+    again, _ = heldout_split(test, 0.5, seed=3)
+    assert again.ids.tolist() == queries.ids.tolist()
+    with pytest.raises(ValueError, match="transductive_query_fraction"):
+        heldout_split(test, 1.0, seed=3)

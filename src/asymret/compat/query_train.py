@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data.augment import AugmentConfig, augment_batch, augment_config
+from ..data.augment import AugmentConfig, augment_batch, augment_config, view_bank
 from ..data.batches import load_tensors
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder
@@ -33,11 +33,14 @@ def train_query_model(
     use_augmentation: bool | None = None,
     method: str = "",
     augmentation: str | AugmentConfig = "light",
+    tail_blocks: int = 0,
 ) -> TrainHistory:
     """Train ``query`` (in place) so that its embeddings land in the teacher's space under ``loss``.
 
     ``use_augmentation`` defaults to True for an online teacher (coupled augmentation) and False for cached
-    teacher embeddings (which were computed on un-augmented images).
+    teacher embeddings (which were computed on un-augmented images; pass a view bank as ``dataset`` for many
+    views).  ``tail_blocks`` > 0 (a pretrained student): only the backbone's last blocks and the neck are
+    trained, on its frozen prefix's activations computed once for every image of ``dataset``.
     """
     online = isinstance(teacher, Encoder)
     teacher_space = teacher.space() if online else teacher.space
@@ -52,6 +55,11 @@ def train_query_model(
     if use_augmentation is None:
         use_augmentation = online
     aug = augment_config(augmentation)
+    if tail_blocks:
+        if online:
+            raise ValueError("a partly fine-tuned student (tail_blocks) trains on cached teacher embeddings: pass them, "
+                             "with a view bank as the dataset for coupled views")
+        return _train_query_tail(query, dataset, teacher, loss, config, bank, method, tail_blocks)
     images, labels, rows = load_tensors(dataset, teacher.preprocess if online else query.preprocess)
     bank_tensor = None if bank is None else torch.from_numpy(bank.vectors)
     if online:
@@ -77,12 +85,43 @@ def train_query_model(
     params = list(query.parameters()) + [p for p in loss.parameters() if p.requires_grad]
     history = train(params, compute_loss, epoch_batches(labels.numpy(), config), config,
                     modules=[query, loss], description=f"train {query.name} ({method or type(loss).__name__})")
+    _finish(query, config, method or type(loss).__name__, teacher_space, dataset, online=online, augmentation=bool(use_augmentation))
+    return history
+
+
+def _finish(query: Encoder, config: TrainConfig, method: str, teacher_space, dataset: ImageDataset, **record) -> None:
     query.requires_grad_(False)
     query.eval()
-    query.config["compat_training"] = {
-        **config.to_dict(), "method": method or type(loss).__name__, "teacher_space": teacher_space.to_dict(),
-        "dataset_fingerprint": dataset.fingerprint(), "online_teacher": online, "augmentation": bool(use_augmentation),
-    }
+    query.config["compat_training"] = {**config.to_dict(), "method": method, "teacher_space": teacher_space.to_dict(),
+                                       "dataset_fingerprint": dataset.fingerprint(), **record}
+
+
+def _train_query_tail(query: Encoder, dataset: ImageDataset, teacher: Embeddings, loss: CompatLoss, config: TrainConfig,
+                      bank: Embeddings | None, method: str, tail_blocks: int) -> TrainHistory:
+    """The student's tail and neck trained on its frozen prefix's activations of every image of ``dataset``."""
+    from torch import nn
+
+    from ..encoders.train import cached_prefix_activations
+
+    if not hasattr(query.backbone, "tail_modules"):
+        raise ValueError(f"backbone {query.config.get('arch')!r} cannot be partly fine-tuned (tail_blocks)")
+    prefix = cached_prefix_activations(query, dataset, tail_blocks, views=1, augmentation=augment_config("none"))[0]
+    labels = torch.as_tensor(dataset.labels, dtype=torch.long)
+    teacher_vectors = torch.from_numpy(teacher.align(dataset.ids).vectors)
+    bank_tensor = None if bank is None else torch.from_numpy(bank.vectors)
+    query.requires_grad_(False)
+    tail = nn.ModuleList(query.backbone.tail_modules(tail_blocks))
+    tail.requires_grad_(True)
+    query.neck.requires_grad_(True)
+
+    def compute_loss(rows: torch.Tensor) -> torch.Tensor:
+        student = query.embed_pooled(query.pool(query.backbone.forward_tail(prefix[rows].float(), tail_blocks)))
+        return loss(student, teacher_vectors[rows], labels[rows] if loss.uses_labels else None, bank_tensor)
+
+    params = [p for module in (tail, query.neck) for p in module.parameters()] + [p for p in loss.parameters() if p.requires_grad]
+    history = train(params, compute_loss, epoch_batches(labels.numpy(), config), config, modules=[tail, query.neck, loss],
+                    description=f"train {query.name} ({method or type(loss).__name__}, last {tail_blocks} blocks)")
+    _finish(query, config, method or type(loss).__name__, teacher.space, dataset, online=False, tail_blocks=tail_blocks)
     return history
 
 
@@ -92,6 +131,7 @@ QUERY_METHODS: Registry[dict] = Registry("compatibility method")
 for _name, _spec in {
     "distill-l2": {"loss": "distill-l2"},
     "distill-cos": {"loss": "distill-cos"},
+    "distill-metric": {"loss": "distill-metric", "own_head": True},
     "bct": {"loss": "bct", "gallery_head": True},
     "aml": {"loss": "aml", "kwargs": {"margin": 0.5}},
     "csd": {"loss": "csd", "bank": True, "kwargs": {"k": 64, "temperature": 0.05}},
@@ -109,6 +149,9 @@ def train_compatible_query(
     teacher: Encoder,
     config: TrainConfig,
     store=None,
+    tail_blocks: int = 0,
+    views: int = 1,
+    augmentation: str | AugmentConfig = "light",
     **loss_kwargs,
 ) -> TrainHistory:
     """Train ``query`` to be compatible with the frozen gallery model ``teacher`` by a named method.
@@ -117,6 +160,11 @@ def train_compatible_query(
     training-set embeddings (CSD, ROP, monotonic), an online teacher with coupled augmentation (RAML; use the same
     architecture at a lower query resolution, as the paper).  Cached teacher embeddings come from ``store``.
     Afterwards ``query.classifier`` is the teacher's classifier: the query now lives in the teacher's space.
+
+    ``views`` > 1 trains on a fixed bank of that many views per image (:func:`~asymret.data.augment.view_bank`,
+    ``augmentation``; view 0 the image itself), each embedded once by the teacher: the student regresses the
+    teacher on every view rather than memorising one, and the views are coupled by construction (RAML included).
+    ``tail_blocks`` fine-tunes only a pretrained student's last blocks (see :func:`train_query_model`).
     """
     from .losses import create_loss
 
@@ -127,13 +175,18 @@ def train_compatible_query(
         if teacher.classifier is None:
             raise ValueError(f"{method} needs the gallery model's classifier; {teacher.name} was saved without one")
         kwargs.update(gallery_head=teacher.classifier, num_classes=teacher.classifier.num_classes, dim=query.embedding_dim)
+    if spec.get("own_head"):
+        kwargs.update(num_classes=int(dataset.labels.max()) + 1, dim=query.embedding_dim)
+    if views > 1:
+        dataset = view_bank(dataset, augmentation, views, seed=0)  # one bank for every method and seed: cached once
     loss = create_loss(spec["loss"], **kwargs)
     if store is None:
         import tempfile
 
         store = EmbeddingStore(tempfile.mkdtemp(prefix="asymret-store-"))
     bank = store.get(teacher, dataset) if spec.get("bank") else None
-    teacher_side: Embeddings | Encoder = teacher if spec.get("online_teacher") else store.get(teacher, dataset)
-    history = train_query_model(query, dataset, teacher_side, loss, config, bank=bank, method=key)
+    online = spec.get("online_teacher") and views == 1 and not tail_blocks
+    teacher_side: Embeddings | Encoder = teacher if online else store.get(teacher, dataset)
+    history = train_query_model(query, dataset, teacher_side, loss, config, bank=bank, method=key, tail_blocks=tail_blocks)
     query.classifier = teacher.classifier
     return history

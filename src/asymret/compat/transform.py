@@ -34,7 +34,9 @@ class TransformationNet(nn.Module):
 
     - ``linear``: one linear map;
     - ``mlp``: Linear → BN → ReLU → Linear (as apple/ml-fct's transformation);
-    - ``residual``: a linear projection plus a residual bottleneck MLP (Wang et al. 2020's unified representation).
+    - ``residual``: a linear projection plus a residual bottleneck MLP (Wang et al. 2020's unified representation);
+    - ``procrustes``: an orthogonal map (orthonormal rows or columns), fitted in closed form by
+      :meth:`CMCETransform.fit` — the least-capacity ψ: it can rotate a space, not memorise classes.
     """
 
     def __init__(self, in_dim: int, out_dim: int, kind: str = "mlp", hidden_dim: int = 512, num_layers: int = 2) -> None:
@@ -42,6 +44,8 @@ class TransformationNet(nn.Module):
         self.kind = kind
         if kind == "linear":
             self.body: nn.Module = nn.Linear(in_dim, out_dim)
+        elif kind == "procrustes":
+            self.body = nn.Linear(in_dim, out_dim, bias=False)
         elif kind in ("mlp", "residual"):
             layers: list[nn.Module] = []
             dim = in_dim
@@ -52,7 +56,7 @@ class TransformationNet(nn.Module):
             self.body = nn.Sequential(*layers)
             self.skip = nn.Linear(in_dim, out_dim, bias=False) if kind == "residual" else None
         else:
-            raise ValueError(f"unknown transformation kind {kind!r} (linear, mlp, residual)")
+            raise ValueError(f"unknown transformation kind {kind!r} (linear, mlp, residual, procrustes)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
@@ -129,6 +133,9 @@ class CMCETransform:
         self.source_space, self.target_space = gallery.space, query.space
         with seeded(self.train_config.seed):  # ψ's initialisation; the caller's random streams are left alone
             self.net = TransformationNet(gallery.space.dim, query.space.dim, self.kind, self.hidden_dim, self.num_layers)
+        if self.kind == "procrustes":
+            self.history = _fit_procrustes(self.net, gallery.vectors, query.vectors)
+            return self
         loss = build_cmce_loss(self.loss_weights, self.head, self.similarity,
                                contrastive_temperature=self.settings.contrastive_temperature)
         if loss.uses_labels and labels is None:
@@ -218,3 +225,19 @@ class CMCETransform:
         if psi.fingerprint() != manifest["fingerprint"]:
             raise ValueError(f"{directory}: weights do not match the manifest's fingerprint")
         return psi
+
+
+def _fit_procrustes(net: TransformationNet, source: np.ndarray, target: np.ndarray) -> TrainHistory:
+    """W = argmin ‖X Wᵀ − Y‖ over matrices with orthonormal rows/columns: U Vᵀ from the SVD of Yᵀ X (orthogonal
+    Procrustes; the similarity loss's closed form for a rotation).  No labels, no training loop."""
+    import time
+
+    start = time.perf_counter()
+    u, _, vt = np.linalg.svd(target.astype(np.float64).T @ source.astype(np.float64), full_matrices=False)
+    with torch.no_grad():
+        net.body.weight.copy_(torch.from_numpy((u @ vt).astype(np.float32)))
+    net.eval()
+    mapped = source @ (u @ vt).T
+    mapped /= np.linalg.norm(mapped, axis=1, keepdims=True) + 1e-12
+    residual = float(1.0 - np.mean(np.sum(mapped * target, axis=1)))
+    return TrainHistory([residual], time.perf_counter() - start)

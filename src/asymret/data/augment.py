@@ -17,13 +17,14 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..core.settings import strict_settings
 from .dataset import ImageDataset, ImageSource
 
-__all__ = ["AugmentConfig", "AUGMENT_PRESETS", "augment_config", "augment_batch", "ViewSource", "camera_views"]
+__all__ = ["AugmentConfig", "AUGMENT_PRESETS", "augment_config", "augment_batch", "ViewSource", "camera_views", "view_bank"]
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,6 @@ def _jpeg(batch: torch.Tensor, rows: torch.Tensor, quality: tuple[int, int], gen
     mapped to 0–255 by its own range, encoded, decoded and mapped back."""
     import io
 
-    import numpy as np
     from PIL import Image
 
     qualities = torch.randint(int(quality[0]), int(quality[1]) + 1, (batch.shape[0],), generator=generator)
@@ -237,9 +237,7 @@ class ViewSource(ImageSource):
         if not self.config.enabled:
             raise ValueError("a view source needs an augmentation that changes the image (not 'none')")
 
-    def load(self, key: str | int) -> "np.ndarray":
-        import numpy as np
-
+    def load(self, key: str | int) -> np.ndarray:
         from ..core.seeds import derive_seed
 
         pixels = self.base.load(key)
@@ -258,3 +256,42 @@ def camera_views(dataset: ImageDataset, config: AugmentConfig | str, seed: int =
     from dataclasses import replace
 
     return replace(dataset, source=ViewSource(dataset.source, config, seed), name=f"{dataset.name}~views")
+
+
+class ViewBankSource(ImageSource):
+    """``views`` fixed views of every image of another source: view 0 is the image itself, views 1..V−1 seeded
+    augmentations (each view its own :class:`ViewSource` seed).  Keys are ``"<view>|<base key>"``."""
+
+    def __init__(self, base: ImageSource, config: AugmentConfig | str, views: int, seed: int = 0) -> None:
+        if views < 1:
+            raise ValueError(f"a view bank needs ≥ 1 view per image (got {views})")
+        self.base, self.config, self.views, self.seed = base, augment_config(config), int(views), int(seed)
+        self._augmented = [ViewSource(base, self.config, seed=self.seed * 1000 + view) for view in range(1, self.views)] if views > 1 else []
+
+    def load(self, key: str | int) -> np.ndarray:
+        view, _, base_key = str(key).partition("|")
+        view = int(view)  # every source takes its key as a string too (array sources convert row numbers)
+        return self.base.load(base_key) if view == 0 else self._augmented[view - 1].load(base_key)
+
+    def describe(self) -> dict:
+        return {"type": "view-bank", "base": self.base.describe(), "augmentation": self.config.to_dict(), "views": self.views,
+                "seed": self.seed}
+
+
+def view_bank(dataset: ImageDataset, config: AugmentConfig | str, views: int, seed: int = 0) -> ImageDataset:
+    """A fixed bank of ``views`` views of every image of ``dataset`` (view 0 = the image as it is), cached once by
+    the embedding store like any dataset: what a model, a ψ or a distilled student trains on when one view per
+    image is memorised.  Ids are ``"<id>~v<view>"`` (view 0 keeps the plain id, so it reuses the image's
+    embeddings); labels and roles follow the image."""
+    if views == 1:
+        return dataset
+    if not augment_config(config).enabled:
+        raise ValueError("a view bank of more than one view needs an augmentation that changes the image (not 'none')")
+    order = np.arange(len(dataset))
+    rows = np.tile(order, views)
+    view_of = np.repeat(np.arange(views), len(dataset))
+    ids = np.array([item if view == 0 else f"{item}~v{view}" for item, view in zip(dataset.ids[rows], view_of)])
+    keys = np.array([f"{view}|{key}" for key, view in zip(dataset.keys[rows].tolist(), view_of)])
+    return ImageDataset(name=f"{dataset.name}~bank{views}", source=ViewBankSource(dataset.source, config, views, seed), ids=ids,
+                        keys=keys, labels=dataset.labels[rows], splits=dataset.splits[rows], is_query=dataset.is_query[rows],
+                        is_gallery=dataset.is_gallery[rows], class_names=dataset.class_names)

@@ -43,12 +43,15 @@ def train_encoder(
     tail_blocks: int = 0,
     cached_views: int = 2,
     center: bool = False,
+    label_smoothing: float = 0.0,
 ) -> TrainHistory:
     """Train ``encoder`` (in place) with a normalised-softmax loss on ``dataset``'s labels.
 
     Afterwards ``encoder.classifier`` holds the learned class weights (a :class:`CosineClassifier`).  With
     ``center`` the embedding is then centred on the training images' mean embedding (no augmentation) and
-    renormalised, and the class weights with it — see :class:`Encoder`.
+    renormalised, and the class weights with it — see :class:`Encoder`.  ``label_smoothing`` > 0 smooths the
+    normalised softmax's targets (few images per class: the classifier stops pushing every image to its class
+    weight alone).
     """
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty dataset")
@@ -64,7 +67,8 @@ def train_encoder(
     augmenting = aug.enabled and not freeze_backbone  # cached frozen features cannot be augmented
     num_classes = int(dataset.labels.max()) + 1
     with seeded(config.seed):  # the class weights' initialisation
-        loss_fn = pml_losses.NormalizedSoftmaxLoss(num_classes=num_classes, embedding_size=encoder.embedding_dim, temperature=temperature)
+        softmax = pml_losses.NormalizedSoftmaxLoss(num_classes=num_classes, embedding_size=encoder.embedding_dim, temperature=temperature)
+    loss_fn = softmax if not label_smoothing else _SmoothedNormalizedSoftmax(softmax, label_smoothing)
 
     if freeze_backbone:
         if store is not None:
@@ -130,15 +134,32 @@ def train_encoder(
     encoder.eval()
     if center:
         _center(encoder, training_embeddings, loss_fn, labels, config)
-    encoder.classifier = CosineClassifier.from_normalized_softmax(loss_fn).frozen()
+    encoder.classifier = CosineClassifier.from_normalized_softmax(softmax).frozen()
     encoder.config["training"] = {
         **config.to_dict(), "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
         "freeze_backbone": freeze_backbone, "loss": "normalized-softmax", "temperature": temperature,
+        **({"label_smoothing": label_smoothing} if label_smoothing else {}),
         "augmentation": aug.to_dict() if augmenting else None,
         **({"tail_blocks": tail_blocks, "cached_views": cached_views} if tail_blocks else {}),
         **({"centered": True} if center else {}),
     }
     return history
+
+
+class _SmoothedNormalizedSoftmax(nn.Module):
+    """pytorch-metric-learning's normalised softmax (its class weights ``W``, its temperature) with smoothed targets."""
+
+    def __init__(self, softmax: nn.Module, label_smoothing: float) -> None:
+        super().__init__()
+        self.softmax, self.label_smoothing = softmax, float(label_smoothing)
+
+    @property
+    def W(self) -> nn.Parameter:  # noqa: N802 - pytorch-metric-learning's name
+        return self.softmax.W
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = F.normalize(embeddings, dim=1) @ F.normalize(self.softmax.W, dim=0) / self.softmax.temperature
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
 
 def _center(encoder: Encoder, training_embeddings, loss_fn: nn.Module, labels: torch.Tensor, config: TrainConfig) -> None:
@@ -161,6 +182,7 @@ def _center(encoder: Encoder, training_embeddings, loss_fn: nn.Module, labels: t
 # The last prefix activations computed, keyed by everything that decides them: a multi-seed experiment fine-tunes
 # the same pretrained backbone on the same data once per seed, and the frozen prefix's pass is the expensive part.
 _PREFIX_MEMO: dict[str, torch.Tensor] = {}
+_PREFIX_MEMO_SIZE = 3
 
 
 @torch.no_grad()
@@ -171,7 +193,7 @@ def cached_prefix_activations(encoder: Encoder, dataset: ImageDataset, tail_bloc
     from ..core.manifest import stable_hash
     from ..core.progress import progress_bar
 
-    key = stable_hash({"backbone": encoder.backbone_fingerprint(), "data": dataset.fingerprint(), "tail": tail_blocks,
+    key = stable_hash({"prefix": _prefix_fingerprint(encoder, tail_blocks), "data": dataset.fingerprint(), "tail": tail_blocks,
                        "views": views, "augmentation": augmentation.to_dict()})
     if key in _PREFIX_MEMO:
         return _PREFIX_MEMO[key]
@@ -187,6 +209,18 @@ def cached_prefix_activations(encoder: Encoder, dataset: ImageDataset, tail_bloc
                 chunks[view].append(backbone.forward_prefix(x, tail_blocks).to(torch.float16))
             advance(len(batch))
     activations = torch.stack([torch.cat(c) for c in chunks])
-    _PREFIX_MEMO.clear()  # keep one: they are hundreds of MB
+    while len(_PREFIX_MEMO) >= _PREFIX_MEMO_SIZE:  # keep a few: they can be hundreds of MB
+        _PREFIX_MEMO.pop(next(iter(_PREFIX_MEMO)))
     _PREFIX_MEMO[key] = activations
     return activations
+
+
+def _prefix_fingerprint(encoder: Encoder, tail_blocks: int) -> str:
+    """Hash of what decides the frozen prefix's activations: the preprocessing and every backbone weight outside
+    the tail — so a student whose tail was fine-tuned (or a query model copied as a student) shares the cache."""
+    from ..core.manifest import hash_arrays, stable_hash
+
+    tail = {id(t) for module in encoder.backbone.tail_modules(tail_blocks) for t in module.state_dict(keep_vars=True).values()}
+    prefix = [t for t in encoder.backbone.state_dict(keep_vars=True).values() if id(t) not in tail]
+    return stable_hash({"arch": encoder.config.get("arch"), "preprocess": encoder.preprocess.config(),
+                        "weights": hash_arrays([t.detach() for t in prefix])})

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..compat.query_train import train_compatible_query
 from ..compat.config import PsiConfig
+from .config import PROFILES, ExperimentConfig, ModelSpec
 from ..compat.transform import CMCETransform
 from ..core.progress import log
-from ..core.registry import Registry
 from ..core.seeds import derive_seed
-from ..core.settings import strict_settings
 from ..core.space import Embeddings, Space
-from ..data.augment import camera_views
+from ..data.augment import camera_views, view_bank
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder, create_encoder
 from ..encoders.train import train_encoder
@@ -40,116 +39,6 @@ __all__ = ["ModelSpec", "ExperimentConfig", "PROFILES", "Experiment", "SeedModel
 #: the test sample is the same for every run of a config (it is the benchmark, not a random draw per seed)
 TEST_SAMPLE_SEED = 12345
 VALIDATION_CLASS_SEED = 101
-
-
-@dataclass
-class ModelSpec:
-    """How to build and train one encoder of the experiment."""
-
-    name: str
-    arch: str
-    epochs: int
-    lr: float = 3e-3
-    train_fraction: float = 1.0  # share of the training images this model sees (data diversity)
-    freeze_backbone: bool = False
-    tail_blocks: int = 0  # > 0: fine-tune only the backbone's last blocks on cached prefix activations
-    cached_views: int = 2  # with tail_blocks: views per image whose prefix activations are cached
-    pretrained: bool = False
-    input_size: int | None = None
-    neck: str = "linear"
-    weight_decay: float = 1e-4
-    batch_size: int = 128
-    augment: str = "light"  # a preset of asymret.data.augment
-    m_per_class: int = 0  # > 0: class-balanced batches
-    warmup_epochs: float = 0.0
-    center: bool = False  # centre the trained embedding on its mean training embedding (see Encoder)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
-        return cls(**strict_settings(cls, data, f"model {data.get('name', '?')!r}"))
-
-
-@dataclass
-class ExperimentConfig:
-    """What the demo and the comparison run; ``PROFILES`` holds the named presets."""
-
-    train_size: int | None = 10_000  # None: every training image
-    test_size: int | None = 2_000  # None: every test image (the benchmarks' protocol)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    embedding_dim: int = 64
-    query: ModelSpec = field(default_factory=lambda: ModelSpec("query:convnet-xs", "convnet-xs", epochs=8))
-    gallery: tuple[ModelSpec, ...] = ()
-    kd_teacher: str = ""  # gallery model the KD baseline regresses ("" = the first)
-    kd_epochs: int = 8
-    psi: PsiConfig = field(default_factory=PsiConfig)
-    reject_fraction: float = 0.1
-    ks: tuple[int, ...] = (1, 2, 4, 8)
-    instance_ks: tuple[int, ...] = (1, 10)
-    # instance recall's queries: "" = the gallery image itself, embedded by the query side; an augmentation preset
-    # (e.g. "strong", "glyph") = one new view of it (another photo, another print) that must find the original
-    instance_view: str = ""
-    # open-set data: this many training classes (a seeded choice) are held out of every model's training as the
-    # validation split where choices are made — classes no model saw, like the test classes (0 = none)
-    validation_classes: int = 0
-    # also fit every ψ label-free (similarity loss alone) on the training images *plus the gallery being indexed*
-    # (its images embedded by both sides — the server owns them), and report those rows beside the usual ones:
-    # on open-set data a ψ fitted on training classes alone can memorise them
-    transductive_psi: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ExperimentConfig":
-        """A config from plain data (a parsed TOML/JSON file); unknown keys are refused, naming the known ones."""
-        values = strict_settings(cls, data, "experiment")
-        if "query" in values:
-            values["query"] = ModelSpec.from_dict(values["query"])
-        if "gallery" in values:
-            values["gallery"] = tuple(ModelSpec.from_dict(spec) for spec in values["gallery"])
-        if "psi" in values:
-            values["psi"] = PsiConfig.from_dict(values["psi"])
-        for name in ("seeds", "ks", "instance_ks"):
-            if name in values:
-                values[name] = tuple(int(v) for v in values[name])
-        return cls(**values)
-
-    def model(self, name: str) -> ModelSpec:
-        for spec in (self.query, *self.gallery):
-            if spec.name == name:
-                return spec
-        raise KeyError(f"no model named {name!r} in this experiment")
-
-    @property
-    def kd_teacher_name(self) -> str:
-        return self.kd_teacher or self.gallery[0].name
-
-
-def _default_gallery() -> tuple[ModelSpec, ...]:
-    return (
-        ModelSpec("gallery:lite0", "efficientnet_lite0", epochs=12, lr=1e-3, freeze_backbone=True, pretrained=True,
-                  input_size=64, neck="mlp", weight_decay=5e-2),
-        ModelSpec("gallery:convnet-m", "convnet-m", epochs=10, train_fraction=0.8),
-        ModelSpec("gallery:resnet-tiny", "resnet-tiny", epochs=8, train_fraction=0.6),
-    )
-
-
-#: named presets of the demo/comparison (``asymret demo --profile NAME``)
-PROFILES: Registry[ExperimentConfig] = Registry("profile")
-for _name, _config in {
-    "default": ExperimentConfig(gallery=_default_gallery()),
-    "full": ExperimentConfig(train_size=60_000, test_size=10_000, gallery=tuple(
-        replace(spec, epochs=spec.epochs * 2) for spec in _default_gallery()),
-        query=ModelSpec("query:convnet-xs", "convnet-xs", epochs=15), kd_epochs=15),
-    # seconds-long: for tests and smoke runs
-    "tiny": ExperimentConfig(
-        train_size=600, test_size=300, seeds=(0, 1), embedding_dim=16,
-        query=ModelSpec("query:convnet-xs", "convnet-xs", epochs=1),
-        gallery=(ModelSpec("gallery:convnet-s", "convnet-s", epochs=1), ModelSpec("gallery:convnet-m", "convnet-m", epochs=1, train_fraction=0.7)),
-        kd_epochs=10, psi=PsiConfig(epochs=3, hidden_dim=32),
-    ),
-}.items():
-    PROFILES.register(_name, _config)
 
 
 @dataclass
@@ -196,6 +85,24 @@ def measure(
     return metrics
 
 
+def heldout_split(test: ImageDataset, query_fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset]:
+    """Each test class's images split into held-out queries (``query_fraction`` of them, at least one, seeded) and
+    the gallery that is indexed (the rest, at least one): the transductive protocol, where anything fitted on
+    the indexed images never sees a query."""
+    if not 0.0 < query_fraction < 1.0:
+        raise ValueError(f"transductive_query_fraction must be in (0, 1) (got {query_fraction})")
+    rng = np.random.default_rng(seed)
+    is_query = np.zeros(len(test), dtype=bool)
+    for label in np.unique(test.labels):
+        rows = np.flatnonzero(test.labels == label)
+        if len(rows) < 2:
+            continue  # a class of one image has no other image to find: gallery only
+        count = min(len(rows) - 1, max(1, int(round(query_fraction * len(rows)))))
+        is_query[rng.choice(rows, size=count, replace=False)] = True
+    return (test.subset(np.flatnonzero(is_query), name=f"{test.name}/held-out-queries"),
+            test.subset(np.flatnonzero(~is_query), name=f"{test.name}/held-out-gallery"))
+
+
 def mixed_spaces(queries: Embeddings, gallery: Embeddings) -> tuple[Embeddings, Embeddings]:
     """Both sets relabelled into one space so that *incompatible* models can be compared on purpose (the
     "no compatibility" baselines): the only place where the space check is bypassed, and it says so."""
@@ -226,7 +133,7 @@ class Experiment:
         self.config = config
         self.dataset = dataset
         self.workdir = Path(workdir)
-        self.store = EmbeddingStore(self.workdir / "embeddings")
+        self.store = EmbeddingStore(self.workdir / "embeddings", runtime=config.runtime)
         self.cache = ArtifactCache(self.workdir / "artifacts")
         self.train_pool = dataset.select(split="train")
         self.validation: ImageDataset | None = None
@@ -245,6 +152,8 @@ class Experiment:
         self.test_queries = self.test.select(role="query")
         self.test_gallery = self.test.select(role="gallery")
         self.test_query_views = camera_views(self.test_queries, config.instance_view, seed=TEST_SAMPLE_SEED) if config.instance_view else None
+        self.heldout_queries, self.heldout_gallery = heldout_split(self.test, config.transductive_query_fraction, seed=TEST_SAMPLE_SEED)
+        self.deployables: dict[str, Callable[[], tuple[Encoder, Embeddings, np.ndarray | None, Any]]] = {}
         self.timings: dict[str, float] = {}
         self.complexity: dict[str, dict] = {}
         self.validation_metrics: dict[str, list[dict[str, float]]] = {}
@@ -282,7 +191,8 @@ class Experiment:
             train_cfg = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
                                     seed=model_seed, m_per_class=spec.m_per_class, warmup_epochs=spec.warmup_epochs)
             train_encoder(encoder, data, train_cfg, freeze_backbone=spec.freeze_backbone, store=self.store, augmentation=spec.augment,
-                          tail_blocks=spec.tail_blocks, cached_views=spec.cached_views, center=spec.center)
+                          tail_blocks=spec.tail_blocks, cached_views=spec.cached_views, center=spec.center,
+                          label_smoothing=spec.label_smoothing)
             return encoder
 
         return self.cache.get_or_build("encoder", f"seed{seed}/{spec.name}", recipe, build)
@@ -298,41 +208,56 @@ class Experiment:
         return SeedModels(query, query_seconds, gallery)
 
     def train_compatible(self, method: str, teacher: Encoder, seed: int, epochs: int | None = None,
-                         student_resolution: int | None = None) -> tuple[Encoder, float]:
+                         student_resolution: int | None = None, init: Encoder | None = None) -> tuple[Encoder, float]:
         """A query model trained against the frozen ``teacher`` with a compatibility ``method`` (distill-cos = KD).
 
-        The student is the query architecture from scratch, or — with ``student_resolution`` (RAML) — the
-        teacher's own architecture and weights at a lower input resolution.
+        The student is the query spec's architecture and initialisation (from scratch, or its pretrained weights
+        with only its last ``tail_blocks`` fine-tuned), a copy of ``init`` (e.g. the trained query model), or —
+        with ``student_resolution`` (RAML) — the teacher's own architecture and weights at a lower input
+        resolution.  With ``kd_views`` > 1 it trains on that many fixed views of each training image.
         """
-        spec = self.config.query
-        epochs = epochs or self.config.kd_epochs
+        cfg_all, spec = self.config, self.config.query
+        epochs = epochs or cfg_all.kd_epochs
         data = self.train
         self.store.get(teacher, data)  # the teacher's embeddings are extracted (or read) outside the training time
         base = teacher.name.split(":")[-1]
         if student_resolution:
             name = f"{method}:{base}@{student_resolution}←{base}@{teacher.preprocess.input_size}"
         else:
-            name = f"{method}:{spec.arch}←{base}"
+            name = f"{method}:{(init.name.split(':')[-1] + '-init') if init is not None else spec.arch}←{base}"
         student_seed = derive_seed(seed, name)
+        tail_blocks = spec.tail_blocks if not student_resolution else 0
         recipe = {"method": method, "query": recipe_of(spec), "teacher": teacher.fingerprint(), "epochs": epochs, "seed": student_seed,
-                  "data": data.fingerprint(), "student_resolution": student_resolution}
+                  "data": data.fingerprint(), "student_resolution": student_resolution,
+                  **({"views": cfg_all.kd_views, "view_augment": cfg_all.view_augment} if cfg_all.kd_views > 1 else {}),
+                  **({"init": init.fingerprint()} if init is not None else {})}
 
         def build() -> Encoder:
+            import copy
+
             if student_resolution:
                 student = teacher.at_resolution(student_resolution, name=name)
+            elif init is not None:
+                student = copy.deepcopy(init)
+                student.config = {**init.config, "name": name}
             else:
-                student = create_encoder(spec.arch, embedding_dim=self.config.embedding_dim, input_size=spec.input_size, name=name,
+                student = create_encoder(spec.arch, embedding_dim=cfg_all.embedding_dim, input_size=spec.input_size, name=name,
                                          neck=spec.neck, pretrained=spec.pretrained, seed=student_seed)
             cfg = TrainConfig(epochs=epochs, batch_size=spec.batch_size, lr=spec.lr if not student_resolution else spec.lr / 3,
-                              seed=student_seed)
-            train_compatible_query(method, student, data, teacher, cfg, store=self.store)
+                              seed=student_seed, weight_decay=spec.weight_decay if tail_blocks else 1e-4)
+            train_compatible_query(method, student, data, teacher, cfg, store=self.store, tail_blocks=tail_blocks,
+                                   views=cfg_all.kd_views, augmentation=cfg_all.view_augment)
             return student
 
         return self.cache.get_or_build("encoder", f"seed{seed}/{name}", recipe, build)
 
-    def train_kd(self, teacher: Encoder, seed: int) -> tuple[Encoder, float]:
-        """The distillation baseline of the CMCE paper: the query architecture regressing the teacher (cosine)."""
-        return self.train_compatible("distill-cos", teacher, seed)
+    def train_kd(self, teacher: Encoder, seed: int, query: Encoder | None = None) -> tuple[Encoder, float]:
+        """The distillation baseline of the CMCE paper: the query architecture regressing the teacher (cosine; or
+        the config's ``kd_method``), started as ``kd_init`` says (``query``: from the trained ``query`` model)."""
+        init = query if self.config.kd_init == "query" else None
+        if self.config.kd_init not in ("spec", "query"):
+            raise ValueError(f"kd_init must be 'spec' or 'query' (got {self.config.kd_init!r})")
+        return self.train_compatible(self.config.kd_method, teacher, seed, init=init)
 
     def fit_psi(self, gallery_model: Encoder, query_model: Encoder, seed: int, psi: PsiConfig | None = None,
                 unlabelled: ImageDataset | None = None) -> CMCETransform:
@@ -341,7 +266,7 @@ class Experiment:
         With ``unlabelled`` (e.g. the gallery being indexed) ψ is fitted label-free — the similarity loss alone —
         on the training images and those images together, both embedded by both models."""
         settings = psi or self.config.psi
-        train = self.train
+        train = self.psi_train
         psi_seed = derive_seed(seed, "psi", gallery_model.name, query_model.name)
         if unlabelled is not None:
             settings = replace(settings, losses={"similarity": 1.0})
@@ -360,6 +285,12 @@ class Experiment:
         name = f"seed{seed}/{gallery_model.name}-to-{query_model.name}" + ("-transductive" if unlabelled is not None else "")
         return self.cache.get_or_build("transformation", name, recipe, build)[0]
 
+    @property
+    def psi_train(self) -> ImageDataset:
+        """What ψ is fitted on: the training images, or a fixed bank of ``psi_views`` views of each."""
+        cfg = self.config
+        return view_bank(self.train, cfg.view_augment, cfg.psi_views, seed=0) if cfg.psi_views > 1 else self.train
+
     def build_index(self, ensemble: CMCEEnsemble, gallery: Embeddings, uncertainty: np.ndarray | None, seed: int) -> GalleryIndexBase:
         """The ensemble gallery's FAISS index, saved and reloaded as a user would serve it."""
         index = GalleryIndex(ensemble.space)
@@ -376,12 +307,17 @@ class Experiment:
         query = models.query
         q_test = self.store.get(query, self.test_queries)
         g_tests = [self.store.get(model, self.test_gallery) for model in models.gallery_models]
+        first_seed = seed == cfg.seeds[0]
 
         if self.validation is not None:  # where choices are made: every model's symmetric recall on unseen training classes
             for model in [query, *models.gallery_models]:
                 embedded = self.store.get(model, self.validation)
                 self.validation_metrics.setdefault(model.name, []).append(measure(embedded, embedded, ks=(1,)))
-        self._record_symmetric(record, query, q_test, self.store.get(query, self.test_gallery), models.query_seconds)
+        q_gallery = self.store.get(query, self.test_gallery)
+        self._record_symmetric(record, query, q_test, q_gallery, models.query_seconds,
+                               validation=self._validation_recall(query, lambda part: self.store.get(query, part)))
+        if first_seed:
+            self.deployables[f"symmetric: {query.name}"] = lambda: (query, q_gallery, None)
         for (model, seconds), g_test in zip(models.gallery, g_tests):
             self._record_symmetric(record, model, self.store.get(model, self.test_queries), g_test, seconds)
 
@@ -390,35 +326,111 @@ class Experiment:
         record(f"asymmetric, no transformation: {query.name} → {teacher.name}", "asymmetric", query.name, teacher.name,
                self.measure_query_model(query, t_test, mixed=True))
 
-        kd_model, kd_seconds = self.train_kd(teacher, seed)
-        record(f"KD baseline: {kd_model.name} → {teacher.name}", "baseline", kd_model.name, teacher.name,
-               self.measure_query_model(kd_model, t_test), train_seconds=kd_seconds)
+        kd_model, kd_seconds = self.train_kd(teacher, seed, query)
+        self.record_asymmetric(record, seed, f"KD baseline: {kd_model.name} → {teacher.name}", "baseline", kd_model, teacher.name,
+                               t_test, lambda part: self.store.get(teacher, part), train_seconds=kd_seconds)
+        self._record_symmetric(record, kd_model, self.store.get(kd_model, self.test_queries), self.store.get(kd_model, self.test_gallery),
+                               kd_seconds, label=f"symmetric (the distilled student alone): {kd_model.name}")
 
-        gallery, uncertainty, index, names = self._record_cmce(record, models, query, g_tests, seed)
+        gallery, uncertainty, index, names, transforms = self._record_cmce(record, models, query, g_tests, seed)
         if uncertainty is not None:
             self._record_rejection(record, curves, query, q_test, gallery, uncertainty, index, names, seed)
+        if cfg.robust_ensemble:
+            self._record_robust(record, models, query, transforms, g_tests, seed)
         if cfg.transductive_psi:
-            self._record_cmce(record, models, query, g_tests, seed, unlabelled=self.test_gallery)
+            self._record_transductive(record, models, query, transforms, seed)
         self.timings[f"seed{seed}/total"] = time.perf_counter() - t0
 
-    def _record_cmce(self, record: RowRecorder, models: SeedModels, query: Encoder, g_tests: list[Embeddings], seed: int,
-                     unlabelled: ImageDataset | None = None) -> tuple[Embeddings, np.ndarray | None, GalleryIndexBase | None, str]:
-        """One ψ per gallery model, singly and as the ensemble (served from a saved index); with ``unlabelled`` the
-        ψ's are fitted label-free on the training images plus those images (the transductive rows)."""
-        label, kind = ("", "cmce") if unlabelled is None else (", transductive", "cmce-transductive")
+    def _validation_recall(self, query_model: Encoder, gallery_of: Callable[[ImageDataset], Embeddings]) -> float | None:
+        """R@1 of ``query_model``'s validation images searched among ``gallery_of(validation)`` (every validation
+        image a query against the rest): how a setting does on classes no model saw, where choices are made."""
+        if self.validation is None:
+            return None
+        queries = self.store.get(query_model, self.validation)
+        return measure(queries, gallery_of(self.validation), ks=(1,))["recall@1"]
+
+    def record_asymmetric(self, record: RowRecorder, seed: int, key: str, kind: str, query_model: Encoder, gallery_name: str,
+                          gallery: Embeddings, gallery_of: Callable[[ImageDataset], Embeddings], index: GalleryIndexBase | None = None,
+                          uncertainty: np.ndarray | None = None, **extra: Any) -> None:
+        """One deployable row: test metrics through ``index`` (or an exact one over ``gallery``), R@1 on the validation
+        classes (``gallery_of`` builds this setting's gallery for any images), and — for the first seed — what
+        :mod:`~asymret.pipeline.deploy` needs to serve it."""
+        metrics = self.measure_query_model(query_model, gallery, index=index)
+        validation = self._validation_recall(query_model, gallery_of)
+        if validation is not None:
+            metrics["validation_recall@1"] = validation
+        record(key, kind, query_model.name, gallery_name, metrics, **extra)
+        if seed == self.config.seeds[0]:
+            self.deployables[key] = lambda: (query_model, gallery, uncertainty)
+
+    def _record_cmce(self, record: RowRecorder, models: SeedModels, query: Encoder, g_tests: list[Embeddings], seed: int
+                     ) -> tuple[Embeddings, np.ndarray | None, GalleryIndexBase, str, list[CMCETransform]]:
+        """One ψ per gallery model, singly and as the paper's plain-mean ensemble (served from a saved index)."""
         t1 = time.perf_counter()
-        transforms = [self.fit_psi(model, query, seed, unlabelled=unlabelled) for model in models.gallery_models]
-        self.timings[f"seed{seed}/fit_psi" + ("" if unlabelled is None else "_transductive")] = time.perf_counter() - t1
+        transforms = [self.fit_psi(model, query, seed) for model in models.gallery_models]
+        self.timings[f"seed{seed}/fit_psi"] = time.perf_counter() - t1
         for psi, model, g_test in zip(transforms, models.gallery_models, g_tests):
-            record(f"CMCE single ψ{label}: {query.name} → {model.name}", kind, query.name, f"ψ({model.name})",
-                   self.measure_query_model(query, psi.transform(g_test)), train_seconds=psi_seconds([psi]))
+            self.record_asymmetric(record, seed, f"CMCE single ψ: {query.name} → {model.name}", "cmce", query, f"ψ({model.name})",
+                                   psi.transform(g_test), lambda part, psi=psi, model=model: psi.transform(self.store.get(model, part)),
+                                   train_seconds=psi_seconds([psi]))
         ensemble = CMCEEnsemble(transforms)
         gallery, uncertainty = ensemble.transform(g_tests)
-        index = self.build_index(ensemble, gallery, uncertainty, seed) if unlabelled is None else None
+        index = self.build_index(ensemble, gallery, uncertainty, seed)
         names = "+".join(model.name.split(":")[-1] for model in models.gallery_models)
-        record(f"CMCE ensemble{label}: {query.name} → mean ψ({names})", kind, query.name, f"ensemble({names})",
-               self.measure_query_model(query, gallery, index=index), train_seconds=psi_seconds(transforms))
-        return gallery, uncertainty, index, names
+        self.record_asymmetric(record, seed, f"CMCE ensemble: {query.name} → mean ψ({names})", "cmce", query, f"ensemble({names})",
+                               gallery, self._ensemble_gallery(ensemble, models), index=index, uncertainty=uncertainty,
+                               train_seconds=psi_seconds(transforms))
+        return gallery, uncertainty, index, names, transforms
+
+    def _ensemble_gallery(self, ensemble: CMCEEnsemble, models: SeedModels) -> Callable[[ImageDataset], Embeddings]:
+        return lambda part: ensemble.transform([self.store.get(model, part) for model in models.gallery_models])[0]
+
+    def _record_robust(self, record: RowRecorder, models: SeedModels, query: Encoder, transforms: list[CMCETransform],
+                       g_tests: list[Embeddings], seed: int) -> None:
+        """The robust ensemble: the members chosen on the validation classes (a ψ that does not carry over there
+        gets weight 0), with its own rejection row when it keeps ≥ 2 members."""
+        if self.validation is None:
+            raise ValueError("robust_ensemble chooses members on validation classes: set validation_classes")
+        from ..gallery.ensemble import select_members
+
+        ensemble, scores = select_members(transforms, lambda candidate: self._validation_recall(query, self._ensemble_gallery(candidate, models)))
+        gallery, uncertainty = ensemble.transform(g_tests)
+        kept = "+".join(models.gallery_models[i].name.split(":")[-1] for i in ensemble.members)
+        index = GalleryIndex(ensemble.space)
+        index.add(gallery, uncertainty)
+        key = f"CMCE robust ensemble (members chosen on validation): {query.name} → mean ψ({kept})"
+        self.record_asymmetric(record, seed, key, "cmce", query, f"robust({kept})", gallery, self._ensemble_gallery(ensemble, models),
+                               index=index, uncertainty=uncertainty, train_seconds=psi_seconds(transforms), members=kept,
+                               subset_validation_recall=scores)
+        if uncertainty is not None:
+            pct = int(round(100 * self.config.reject_fraction))
+            record(f"CMCE robust ensemble, reject {pct}% most uncertain gallery", "cmce-reject", query.name, f"robust({kept})",
+                   self.measure_query_model(query, gallery, index=index, reject_fraction=self.config.reject_fraction))
+
+    def _record_transductive(self, record: RowRecorder, models: SeedModels, query: Encoder, transforms: list[CMCETransform],
+                             seed: int) -> None:
+        """The transductive rows under the protocol that never sees a query: ψ fitted label-free on the training
+        images plus the *held-out gallery* (part of each test class), searched with the held-out queries; beside
+        them the usual ψ's and the query model alone under the same protocol."""
+        queries, gallery_part = self.heldout_queries, self.heldout_gallery
+        q_queries = self.store.get(query, queries)
+        g_parts = [self.store.get(model, gallery_part) for model in models.gallery_models]
+        protocol = f"held-out queries ({len(queries)} queries, {len(gallery_part)} indexed)"
+
+        def measured(gallery: Embeddings) -> dict[str, float]:
+            return measure(q_queries, gallery, ks=self.config.ks)
+
+        record(f"{protocol}: query model alone {query.name}", "symmetric", query.name, query.name,
+               measured(self.store.get(query, gallery_part)))
+        t1 = time.perf_counter()
+        transductive = [self.fit_psi(model, query, seed, unlabelled=gallery_part) for model in models.gallery_models]
+        self.timings[f"seed{seed}/fit_psi_transductive"] = time.perf_counter() - t1
+        for label, kind, psis in (("", "cmce", transforms), (", transductive", "cmce-transductive", transductive)):
+            for psi, model, g_part in zip(psis, models.gallery_models, g_parts):
+                record(f"{protocol}: CMCE single ψ{label} → {model.name}", kind, query.name, f"ψ({model.name})",
+                       measured(psi.transform(g_part)), train_seconds=psi_seconds([psi]))
+            gallery, _ = CMCEEnsemble(psis).transform(g_parts)
+            record(f"{protocol}: CMCE ensemble{label}", kind, query.name, "ensemble", measured(gallery), train_seconds=psi_seconds(psis))
 
     def measure_query_model(self, query_model: Encoder, gallery: Embeddings, index: GalleryIndexBase | None = None,
                             mixed: bool = False, reject_fraction: float | None = None, exclude: np.ndarray | None = None) -> dict[str, float]:
@@ -437,9 +449,13 @@ class Experiment:
         return measure(queries, gallery, index=index, ks=cfg.ks, instance_ks=cfg.instance_ks, reject_fraction=reject_fraction,
                        exclude=exclude, instance_queries=views)
 
-    def _record_symmetric(self, record: RowRecorder, model: Encoder, queries: Embeddings, gallery: Embeddings, seconds: float) -> None:
-        info = self.complexity[model.name]
-        record(f"symmetric: {model.name}", "symmetric", model.name, model.name, measure(queries, gallery, ks=self.config.ks),
+    def _record_symmetric(self, record: RowRecorder, model: Encoder, queries: Embeddings, gallery: Embeddings, seconds: float,
+                          validation: float | None = None, label: str = "") -> None:
+        info = self.complexity.setdefault(model.name, model.complexity())
+        metrics = measure(queries, gallery, ks=self.config.ks)
+        if validation is not None:
+            metrics["validation_recall@1"] = validation
+        record(label or f"symmetric: {model.name}", "symmetric", model.name, model.name, metrics,
                flops=info["flops"], params=info["params"], train_seconds=seconds)
 
     def _record_rejection(self, record, curves, query, q_test, gallery, uncertainty, index, names, seed) -> None:

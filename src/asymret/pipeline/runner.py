@@ -132,12 +132,24 @@ def run_rerank_only(config: RunConfig, workdir: str | os.PathLike, out_dir: str 
     return run_rerank(experiment_of(config, workdir, root), settings, out_dir, command=command, export_dir=export_dir)
 
 
-def run(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLike, root: str | None = None, command: str = "") -> dict:
-    """Run the experiment (and the comparison, if configured); returns the results' metadata."""
+def run(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLike, root: str | None = None, command: str = "",
+        deploy_dir: str | os.PathLike | None = None) -> dict:
+    """Run the experiment (and the comparison, if configured); returns the results' metadata.  With validation
+    classes the metadata's ``deployment`` names the configuration to deploy, chosen on them alone
+    (``out_dir/deployment.json``); ``deploy_dir`` also writes it ready to serve (:mod:`.deploy`)."""
+    from ..core.manifest import atomic_write_json
     from .compare import run_comparison
+    from .deploy import choose_deployment, write_deployment
 
     experiment = experiment_of(config, workdir, root)
-    _, meta = experiment.run(Path(out_dir) / "experiment", command=command)
+    rows, meta = experiment.run(Path(out_dir) / "experiment", command=command)
+    if experiment.validation is not None:
+        meta["deployment"] = choose_deployment(rows, experiment.complexity)
+        atomic_write_json(Path(out_dir) / "deployment.json", meta["deployment"])
+        if deploy_dir is not None:
+            meta["deployment"]["folder"] = str(write_deployment(experiment, meta["deployment"], deploy_dir))
+    elif deploy_dir is not None:
+        raise ValueError("--deploy chooses the configuration on validation classes: the run config needs validation_classes")
     if config.compare is not None:
         _, compare_meta = run_comparison(experiment, config.compare, Path(out_dir) / "compare", command=command)
         meta = {**meta, "compare_wall_seconds": compare_meta["wall_seconds"]}

@@ -15,6 +15,7 @@ from .query_losses import (
     AMLLoss,
     BCTLoss,
     CSDLoss,
+    MetricDistillLoss,
     MonotonicMappingLoss,
     RAMLLoss,
     ROPLoss,
@@ -39,6 +40,7 @@ for _name, _constructor in {
     "contrastive": ContrastiveMatchLoss,  # kwarg temperature
     "distill-l2": _distill_l2,
     "distill-cos": _distill_cos,
+    "distill-metric": MetricDistillLoss,  # num_classes, dim, metric_weight
     "kl": SharedHeadKLLoss,  # head, temperature
     "dual-ce": SharedHeadCELoss,  # head, train_head, teacher_weight
     "bct": BCTLoss,
@@ -67,6 +69,7 @@ __all__ = [
     "SharedHeadKLLoss",
     "SharedHeadCELoss",
     "WeightedSum",
+    "MetricDistillLoss",
     "BCTLoss",
     "AMLLoss",
     "CSDLoss",

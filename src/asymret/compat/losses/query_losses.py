@@ -24,6 +24,7 @@ from ...encoders.heads import CosineClassifier
 from .base import CompatLoss
 
 __all__ = [
+    "MetricDistillLoss",
     "BCTLoss",
     "AMLLoss",
     "CSDLoss",
@@ -69,6 +70,30 @@ def _student_scores(student: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor
     """s_q[i, a] = student_i · bank[idx[i, a]] — (B, k), differentiable in ``student`` only."""
     items = bank.detach()[idx]  # (B, k, d)
     return torch.einsum("bd,bkd->bk", student, items.to(student.dtype))
+
+
+class MetricDistillLoss(CompatLoss):
+    """Feature distillation plus the student's own metric loss (as AML and D3still pair an alignment term with a
+    discriminative one): L = (1 − cos(φ_q(x), φ_g(x))) + λ · CE(W_q · φ_q(x) / τ, y) with a trainable
+    normalised-softmax head ``W_q`` owned by the loss and smoothed targets.  Regression alone teaches the student
+    where the *training* classes' images land; the metric term keeps it separating images it has not seen."""
+
+    uses_labels = True
+
+    def __init__(self, num_classes: int, dim: int, metric_weight: float = 0.5, temperature: float = 0.05,
+                 label_smoothing: float = 0.1) -> None:
+        super().__init__()
+        self.own_head = CosineClassifier(num_classes, dim, temperature=temperature)
+        self.metric_weight = float(metric_weight)
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, student, teacher, labels=None, bank=None):
+        labels = self._need(labels, "labels", "MetricDistillLoss")
+        regression = (1.0 - (F.normalize(student, dim=1) * F.normalize(teacher.detach(), dim=1)).sum(dim=1)).mean()
+        if not self.metric_weight:
+            return regression
+        own = F.cross_entropy(self.own_head(student), labels, label_smoothing=self.label_smoothing)
+        return regression + self.metric_weight * own
 
 
 class BCTLoss(CompatLoss):
