@@ -1,0 +1,78 @@
+"""The deployment chosen on validation classes, written ready to serve, and served as the experiment searched."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asymret.core.space import Embeddings
+from asymret.index import ExactIndex
+from asymret.pipeline.deploy import VALIDATION_METRIC, choose_deployment, deployment_paths, write_deployment
+from asymret.pipeline.runner import RunConfig, experiment_of
+
+CONFIG = {
+    "name": "deploy-toy",
+    "dataset": {"kind": "glyphs", "options": {"size": 32, "max_classes": 40}},
+    "experiment": {
+        "train_size": 0, "test_size": 0, "seeds": [0], "embedding_dim": 16, "kd_epochs": 1, "validation_classes": 6,
+        "instance_ks": [], "robust_ensemble": True, "psi": {"epochs": 3, "hidden_dim": 32},
+        "query": {"name": "query:convnet-xs", "arch": "convnet-xs", "epochs": 2, "center": True},
+        "gallery": [{"name": "gallery:convnet-s", "arch": "convnet-s", "epochs": 2, "center": True},
+                    {"name": "gallery:resnet-tiny", "arch": "resnet-tiny", "epochs": 1, "center": True}],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    experiment = experiment_of(RunConfig.from_dict(CONFIG), root / "work")
+    rows, _ = experiment.run(root / "results")
+    choice = choose_deployment(rows, experiment.complexity)
+    folder = write_deployment(experiment, choice, root / "deployment")
+    return experiment, rows, choice, folder
+
+
+def test_the_choice_is_the_best_validation_row_and_names_its_test_figures(deployed):
+    _, rows, choice, _ = deployed
+    scored = {row.setting: row for row in rows if VALIDATION_METRIC in row.metrics}
+    assert {"KD baseline", "CMCE ensemble", "CMCE robust ensemble", "CMCE single ψ", "symmetric"} <= {s.split(":")[0].split(" (")[0] for s in scored}
+    assert choice["setting"] in scored and choice["candidates"].keys() == scored.keys()
+    assert choice["validation_recall@1"] == max(np.mean(row.metrics[VALIDATION_METRIC]) for row in scored.values())
+    assert choice["test_recall@1"] == pytest.approx(np.mean(scored[choice["setting"]].metrics["recall@1"]))
+    assert not any(VALIDATION_METRIC in row.metrics for row in rows if row.setting.startswith("asymmetric, no transformation"))
+
+
+def test_the_robust_ensemble_is_never_below_its_best_member_on_validation(deployed):
+    _, rows, _, _ = deployed
+    validation = {row.setting: row.metrics[VALIDATION_METRIC][0] for row in rows if VALIDATION_METRIC in row.metrics}
+    robust = next(v for s, v in validation.items() if s.startswith("CMCE robust ensemble"))
+    singles = [v for s, v in validation.items() if s.startswith("CMCE single ψ")]
+    assert len(singles) == 2 and robust >= max(singles)
+
+
+def test_the_deployment_folder_serves_the_same_top_k_as_the_experiments_index(deployed):
+    from fastapi.testclient import TestClient
+
+    from asymret.service import ServiceConfig, create_app
+    from asymret.service.state import png_bytes
+
+    experiment, _, choice, folder = deployed
+    index_dir, query_dir = deployment_paths(folder)
+    query_model, gallery, _ = experiment.deployables[choice["setting"]]()
+    expected_index = ExactIndex.from_embeddings(gallery)
+    with TestClient(create_app(ServiceConfig(index=str(index_dir), query_model=str(query_dir)))) as client:
+        for row in (0, 7, 23):
+            pixels = experiment.test_queries.load(row)
+            answer = client.post("/search", files={"image": ("q.png", png_bytes(pixels), "image/png")}, data={"k": "5"})
+            assert answer.status_code == 200, answer.text
+            vector = query_model.embed_images([pixels])
+            expected = expected_index.search(Embeddings(vector, np.array(["q"]), expected_index.space), k=5)
+            assert [hit["id"] for hit in answer.json()["queries"][0]["results"]] == expected.ids[0].tolist()
+
+
+def test_a_folder_that_is_not_a_deployment_is_refused(tmp_path, deployed):
+    _, _, _, folder = deployed
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        deployment_paths(tmp_path)
+    with pytest.raises(ValueError, match="'deployment'"):
+        deployment_paths(folder / "index")
