@@ -39,14 +39,86 @@ def max_image_pixels() -> int:
         raise ValueError(f"ASYMRET_MAX_IMAGE_PIXELS must be a number of pixels, got {value!r}") from None
 
 
-def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str | None = None) -> np.ndarray:
+#: the colour transparent pixels are composited onto before an image becomes RGB or grey (``ASYMRET_BACKGROUND``
+#: or :func:`set_background` choose another): one fixed colour, so that two cut-outs of one object on "no
+#: background" read alike — left to ``convert`` they would show whatever colour each file stores under its
+#: transparent pixels (black for most)
+DEFAULT_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+
+_NAMED_COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128), "gray": (128, 128, 128)}
+
+
+def parse_colour(value: str | Sequence[int]) -> tuple[int, int, int]:
+    """``"white"``/``"black"``/``"grey"``, ``"#rrggbb"``, ``"r,g,b"`` or a 3-sequence of 0–255 as an (r, g, b) tuple."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _NAMED_COLOURS:
+            return _NAMED_COLOURS[text]
+        try:
+            if text.startswith("#") and len(text) == 7:
+                return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+            parts = [int(part) for part in text.split(",")]
+        except ValueError:
+            parts = []
+        if len(parts) != 3:
+            raise ValueError(f"background colour must be white, black, grey, #rrggbb or r,g,b; got {value!r}")
+        value = parts
+    colour = tuple(int(v) for v in value)
+    if len(colour) != 3 or not all(0 <= v <= 255 for v in colour):
+        raise ValueError(f"background colour must be three values in 0..255, got {value!r}")
+    return colour  # type: ignore[return-value]
+
+
+def default_background() -> tuple[int, int, int]:
+    """The background transparent pixels are composited onto: ``ASYMRET_BACKGROUND`` if set, else white."""
+    value = os.environ.get("ASYMRET_BACKGROUND")
+    return parse_colour(value) if value else DEFAULT_BACKGROUND
+
+
+def set_background(colour: str | Sequence[int] | None) -> None:
+    """Choose the background for every later read (``None``: back to white).
+
+    It is kept in ``ASYMRET_BACKGROUND`` rather than a module variable so that worker processes (Ray, spawned
+    data loaders, the service's workers) started afterwards read images the same way.
+    """
+    if colour is None:
+        os.environ.pop("ASYMRET_BACKGROUND", None)
+    else:
+        os.environ["ASYMRET_BACKGROUND"] = ",".join(str(v) for v in parse_colour(colour))
+
+
+def has_transparency(image) -> bool:
+    """Whether a Pillow image carries alpha: an alpha band (RGBA, LA, PA, ...) or a tRNS/GIF transparency entry."""
+    return "A" in image.getbands() or "transparency" in image.info
+
+
+def flatten_alpha(image, mode: str, colour: tuple[int, int, int]):
+    """``image`` composited onto ``colour`` and converted to ``mode``; opaque images only converted, as before.
+
+    Converting straight to RGB or L drops alpha and keeps whatever colour a file stores under its transparent
+    pixels (black for most cut-outs); for palette images Pillow also warns.  Going through RGBA first honours every
+    kind of transparency (alpha band, palette alpha bytes, a single transparent index or colour).
+    """
+    from PIL import Image
+
+    if "A" in mode or not has_transparency(image):
+        return image.convert(mode)
+    rgba = image.convert("RGBA")
+    flat = Image.alpha_composite(Image.new("RGBA", rgba.size, colour + (255,)), rgba)
+    return flat.convert(mode)
+
+
+def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str | None = None,
+               background: str | Sequence[int] | None = None) -> np.ndarray:
     """An image file (a path or an open binary file, e.g. an upload) as an HxWxC uint8 array — the one place images
     are opened.
 
     Anything Pillow refuses (unreadable, truncated, not an image, or a decompression bomb: more pixels than
     :func:`max_image_pixels`, checked from the header before decoding) raises :class:`ImageLoadError`, which every
     loader, extraction, training, search and service path reports and skips.  ``name`` names the image in messages
-    (default: the path).
+    (default: the path).  An image with transparency (alpha band or palette/tRNS transparency) is composited onto
+    ``background`` (default :func:`default_background`: white unless ``ASYMRET_BACKGROUND`` or :func:`set_background` say
+    otherwise) before it becomes ``mode``; an opaque image is converted exactly as without it.
     """
     import warnings
 
@@ -54,6 +126,7 @@ def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str
 
     name = name or str(path)
     limit = max_image_pixels()
+    colour = parse_colour(background) if background is not None else default_background()
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice it: refuse those too
@@ -64,7 +137,7 @@ def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str
                     raise ImageTooLargeError(f"cannot read image {name}: {width}×{height} = {width * height:,} pixels is over the "
                                          f"limit of {limit:,} (a decompression bomb?); raise ASYMRET_MAX_IMAGE_PIXELS to allow it")
                 image.load()
-                image = image.convert(mode)
+                image = flatten_alpha(image, mode, colour)
     except ImageLoadError:
         raise
     except Image.UnidentifiedImageError as error:  # its message names the file object, not the image
@@ -87,17 +160,25 @@ class ImageSource:
 
 
 class FileSource(ImageSource):
-    """Image files relative to ``root`` (keys are relative paths)."""
+    """Image files relative to ``root`` (keys are relative paths).
 
-    def __init__(self, root: str | os.PathLike, mode: str = "RGB") -> None:
+    Transparent images are composited onto ``background`` (default: :func:`default_background` at read time);
+    the colour is part of :meth:`describe`, so embeddings cached under one background are not reused under another.
+    """
+
+    def __init__(self, root: str | os.PathLike, mode: str = "RGB", background: str | Sequence[int] | None = None) -> None:
         self.root = Path(root)
         self.mode = mode
+        self.background = parse_colour(background) if background is not None else None
+
+    def _colour(self) -> tuple[int, int, int]:
+        return self.background if self.background is not None else default_background()
 
     def load(self, key: str | int) -> np.ndarray:
-        return read_image(self.root / str(key), self.mode)
+        return read_image(self.root / str(key), self.mode, background=self._colour())
 
     def describe(self) -> dict:
-        return {"type": "files", "root": str(self.root.resolve()), "mode": self.mode}
+        return {"type": "files", "root": str(self.root.resolve()), "mode": self.mode, "background": list(self._colour())}
 
 
 class ArraySource(ImageSource):
