@@ -17,12 +17,6 @@ PACKAGE_ROOT = Path(asymret.__file__).parent
 LAYERS = ["core", "data", "training", "encoders", "store", "compat", "gallery", "index", "rerank", "eval",
           "pipeline", "service", "cli"]
 
-#: THE KNOWN REMAINING uphill import, allowed by the checks below until it goes (issue 21, item 1):
-#: ``train_encoder`` takes an ``EmbeddingStore`` (named under TYPE_CHECKING) instead of the pooled features.
-#: ``test_the_known_uphill_imports_are_gone`` (xfail) passes once it is gone: then delete the entry.
-KNOWN_UPHILL = {("encoders/train.py", "asymret.store.embeddings")}
-
-
 def _layer_of(module: str) -> int | None:
     parts = module.split(".")
     if parts[0] != "asymret" or len(parts) < 2:
@@ -74,14 +68,8 @@ def _uphill() -> list[tuple[str, int, str, str]]:
 
 
 def test_every_import_runs_downhill():
-    uphill = [f"{file}:{line} imports {target} ({flow})" for file, line, target, flow in _uphill()
-              if (file, target) not in KNOWN_UPHILL]
+    uphill = [f"{file}:{line} imports {target} ({flow})" for file, line, target, flow in _uphill()]
     assert not uphill, "imports against the data flow:\n" + "\n".join(uphill)
-
-
-@pytest.mark.xfail(reason="known remaining: encoders/train.py names the store under TYPE_CHECKING (KNOWN_UPHILL)", strict=False)
-def test_the_known_uphill_imports_are_gone():
-    assert not [item for item in _uphill() if (item[0], item[2]) in KNOWN_UPHILL]
 
 
 def _module_files() -> dict[str, Path]:

@@ -436,7 +436,7 @@ def test_bank_neighbours_sorted_and_self_excluded():
 
 # ------------------------------------------------------------------------------------------------------ registry
 def test_registry_names():
-    expected = {"similarity", "distill-l2", "distill-cos", "kl", "dual-ce", "bct", "aml", "csd", "raml", "rop", "monotonic", "contrastive"}
+    expected = {"similarity", "distill-l2", "distill-cos", "distill-metric", "kl", "dual-ce", "bct", "aml", "csd", "raml", "rop", "monotonic", "contrastive"}
     assert set(LOSSES) == expected
 
 

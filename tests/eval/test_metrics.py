@@ -345,17 +345,17 @@ def test_risk_coverage_exact_when_prefix_ranking_has_no_kept_item():
 # ----------------------------------------------------------------------------------- validation & API
 def test_input_validation():
     _, q, ql, g, gl = random_case(12, nq=4, ng=6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="give both query_ids and gallery_ids"):
         retrieval_metrics(q, ql, g, gl, query_ids=np.arange(4))  # gallery ids missing
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"query_labels must be a 1-D array of length 4, got shape \(3,\)"):
         retrieval_metrics(q, ql[:3], g, gl)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="query dimension 8 != gallery dimension 3"):
         retrieval_metrics(q, ql, g[:, :3], gl)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="gallery_mask must be boolean"):
         retrieval_metrics(q, ql, g, gl, gallery_mask=np.ones(6, dtype=int))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ks must be positive integers"):
         retrieval_metrics(q, ql, g, gl, ks=(0,))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="drop_queries=True needs query_ids and gallery_ids"):
         risk_coverage(q, ql, g, gl, np.zeros(6), drop_queries=True)
 
 

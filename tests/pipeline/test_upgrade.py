@@ -92,12 +92,20 @@ def test_upgraded_index_serves_v2_and_refuses_v1(setup):
 
 
 def test_dropping_a_gallery_model_reads_the_other_from_the_store(setup):
-    one = setup["transforms"][:1]
-    vectors, uncertainty, space = gallery_from_store(setup["store"], one, setup["test"])
+    store, test, models, transforms = setup["store"], setup["test"], setup["gallery_models"], setup["transforms"]
+    one = transforms[:1]
+    vectors, uncertainty, space = gallery_from_store(store, one, test)
     assert uncertainty is None and space.provenance == CMCEEnsemble(one).space.provenance
+    # the kept model's stored embeddings through its ψ, image by image — not the dropped model's
+    kept = one[0].transform(store.get(models[0], test))
+    np.testing.assert_array_equal(vectors.ids, test.ids)
+    np.testing.assert_allclose(vectors.vectors, kept.vectors, atol=1e-6)
+    dropped = transforms[1].transform(store.get(models[1], test))
+    assert np.abs(vectors.vectors - dropped.vectors).max() > 0.1
     index = FaissGalleryIndex(space)
     index.add(vectors)
-    assert len(index) == len(setup["test"])
+    assert len(index) == len(test)
+    np.testing.assert_allclose(index.faiss_index.reconstruct_n(0, len(index)), kept.vectors, atol=1e-6)
 
 
 def test_missing_stored_embeddings_are_named(setup, tiny_dataset):

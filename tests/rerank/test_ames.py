@@ -69,26 +69,40 @@ def test_ames_learns_pairs_of_unseen_images_and_round_trips(tmp_path, sides):
     assert logits[same].mean() > logits[~same].mean() + 1.0  # it tells same-class pairs from others on test images
     loaded = AMESReranker.load(reranker.save(tmp_path / "ames"))
     np.testing.assert_allclose(loaded.score(queries, database, test_short.candidates), logits, atol=1e-5)
-    with pytest.raises(SpaceMismatchError):  # a database side stored another way is refused
-        codec = DescriptorCodec(dim=16, binary=True).fit(l_train)
-        reranker.score(queries, PairSide.from_local(l_test.align(g_test.ids), SMALL.database_budget, codec=codec), test_short.candidates)
+    codec = DescriptorCodec(dim=16, binary=True).fit(l_train)
+    stored_another_way = PairSide.from_local(l_test.align(g_test.ids), SMALL.database_budget, codec=codec)
+    with pytest.raises(SpaceMismatchError, match="database descriptors from .*codec stored.* but the re-ranker was trained on"):
+        reranker.score(queries, stored_another_way, test_short.candidates)  # a database side stored another way is refused
 
 
 def test_binarised_database_side_and_a_universal_model(sides):
     (g_train, l_train), (g_test, l_test) = sides["train"], sides["test"]
     codec = DescriptorCodec(dim=16, binary=True).fit(l_train)
     assert codec.bytes_per_image(SMALL.database_budget, metadata=False) == SMALL.database_budget * 2
-    universal = AMESConfig(**{**SMALL.__dict__, "universal": True, "epochs": 1})
+    universal = AMESConfig(**{**SMALL.__dict__, "universal": True})
     short = global_shortlist(g_train, g_train, universal.shortlist)
     reranker = AMESReranker(universal).fit(PairSide.from_local(l_train.align(g_train.ids), universal.query_budget),
                                            PairSide.from_local(l_train.align(g_train.ids), universal.database_budget, codec=codec),
                                            short.candidates)
     queries = PairSide.from_local(l_test.align(g_test.ids), universal.query_budget)
-    test_short = global_shortlist(g_test, g_test, 5)
+    test_short = global_shortlist(g_test, g_test, 10)
+    same = test_short.gallery_labels[test_short.candidates] == test_short.query_labels[:, None]
+    full = PairSide.from_local(l_test.align(g_test.ids), universal.database_budget, codec=codec)
+    # the database side is the codec's: every valid value a sign bit, ±1/√16
+    np.testing.assert_array_equal(np.abs(full.vectors[full.valid]), np.float32(0.25))
+    scores = {}
     for budget in (2, 6):  # any database budget at test time
         database = PairSide.from_local(l_test.align(g_test.ids), budget, codec=codec)
         assert database.vectors.shape[1:] == (budget, 16)
-        assert np.isfinite(reranker.score(queries, database, test_short.candidates)).all()
+        scores[budget] = reranker.score(queries, database, test_short.candidates)
+        # a smaller budget is the first descriptors of the full side (the strongest), not others
+        pairs = np.repeat(np.arange(len(test_short.candidates)), test_short.candidates.shape[1])
+        with torch.no_grad():
+            truncated = reranker._logits(queries, pairs, full, test_short.candidates.reshape(-1), database_budget=budget)
+        np.testing.assert_allclose(scores[budget].reshape(-1), truncated.numpy(), atol=1e-5)
+    assert not np.allclose(scores[2], scores[6])  # the budget is used: more descriptors, other scores
+    for budget, logits in scores.items():  # and at either budget it tells same-class pairs from others
+        assert logits[same].mean() > logits[~same].mean() + 1.0, budget
 
 
 def test_maxsim_matches_sets_of_descriptors_and_the_prior_starts_from_it():

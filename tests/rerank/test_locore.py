@@ -126,9 +126,10 @@ def test_locore_learns_lists_of_unseen_images_and_round_trips(tmp_path, sides):
     loaded = load_reranker(reranker.save(tmp_path / "locore"))
     assert isinstance(loaded, LOCOREReranker)
     np.testing.assert_array_equal(loaded.rerank(queries, database, test_short)[0], order)
-    with pytest.raises(SpaceMismatchError):  # a database side stored another way is refused
-        codec = DescriptorCodec(dim=16, binary=True).fit(l_train)
-        reranker.score(queries, side(l_test, g_test, SMALL.database_budget, codec=codec), test_short.candidates)
+    codec = DescriptorCodec(dim=16, binary=True).fit(l_train)
+    stored_another_way = side(l_test, g_test, SMALL.database_budget, codec=codec)
+    with pytest.raises(SpaceMismatchError, match="database descriptors from .*codec stored.* but the re-ranker was trained on"):
+        reranker.score(queries, stored_another_way, test_short.candidates)  # a database side stored another way is refused
     with pytest.raises(ValueError, match="global embeddings"):  # a list-wise model also reads the global embeddings
         reranker.score(queries, PairSide.from_local(l_test.align(g_test.ids), SMALL.database_budget), test_short.candidates)
 

@@ -85,7 +85,7 @@ def train_query_model(
     params = list(query.parameters()) + [p for p in loss.parameters() if p.requires_grad]
     history = train(params, compute_loss, epoch_batches(labels.numpy(), config), config,
                     modules=[query, loss], description=f"train {query.name} ({method or type(loss).__name__})")
-    _finish(query, config, method or type(loss).__name__, teacher_space, dataset, online=online, augmentation=bool(use_augmentation))
+    _finish(query, config, method or type(loss).__name__, teacher_space, dataset, online_teacher=online, augmentation=bool(use_augmentation))
     return history
 
 
@@ -121,7 +121,7 @@ def _train_query_tail(query: Encoder, dataset: ImageDataset, teacher: Embeddings
     params = [p for module in (tail, query.neck) for p in module.parameters()] + [p for p in loss.parameters() if p.requires_grad]
     history = train(params, compute_loss, epoch_batches(labels.numpy(), config), config, modules=[tail, query.neck, loss],
                     description=f"train {query.name} ({method or type(loss).__name__}, last {tail_blocks} blocks)")
-    _finish(query, config, method or type(loss).__name__, teacher.space, dataset, online=False, tail_blocks=tail_blocks)
+    _finish(query, config, method or type(loss).__name__, teacher.space, dataset, online_teacher=False, augmentation=False, tail_blocks=tail_blocks)
     return history
 
 

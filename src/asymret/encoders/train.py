@@ -13,13 +13,14 @@ Two regimes, one loop (:func:`asymret.training.train`):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
 
+from ..core.space import Embeddings
 from ..data.dataset import ImageDataset
 from ..data.augment import AugmentConfig, augment_batch, augment_config
 from ..data.batches import load_tensors
@@ -27,8 +28,11 @@ from ..training import TrainConfig, TrainHistory, epoch_batches, seeded, train
 from .encoder import Encoder
 from .heads import CosineClassifier
 
-if TYPE_CHECKING:  # the store sits above encoders in the flow; only its type is named here
-    from ..store.embeddings import EmbeddingStore
+class PooledFeatureSource(Protocol):
+    """Where a frozen backbone's pooled features come from (the embedding store is one: it caches and resumes).
+    A protocol, so that encoders never import the store, which sits above them in the flow."""
+
+    def get(self, encoder: Encoder, dataset: ImageDataset, output: str = "embedding") -> Embeddings: ...
 
 
 def train_encoder(
@@ -36,7 +40,7 @@ def train_encoder(
     dataset: ImageDataset,
     config: TrainConfig,
     freeze_backbone: bool = False,
-    store: EmbeddingStore | None = None,
+    store: PooledFeatureSource | None = None,
     temperature: float = 0.05,
     use_augmentation: bool = True,
     augmentation: str | AugmentConfig = "light",

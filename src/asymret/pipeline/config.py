@@ -78,7 +78,8 @@ class ExperimentConfig:
     kd_views: int = 1
     kd_method: str = "distill-cos"  # the KD row's compatibility method (distill-metric adds the student's own metric loss)
     # the KD student's start: "spec" = the query spec's initialisation (its pretrained weights, if any; partly
-    # fine-tuned like it with tail_blocks), "query" = a copy of the trained query model
+    # fine-tuned like it with tail_blocks), "query" = a copy of the trained query model, "teacher" = the teacher's
+    # weights at the query's input size (its architecture must be the query's: RAML's student)
     kd_init: str = "spec"
     # also the robust ensemble: the subset of ψ's whose mean scores best on the validation classes
     robust_ensemble: bool = False

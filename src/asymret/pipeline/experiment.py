@@ -253,10 +253,15 @@ class Experiment:
 
     def train_kd(self, teacher: Encoder, seed: int, query: Encoder | None = None) -> tuple[Encoder, float]:
         """The distillation baseline of the CMCE paper: the query architecture regressing the teacher (cosine; or
-        the config's ``kd_method``), started as ``kd_init`` says (``query``: from the trained ``query`` model)."""
-        init = query if self.config.kd_init == "query" else None
-        if self.config.kd_init not in ("spec", "query"):
-            raise ValueError(f"kd_init must be 'spec' or 'query' (got {self.config.kd_init!r})")
+        the config's ``kd_method``), started as ``kd_init`` says: ``query`` from the trained ``query`` model,
+        ``teacher`` from the teacher's own weights at the query's resolution (RAML's student: same architecture)."""
+        choice = self.config.kd_init
+        if choice not in ("spec", "query", "teacher"):
+            raise ValueError(f"kd_init must be 'spec', 'query' or 'teacher' (got {choice!r})")
+        init = query if choice == "query" else None
+        if choice == "teacher":
+            size = self.config.query.input_size or teacher.preprocess.input_size
+            init = teacher.at_resolution(size, name=f"{teacher.name}@{size}")
         return self.train_compatible(self.config.kd_method, teacher, seed, init=init)
 
     def fit_psi(self, gallery_model: Encoder, query_model: Encoder, seed: int, psi: PsiConfig | None = None,
