@@ -91,3 +91,26 @@ def test_procrustes_recovers_a_rotation_and_survives_save_load(tmp_path):
     np.testing.assert_allclose(loaded.transform(gallery).vectors, mapped.vectors, atol=1e-7)
     weight = psi.net.body.weight.detach().numpy()
     np.testing.assert_allclose(weight @ weight.T, np.eye(8), atol=1e-5)  # orthogonal: it cannot memorise classes
+
+
+def test_the_query_model_itself_is_a_member_the_selection_falls_back_to():
+    """When every ψ fails on validation, the robust ensemble with the query model as a candidate keeps only it:
+    the gallery is the query model's own embeddings (the symmetric search), vector for vector."""
+    from asymret.compat.transform import QuerySelf
+
+    ids = np.array([f"img{i:03d}" for i in range(N)])
+    own = Embeddings(_query_vectors(), ids, QUERY, LABELS)
+    failing = [_member(2, False), _member(3, False)]
+    members = [QuerySelf(QUERY), *(m[0] for m in failing)]
+    galleries = [own, *(m[1] for m in failing)]
+    robust, scores = select_members(members, lambda c: _recall_at_1(c.transform(galleries)[0]))
+    assert robust.members == [0]
+    gallery, uncertainty = robust.transform(galleries)
+    np.testing.assert_allclose(gallery.vectors, own.vectors, atol=1e-6)
+    assert uncertainty is None and gallery.space.fingerprint == QUERY.fingerprint
+    # with a ψ that carries over, mixing it in is chosen when it scores at least as well
+    good = _member(1, True)
+    mixed, _ = select_members([QuerySelf(QUERY), good[0]], lambda c: _recall_at_1(c.transform([own, good[1]])[0]))
+    assert mixed.members == [0, 1]
+    with pytest.raises(Exception, match="query-model|space"):
+        QuerySelf(QUERY).transform(good[1])  # the gallery model's own embeddings are not the query space

@@ -9,10 +9,10 @@ from typing import Any
 
 from .config import PsiConfig
 
-__all__ = ["CMCETransform", "PsiConfig", "TransformationNet", "build_cmce_loss"]
+__all__ = ["CMCETransform", "PsiConfig", "QuerySelf", "TransformationNet", "build_cmce_loss"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("CMCETransform", "TransformationNet", "build_cmce_loss"):
+    if name in ("CMCETransform", "QuerySelf", "TransformationNet", "build_cmce_loss"):
         return getattr(importlib.import_module(".transform", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

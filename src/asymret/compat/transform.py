@@ -241,3 +241,33 @@ def _fit_procrustes(net: TransformationNet, source: np.ndarray, target: np.ndarr
     mapped /= np.linalg.norm(mapped, axis=1, keepdims=True) + 1e-12
     residual = float(1.0 - np.mean(np.sum(mapped * target, axis=1)))
     return TrainHistory([residual], time.perf_counter() - start)
+
+
+class QuerySelf:
+    """The query model itself as an ensemble member: its own embeddings of the gallery images, unchanged.
+
+    The gallery side can always afford the light model too; with it as one member of the ensemble, the gallery is
+    the query model's own gallery pulled towards the heavy models' mapped embeddings, and a member selection made
+    on validation classes can fall back to it exactly (the symmetric search) when no ψ carries over.  It quacks
+    like a fitted :class:`CMCETransform` (``source_space`` = ``target_space`` = the query space, ``transform``,
+    ``fingerprint``), so :class:`~asymret.gallery.ensemble.CMCEEnsemble` takes it as any member.
+    """
+
+    history: TrainHistory | None = None
+
+    def __init__(self, query_space: Space, name: str = "query model itself") -> None:
+        self.source_space = self.target_space = query_space
+        self.name = name
+
+    def transform(self, gallery: Embeddings) -> Embeddings:
+        """The query model's gallery embeddings, checked to be in the query space, named in the provenance."""
+        self.source_space.check_compatible(gallery.space, what=f"embeddings given to {self.name!r}")
+        return Embeddings(gallery.vectors, gallery.ids, self.output_space(), gallery.labels)
+
+    def fingerprint(self) -> str:
+        return stable_hash({"identity": self.target_space.fingerprint})
+
+    def output_space(self) -> Space:
+        space = self.target_space
+        return Space(space.fingerprint, space.dim, True, space.name, provenance=((self.name, self.fingerprint()),))
+

@@ -18,7 +18,7 @@ from ..core.manifest import SpaceMismatchError
 from ..core.space import Embeddings, Space
 from ..core.uncertainty import ensemble_mean, pairwise_uncertainty
 
-__all__ = ["CMCEEnsemble", "select_members"]
+__all__ = ["CMCEEnsemble", "select_members", "mean_of_compatible"]
 
 
 class CMCEEnsemble:
@@ -99,3 +99,23 @@ def select_members(transforms: Sequence[CMCETransform], score: Callable[[CMCEEns
             if best is None or value > best[0]:  # strictly better: larger and earlier subsets win ties
                 best, chosen = (value, size), subset
     return CMCEEnsemble(transforms, [1.0 if i in chosen else 0.0 for i in range(n)]), scores
+
+
+def mean_of_compatible(members: Sequence[tuple[str, Embeddings]]) -> tuple[Embeddings, np.ndarray | None]:
+    """The ensemble of gallery models that already embed in one query space (each trained into it, BCT's way —
+    no ψ): the mean of their embeddings on the ids all have, their disagreement as uncertainty (None for one),
+    and the members named in the space's provenance.  Embeddings of different spaces are refused."""
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    first = members[0][1].space
+    for name, embedded in members[1:]:
+        first.check_compatible(embedded.space, what=f"the embeddings of {name}")
+    common = members[0][1].ids
+    for _, embedded in members[1:]:
+        common = common[np.isin(common, embedded.ids)]
+    aligned = [embedded.align(common) for _, embedded in members]
+    stack = np.stack([a.vectors for a in aligned])
+    uncertainty = pairwise_uncertainty(stack) if len(aligned) > 1 else None
+    provenance = tuple((name, embedded.space.name or first.fingerprint) for name, embedded in members)
+    space = Space(first.fingerprint, first.dim, True, first.name, provenance)
+    return Embeddings(ensemble_mean(stack), common, space, aligned[0].labels), uncertainty

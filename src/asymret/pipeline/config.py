@@ -83,6 +83,14 @@ class ExperimentConfig:
     kd_init: str = "spec"
     # also the robust ensemble: the subset of ψ's whose mean scores best on the validation classes
     robust_ensemble: bool = False
+    # and a second robust ensemble whose candidate members include the query model itself (its own embeddings of
+    # the gallery images: the gallery side can run the light model too), so the choice can fall back to it
+    ensemble_query_member: bool = False
+    # also compatible gallery models (BCT's direction: the heavy model made compatible with the light one): each
+    # trained gallery model fine-tuned further *into the query model's space* by this compatibility method
+    # (e.g. "bct", "distill-metric"; "" = none), searched singly and as a mean ensemble, no ψ
+    gallery_compat: str = ""
+    gallery_compat_epochs: int = 0  # 0 = each gallery spec's own epochs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

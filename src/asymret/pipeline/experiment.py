@@ -33,6 +33,7 @@ from ..index import ExactIndex, GalleryIndex, GalleryIndexBase, load_index
 from ..store.embeddings import EmbeddingStore
 from ..training import TrainConfig
 from .cache import ArtifactCache, recipe_of
+from .compatible_gallery import record_compatible_gallery
 
 __all__ = ["ModelSpec", "ExperimentConfig", "PROFILES", "Experiment", "SeedModels", "measure", "psi_seconds"]
 
@@ -208,15 +209,18 @@ class Experiment:
         return SeedModels(query, query_seconds, gallery)
 
     def train_compatible(self, method: str, teacher: Encoder, seed: int, epochs: int | None = None,
-                         student_resolution: int | None = None, init: Encoder | None = None) -> tuple[Encoder, float]:
+                         student_resolution: int | None = None, init: Encoder | None = None,
+                         student_spec: ModelSpec | None = None) -> tuple[Encoder, float]:
         """A query model trained against the frozen ``teacher`` with a compatibility ``method`` (distill-cos = KD).
 
         The student is the query spec's architecture and initialisation (from scratch, or its pretrained weights
         with only its last ``tail_blocks`` fine-tuned), a copy of ``init`` (e.g. the trained query model), or —
         with ``student_resolution`` (RAML) — the teacher's own architecture and weights at a lower input
         resolution.  With ``kd_views`` > 1 it trains on that many fixed views of each training image.
+        ``student_spec`` (with ``init``): the student follows that spec's recipe instead of the query's (a gallery
+        model trained into the query space: its tail blocks, batch size, learning rate).
         """
-        cfg_all, spec = self.config, self.config.query
+        cfg_all, spec = self.config, student_spec or self.config.query
         epochs = epochs or cfg_all.kd_epochs
         data = self.train
         self.store.get(teacher, data)  # the teacher's embeddings are extracted (or read) outside the training time
@@ -344,6 +348,8 @@ class Experiment:
             self._record_robust(record, models, query, transforms, g_tests, seed)
         if cfg.transductive_psi:
             self._record_transductive(record, models, query, transforms, seed)
+        if cfg.gallery_compat:
+            record_compatible_gallery(self, record, models, query, seed)
         self.timings[f"seed{seed}/total"] = time.perf_counter() - t0
 
     def _validation_recall(self, query_model: Encoder, gallery_of: Callable[[ImageDataset], Embeddings]) -> float | None:
@@ -387,29 +393,44 @@ class Experiment:
                                train_seconds=psi_seconds(transforms))
         return gallery, uncertainty, index, names, transforms
 
-    def _ensemble_gallery(self, ensemble: CMCEEnsemble, models: SeedModels) -> Callable[[ImageDataset], Embeddings]:
-        return lambda part: ensemble.transform([self.store.get(model, part) for model in models.gallery_models])[0]
+    def _ensemble_gallery(self, ensemble: CMCEEnsemble, models: SeedModels | list[Encoder]) -> Callable[[ImageDataset], Embeddings]:
+        """This ensemble's gallery for any images; ``models`` are the members' encoders in the ensemble's order."""
+        encoders = models.gallery_models if isinstance(models, SeedModels) else models
+        return lambda part: ensemble.transform([self.store.get(model, part) for model in encoders])[0]
 
     def _record_robust(self, record: RowRecorder, models: SeedModels, query: Encoder, transforms: list[CMCETransform],
                        g_tests: list[Embeddings], seed: int) -> None:
         """The robust ensemble: the members chosen on the validation classes (a ψ that does not carry over there
-        gets weight 0), with its own rejection row when it keeps ≥ 2 members."""
+        gets weight 0), with its own rejection row when it keeps ≥ 2 members.  With ``ensemble_query_member`` a
+        second robust ensemble whose candidates include the query model itself (its own gallery embeddings)."""
         if self.validation is None:
             raise ValueError("robust_ensemble chooses members on validation classes: set validation_classes")
+        candidates = [(transforms, models.gallery_models, g_tests, ("CMCE robust ensemble (members chosen on validation)", "CMCE robust ensemble"), "robust")]
+        if self.config.ensemble_query_member:
+            from ..compat.transform import QuerySelf
+
+            candidates.append(([QuerySelf(query.space(), name=f"ψ=id[{query.name}]"), *transforms], [query, *models.gallery_models],
+                               [self.store.get(query, self.test_gallery), *g_tests],
+                               ("CMCE robust ensemble with the query model as a candidate member", "CMCE robust ensemble with the query model"),
+                               "robust+query"))
+        for members, encoders, tests, labels, short in candidates:
+            self._record_selected(record, query, members, encoders, tests, seed, labels, short)
+
+    def _record_selected(self, record: RowRecorder, query: Encoder, members: list, encoders: list[Encoder], tests: list[Embeddings],
+                         seed: int, labels: tuple[str, str], short: str) -> None:
         from ..gallery.ensemble import select_members
 
-        ensemble, scores = select_members(transforms, lambda candidate: self._validation_recall(query, self._ensemble_gallery(candidate, models)))
-        gallery, uncertainty = ensemble.transform(g_tests)
-        kept = "+".join(models.gallery_models[i].name.split(":")[-1] for i in ensemble.members)
+        ensemble, scores = select_members(members, lambda candidate: self._validation_recall(query, self._ensemble_gallery(candidate, encoders)))
+        gallery, uncertainty = ensemble.transform(tests)
+        kept = "+".join(encoders[i].name.split(":")[-1] for i in ensemble.members)
         index = GalleryIndex(ensemble.space)
         index.add(gallery, uncertainty)
-        key = f"CMCE robust ensemble (members chosen on validation): {query.name} → mean ψ({kept})"
-        self.record_asymmetric(record, seed, key, "cmce", query, f"robust({kept})", gallery, self._ensemble_gallery(ensemble, models),
-                               index=index, uncertainty=uncertainty, train_seconds=psi_seconds(transforms), members=kept,
-                               subset_validation_recall=scores)
+        self.record_asymmetric(record, seed, f"{labels[0]}: {query.name} → mean ψ({kept})", "cmce", query, f"{short}({kept})", gallery,
+                               self._ensemble_gallery(ensemble, encoders), index=index, uncertainty=uncertainty,
+                               train_seconds=psi_seconds(members), members=kept, subset_validation_recall=scores)
         if uncertainty is not None:
             pct = int(round(100 * self.config.reject_fraction))
-            record(f"CMCE robust ensemble, reject {pct}% most uncertain gallery", "cmce-reject", query.name, f"robust({kept})",
+            record(f"{labels[1]}, reject {pct}% most uncertain gallery", "cmce-reject", query.name, f"{short}({kept})",
                    self.measure_query_model(query, gallery, index=index, reject_fraction=self.config.reject_fraction))
 
     def _record_transductive(self, record: RowRecorder, models: SeedModels, query: Encoder, transforms: list[CMCETransform],
