@@ -1,0 +1,124 @@
+"""What makes distillation and ψ carry over to unseen classes (issue 19, items 2–3), measured on validation classes.
+
+    python benchmarks/carry_over.py --config glyphs-pretrained-quick --workdir runs/gpq --seeds 0 --out docs/carry_over/glyphs-pretrained-quick.json
+
+Every variant is trained on the config's training classes; reported: R@1 on the config's *validation classes*
+(held out of every model's training: where choices are made) — the student's own symmetric R@1, its asymmetric
+R@1 against the teacher's gallery, and for ψ the query model against ψ(gallery).  Test figures are never computed
+here, so nothing below can be tuned on them.  Models, views and ψ's come from the run's cache (``--workdir``).
+
+- KD students: the query spec's start (pretrained weights, last blocks fine-tuned) vs the teacher's own weights at
+  the query's resolution (RAML's student; needs one architecture) vs a copy of the trained query model; regression
+  alone (distill-cos) vs regression + the student's own metric loss (distill-metric); more fine-tuned blocks;
+  more views; and the untrained teacher at the query's resolution as the reference.
+- ψ: its capacity (Procrustes, linear, the 2-layer MLP, with weight decay) and its data (1 view vs a bank of views).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import open_run, run_meta  # noqa: E402
+
+from asymret.core.manifest import atomic_write_json  # noqa: E402
+from asymret.pipeline.experiment import measure, mixed_spaces  # noqa: E402
+
+#: name → (ExperimentConfig overrides, query-spec overrides) of a KD student
+KD_VARIANTS = {
+    "spec init, distill-cos": ({"kd_init": "spec", "kd_method": "distill-cos"}, {}),
+    "spec init, distill-metric": ({"kd_init": "spec", "kd_method": "distill-metric"}, {}),
+    "spec init, distill-metric, 4 blocks fine-tuned": ({"kd_init": "spec", "kd_method": "distill-metric"}, {"tail_blocks": 4}),
+    "query init, distill-metric": ({"kd_init": "query", "kd_method": "distill-metric"}, {}),
+    "teacher init, distill-cos": ({"kd_init": "teacher", "kd_method": "distill-cos"}, {}),
+    "teacher init, distill-metric": ({"kd_init": "teacher", "kd_method": "distill-metric"}, {}),
+    "teacher init, distill-metric, 8 views": ({"kd_init": "teacher", "kd_method": "distill-metric", "kd_views": 8}, {}),
+}
+
+#: name → ψ settings overrides (PsiConfig fields) and the number of views ψ is fitted on
+PSI_VARIANTS = {
+    "Procrustes (orthogonal), 1 view": ({"kind": "procrustes"}, 1),
+    "Procrustes (orthogonal), 4 views": ({"kind": "procrustes"}, 4),
+    "linear, 4 views": ({"kind": "linear"}, 4),
+    "MLP, 1 view": ({}, 1),
+    "MLP, 4 views": ({}, 4),
+    "MLP + weight decay 0.05, 4 views": ({"weight_decay": 5e-2}, 4),
+    "MLP, 8 views": ({}, 8),
+}
+
+
+def recall_at_1(queries, gallery) -> float:
+    return float(measure(queries, gallery, ks=(1,))["recall@1"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="glyphs-pretrained-quick")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-pretrained-quick"))
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--groups", default="kd,psi")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    groups = set(args.groups.split(","))
+    run_config, experiment = open_run(args)
+    base = experiment.config
+    validation = experiment.validation
+    if validation is None:
+        raise SystemExit("the config has no validation classes (validation_classes = 0)")
+    results: dict = {"kd": {}, "psi": {}, "reference": {}}
+    for seed in seeds:
+        models = experiment.models(seed)
+        query = models.query
+        teacher = models.gallery_model(base.kd_teacher_name)
+        q_val = experiment.store.get(query, validation)
+        t_val = experiment.store.get(teacher, validation)
+        results["reference"].setdefault("query model alone (symmetric)", []).append(recall_at_1(q_val, q_val))
+        results["reference"].setdefault(f"teacher {teacher.name} alone (symmetric)", []).append(recall_at_1(t_val, t_val))
+        if "kd" in groups:
+            size = base.query.input_size or teacher.preprocess.input_size
+            untrained = teacher.at_resolution(size, name=f"{teacher.name}@{size}")
+            u_val = experiment.store.get(untrained, validation)
+            results["kd"].setdefault("teacher's weights at the query's resolution, untrained", []).append(
+                {"symmetric": recall_at_1(u_val, u_val), "asymmetric": recall_at_1(*mixed_spaces(u_val, t_val)), "flops": untrained.complexity()["flops"]})
+            for name, (overrides, query_overrides) in KD_VARIANTS.items():
+                experiment.config = replace(base, **overrides, query=replace(base.query, **query_overrides))
+                try:
+                    student, seconds = experiment.train_kd(teacher, seed, query)
+                finally:
+                    experiment.config = base
+                s_val = experiment.store.get(student, validation)
+                results["kd"].setdefault(name, []).append({"symmetric": recall_at_1(s_val, s_val), "asymmetric": recall_at_1(s_val, t_val),
+                                                          "train_seconds": seconds})
+                print(f"seed {seed} KD {name}: {results['kd'][name][-1]}", flush=True)
+        if "psi" in groups:
+            for name, (psi_overrides, views) in PSI_VARIANTS.items():
+                experiment.config = replace(base, psi_views=views, psi=replace(base.psi, **psi_overrides))
+                try:
+                    scores = []
+                    for model in models.gallery_models:
+                        psi = experiment.fit_psi(model, query, seed)
+                        scores.append(recall_at_1(q_val, psi.transform(experiment.store.get(model, validation))))
+                finally:
+                    experiment.config = base
+                results["psi"].setdefault(name, []).append(dict(zip([m.name for m in models.gallery_models], scores)))
+                print(f"seed {seed} ψ {name}: {results['psi'][name][-1]}", flush=True)
+    summary = {
+        "kd": {name: {key: float(np.mean([r[key] for r in runs])) for key in ("symmetric", "asymmetric")} for name, runs in results["kd"].items()},
+        "psi": {name: float(np.mean([np.mean(list(r.values())) for r in runs])) for name, runs in results["psi"].items()},
+        "reference": {name: float(np.mean(values)) for name, values in results["reference"].items()},
+    }
+    atomic_write_json(args.out, {"meta": {**run_meta(args, seeds, start), "config": run_config.name,
+                                          "measured_on": f"validation classes ({len(np.unique(validation.labels))} classes, {len(validation)} images)"},
+                                 "summary (mean over seeds; ψ: mean over gallery models)": summary, "runs": results})
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()
