@@ -31,7 +31,7 @@ from asymret.data.augment import augment_batch
 from asymret.encoders import load_encoder
 from asymret.eval.report import run_metadata
 from asymret.index import ExactIndex, GalleryIndex
-from asymret.index.faiss_index import recall_at_k, tune_for_recall
+from asymret.index.tuning import recall_at_k, tune_for_recall
 
 FACTORIES = [  # (factory, exact re-ranking depth R: top R·k rescored with the float vectors on disk; 0 = none)
     ("Flat", 0),

@@ -141,7 +141,7 @@ def _tune_recall(index, gallery, target: float) -> str:
     import numpy as np
 
     from .index import ExactIndex
-    from .index.faiss_index import tune_for_recall
+    from .index.tuning import tune_for_recall
 
     sample = gallery.take(np.random.default_rng(0).choice(len(gallery), min(1000, len(gallery)), replace=False))
     exact = ExactIndex.from_embeddings(gallery).search(sample, k=10).positions

@@ -7,7 +7,7 @@ import pytest
 
 from asymret.core.space import Embeddings, Space, l2_normalize
 from asymret.index import ExactIndex, GalleryIndex, load_index
-from asymret.index.faiss_index import recall_at_k, tune_for_recall
+from asymret.index.tuning import recall_at_k, tune_for_recall
 
 DIM = 16
 SPACE = Space("ann-space", DIM, True, "query-enc")

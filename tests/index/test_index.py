@@ -297,7 +297,7 @@ def test_load_checks_counts(index, tmp_path):
 def test_resave_removes_manifest_first(index, tmp_path, monkeypatch):
     """A save interrupted after the manifest was removed leaves an unloadable directory, not a mixed one."""
     index.save(tmp_path)
-    import asymret.index.faiss_index as module
+    import asymret.index.base as module
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt

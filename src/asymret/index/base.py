@@ -9,17 +9,35 @@ The backends: :class:`~asymret.index.faiss_index.FaissGalleryIndex` (alias ``Gal
 Scores are similarities for ``metric="ip"`` (higher is better) and squared L2 distances for ``metric="l2"``
 (lower is better).  Where a query has fewer than ``k`` results the row is padded with id ``''``, position
 ``-1`` and score ``-inf`` (ip) / ``+inf`` (l2).
+
+What the backends share lives here, once: the space checks, the rejection rule and its cache
+(:meth:`GalleryIndexBase.rejected_mask`, :meth:`GalleryIndexBase.kept_bitmap`), the result with ids and padding
+(:meth:`GalleryIndexBase._result`) and the folder a saved index is kept in (:meth:`GalleryIndexBase._save_folder`,
+:meth:`GalleryIndexBase._open_folder`, :meth:`GalleryIndexBase._check_files`: each file written atomically with its
+size and hash in the manifest, the manifest last).  Backends are made and loaded by name through
+:mod:`asymret.index.backends` (``faiss:IVF256,PQ16``, ``exact``, ``milvus:HNSW``).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 import numpy as np
 
-from ..core.manifest import SpaceMismatchError
+from ..core.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    SpaceMismatchError,
+    atomic_write_bytes,
+    hash_file,
+    read_manifest,
+    write_manifest,
+)
 from ..core.space import Embeddings, Space
 from ..core.uncertainty import rejection_mask
 
@@ -102,6 +120,10 @@ class GalleryIndexBase(ABC):
 
     #: the ``kind`` written to the manifest of a saved index
     manifest_kind: ClassVar[str] = "gallery-index"
+    #: the backend's name in the registry (:mod:`asymret.index.backends`) and in a saved index's manifest
+    backend: ClassVar[str] = ""
+    #: how error messages name the backend ("not a FAISS one")
+    backend_title: ClassVar[str] = ""
 
     # ------------------------------------------------------------------ the state every backend keeps
     # Each backend holds its space in ``_space`` and the per-position ids and uncertainty in ``_ids`` and
@@ -127,6 +149,21 @@ class GalleryIndexBase(ABC):
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    @property
+    def metric(self) -> str:
+        """``"ip"`` (scores are similarities, higher is better) or ``"l2"`` (squared distances)."""
+        return "ip"
+
+    @property
+    def spec(self) -> str:
+        """The spec string that makes an empty index like this one (:func:`asymret.index.backends.create_index`)."""
+        return self.backend
+
+    @property
+    def summary(self) -> str:
+        """A few words on the backend for a person (e.g. ``FAISS IVF256,PQ16``)."""
+        return self.spec
 
     # ------------------------------------------------------------------ abstract interface
     @abstractmethod
@@ -184,23 +221,153 @@ class GalleryIndexBase(ABC):
         uncertainty ``> t``.  Given both, an item is rejected if either rule rejects it.  ``exclude`` (bool per
         position) is rejected too.
         """
-        # the rule's mask is kept for the next search with the same rule (a service asks it once per request;
-        # it sorts every item's uncertainty); adding items changes the length and so the key
-        key = (reject_fraction, reject_threshold, len(self))
-        memo = self.__dict__.setdefault("_rejection_memo", {})
-        rejected = memo.get(key)
-        if rejected is None:
-            rejected = rejection_mask(self.uncertainty, reject_fraction, reject_threshold)
-            rejected.flags.writeable = False  # shared by every caller of the same rule
-            if len(memo) >= 8:
-                memo.clear()
-            memo[key] = rejected
+        rejected = self._memoised(("mask", reject_fraction, reject_threshold),
+                                  lambda: rejection_mask(self.uncertainty, reject_fraction, reject_threshold))
         if exclude is not None:
             exclude = np.asarray(exclude)
             if exclude.dtype != bool or exclude.shape != (len(self),):
                 raise ValueError(f"exclude must be a bool array with one entry per gallery item ({len(self)}), got {exclude.dtype} {exclude.shape}")
             rejected = rejected | exclude
         return rejected
+
+    def kept_bitmap(self, reject_fraction: float | None = None, reject_threshold: float | None = None,
+                    exclude: np.ndarray | None = None) -> np.ndarray:
+        """Little-endian bitmap (uint8, one bit per position) of the items :meth:`rejected_mask` keeps."""
+        if exclude is not None:  # a caller's mask: not cached
+            return np.packbits(~self.rejected_mask(reject_fraction, reject_threshold, exclude), bitorder="little")
+        return self._memoised(("bitmap", reject_fraction, reject_threshold),
+                              lambda: np.packbits(~self.rejected_mask(reject_fraction, reject_threshold), bitorder="little"),
+                              read_only=False)  # FAISS reads it through a raw pointer
+
+    def _memoised(self, key: tuple[Any, ...], compute: Callable[[], np.ndarray], read_only: bool = True) -> np.ndarray:
+        """The one rejection cache: what a rule gives is kept for the next search with the same rule (a service asks
+        once per request; the fraction rule sorts every item's uncertainty).  Adding items changes the length and
+        so the key."""
+        key = (*key, len(self))
+        memo = self.__dict__.setdefault("_rejection_memo", {})
+        value = memo.get(key)
+        if value is None:
+            value = compute()
+            if read_only:
+                value.flags.writeable = False  # shared by every caller of the same rule
+            if len(memo) >= 8:
+                memo.clear()
+            memo[key] = value
+        return value
+
+    @property
+    def _missing_score(self) -> float:
+        return -np.inf if self.metric == "ip" else np.inf
+
+    def _result(self, scores: np.ndarray, positions: np.ndarray, query_ids: np.ndarray | None = None, n_rejected: int = 0,
+                k: int | None = None) -> SearchResult:
+        """The one result builder: positions (-1 = none) → ids (``''`` where none), the missing score where none,
+        rows padded to ``k`` columns."""
+        positions = np.asarray(positions, dtype=np.int64)
+        scores = np.asarray(scores, dtype=np.float32)
+        if k is not None and positions.shape[1] < k:
+            pad = ((0, 0), (0, k - positions.shape[1]))
+            positions = np.pad(positions, pad, constant_values=-1)
+            scores = np.pad(scores, pad, constant_values=self._missing_score)
+        missing = positions < 0
+        if missing.any():
+            scores = scores.copy()
+            scores[missing] = self._missing_score
+        if len(self._ids):
+            ids = self._ids[np.where(missing, 0, positions)]
+            ids[missing] = ""
+        else:
+            ids = np.full(positions.shape, "", dtype="<U1")
+        return SearchResult(ids=ids, scores=scores, positions=positions, query_ids=query_ids, n_rejected=n_rejected)
+
+    # ------------------------------------------------------------------ the saved folder (every backend)
+    def _manifest_fields(self) -> dict[str, Any]:
+        """What every saved index's manifest says about it (a backend adds its own fields)."""
+        return {
+            "backend": self.backend,
+            "space": self._space.to_dict(),
+            "query_space_fingerprint": self._space.fingerprint,
+            "provenance": [list(item) for item in self._space.provenance],
+            "metric": self.metric,
+            "count": len(self),
+            "dim": int(self._space.dim),
+            "normalized": bool(self._space.normalized),
+        }
+
+    def _save_folder(self, directory: str | os.PathLike, fields: Mapping[str, Any] | None = None,
+                     arrays: Mapping[str, np.ndarray] | None = None, blobs: Mapping[str, Any] | None = None,
+                     prepare: Callable[[], None] | None = None) -> Path:
+        """The one way an index is kept: an existing manifest removed first, ``blobs`` (raw bytes) and ``arrays``
+        (``.npy``) each written atomically with their size and sha256, then the manifest — the common fields,
+        ``fields`` and the files — written last, so a save that was interrupted leaves a folder that is never
+        loaded.  ``prepare`` runs once the old manifest is gone (e.g. a remote backend's flush)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MANIFEST_NAME).unlink(missing_ok=True)
+        if prepare is not None:
+            prepare()
+        files: dict[str, dict[str, Any]] = {}
+        for name, data in (blobs or {}).items():
+            files[name] = _write_file(directory / name, memoryview(data))
+        for name, array in (arrays or {}).items():
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            files[name] = _write_file(directory / name, buffer.getbuffer())
+        manifest = {**self._manifest_fields(), **(fields or {})}
+        if files:
+            manifest["files"] = files
+        write_manifest(directory, kind=self.manifest_kind, fields=manifest)
+        return directory
+
+    @classmethod
+    def _open_folder(cls, directory: str | os.PathLike, expect_space: Space | None = None) -> tuple[Path, dict[str, Any], Space]:
+        """A saved index's folder, manifest and space: refused unless it is this backend's, of this format, and (with
+        ``expect_space``) in that space.  A manifest without ``backend`` is a FAISS one (the first format)."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"gallery index directory {directory} does not exist")
+        manifest = read_manifest(directory, kind=cls.manifest_kind)
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{directory}: unsupported format_version {manifest.get('format_version')} (expected {FORMAT_VERSION})")
+        backend = manifest.get("backend", "faiss")
+        if backend != cls.backend:
+            raise ValueError(f"{directory} holds a {backend!r} gallery index, not a{'n' if cls.backend_title[:1] in 'aeiou' else ''} "
+                             f"{cls.backend_title} one")
+        try:
+            space = Space.from_dict(manifest["space"])
+            count, dim = int(manifest["count"]), int(manifest["dim"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{directory / MANIFEST_NAME} is incomplete or malformed: {error!r}") from None
+        if expect_space is not None:
+            try:
+                expect_space.check_compatible(space, what="stored gallery index")
+            except SpaceMismatchError as error:
+                raise SpaceMismatchError(
+                    f"{error} -- stored index {directory} is in space {describe_space(space)}; "
+                    f"expected {describe_space(expect_space)}"
+                ) from None
+        if dim != space.dim:
+            raise ValueError(f"{directory}: manifest dim {dim} != space dim {space.dim}")
+        if count < 0:
+            raise ValueError(f"{directory / MANIFEST_NAME} is malformed: count {count}")
+        return directory, manifest, space
+
+    @staticmethod
+    def _check_files(directory: Path, manifest: Mapping[str, Any], names: tuple[str, ...], verify_hashes: bool = True) -> None:
+        """Each of ``names`` is there, of the size and (``verify_hashes``) sha256 the manifest lists."""
+        files = manifest.get("files", {})
+        for name in names:
+            path = directory / name
+            if not path.is_file():
+                raise FileNotFoundError(f"gallery index {directory} is missing {name} (listed in its manifest)")
+            info = files.get(name, {})
+            size = path.stat().st_size
+            if "bytes" in info and size != int(info["bytes"]):
+                raise ValueError(f"{path} is corrupted: {size} bytes, manifest says {info['bytes']}")
+            if verify_hashes and "sha256" in info:
+                digest = hash_file(path, length=len(info["sha256"]))
+                if digest != info["sha256"]:
+                    raise ValueError(f"{path} is corrupted: sha256 {digest} != {info['sha256']} in the manifest")
 
     @staticmethod
     def _validate_k(k: int) -> int:
@@ -305,3 +472,8 @@ class GalleryIndexBase(ABC):
                 )
         return vectors, ids, unc
 
+
+def _write_file(path: Path, data: memoryview) -> dict[str, Any]:
+    """Write ``data`` atomically; its size and the sha256 :func:`asymret.core.manifest.hash_file` gives the file."""
+    atomic_write_bytes(path, data)
+    return {"bytes": int(data.nbytes), "sha256": hashlib.sha256(data).hexdigest()[:16]}

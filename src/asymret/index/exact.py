@@ -6,14 +6,10 @@ lower position, so two runs (and two machines) rank identically, which FAISS doe
 """
 from __future__ import annotations
 
-import io
 import os
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..core.manifest import FORMAT_VERSION, MANIFEST_NAME, atomic_write_bytes, hash_file, read_manifest, write_manifest
 from ..core.space import Embeddings, Space
 from .base import GalleryIndexBase, SearchResult, describe_space
 
@@ -70,6 +66,9 @@ def exact_topk(queries: np.ndarray, gallery: np.ndarray, depth: int, excluded: n
 class ExactIndex(GalleryIndexBase):
     """Exact inner-product search over vectors held in memory (numpy), with the index interface."""
 
+    backend = "exact"
+    backend_title = "exact"
+
     def __init__(self, space: Space) -> None:
         if not isinstance(space, Space):
             raise TypeError(f"space must be an asymret.core.space.Space, got {type(space).__name__}")
@@ -113,41 +112,21 @@ class ExactIndex(GalleryIndexBase):
         rejected = self.rejected_mask(reject_fraction, reject_threshold, exclude)
         n_rejected = int(rejected.sum())
         positions, scores = exact_topk(vectors, self._vectors, k, rejected if n_rejected else None)
-        ids = self._ids[np.maximum(positions, 0)] if len(self) else np.full(positions.shape, "", dtype="<U1")
-        ids = np.where(positions >= 0, ids, "")
-        return SearchResult(ids=ids, scores=scores, positions=positions, query_ids=query_ids, n_rejected=n_rejected)
+        return self._result(scores, positions, query_ids, n_rejected)
+
+    @property
+    def summary(self) -> str:
+        return "exact (numpy)"
 
     def save(self, directory: str | os.PathLike) -> None:
         """``vectors.npy``, ``ids.npy``, ``uncertainty.npy`` and, last, the manifest (an interrupted save is never loaded)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / MANIFEST_NAME).unlink(missing_ok=True)
-        files: dict[str, Any] = {}
-        for name, array in ((VECTORS_FILE, self._vectors), (IDS_FILE, self._ids), (UNCERTAINTY_FILE, self._uncertainty)):
-            buffer = io.BytesIO()
-            np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-            atomic_write_bytes(directory / name, buffer.getbuffer())
-            files[name] = {"bytes": buffer.getbuffer().nbytes, "sha256": hash_file(directory / name)}
-        write_manifest(directory, kind=self.manifest_kind, fields={
-            "backend": "exact", "space": self._space.to_dict(), "count": len(self), "dim": int(self._space.dim),
-            "files": files,
-        })
+        self._save_folder(directory, arrays={VECTORS_FILE: self._vectors, IDS_FILE: self._ids, UNCERTAINTY_FILE: self._uncertainty})
 
     @classmethod
     def load(cls, directory: str | os.PathLike, expect_space: Space | None = None) -> "ExactIndex":
-        directory = Path(directory)
-        manifest = read_manifest(directory, kind=cls.manifest_kind)
-        if manifest.get("format_version") != FORMAT_VERSION or manifest.get("backend") != "exact":
-            raise ValueError(f"{directory} is not an exact index of format {FORMAT_VERSION}")
-        space = Space.from_dict(manifest["space"])
-        if expect_space is not None:
-            expect_space.check_compatible(space, what="stored gallery index")
-        arrays = {}
-        for name, info in manifest["files"].items():
-            path = directory / name
-            if hash_file(path, length=len(info["sha256"])) != info["sha256"]:
-                raise ValueError(f"{path} is corrupted: its sha256 differs from the manifest's")
-            arrays[name] = np.load(path, allow_pickle=False)
+        directory, manifest, space = cls._open_folder(directory, expect_space)
+        cls._check_files(directory, manifest, (VECTORS_FILE, IDS_FILE, UNCERTAINTY_FILE))
+        arrays = {name: np.load(directory / name, allow_pickle=False) for name in (VECTORS_FILE, IDS_FILE, UNCERTAINTY_FILE)}
         index = cls(space)
         index._vectors = np.ascontiguousarray(arrays[VECTORS_FILE], dtype=np.float32)
         index._ids = arrays[IDS_FILE].astype(str)

@@ -6,31 +6,25 @@ indexed by position.  Uncertainty rejection builds a bitmap of the kept position
 ``IndexRefineSearchParameters`` as the index type needs), so that FAISS returns ``k`` results among the kept
 items.  For index types that do not support selectors (e.g. ``PQ8``, fast-scan, NSG) the search over-fetches
 ``k + n_rejected`` results and filters, which returns the same top-k.
+
+Persistence, the result builder and the rejection cache are the base class's
+(:class:`~asymret.index.base.GalleryIndexBase`); recall tuning is :mod:`asymret.index.tuning`, the workaround for
+pytorch-metric-learning's patch of FAISS's ``search`` is :mod:`asymret.index.faiss_patch`.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from ..core.manifest import (
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    SpaceMismatchError,
-    atomic_write_bytes,
-    hash_file,
-    read_manifest,
-    write_manifest,
-)
+from ..core.manifest import SpaceMismatchError
 from ..core.space import Embeddings, Space
 from .base import GalleryIndexBase, SearchResult, describe_space
+from .faiss_patch import numpy_search
 
-__all__ = ["FaissGalleryIndex", "recall_at_k", "tune_for_recall"]
+__all__ = ["FaissGalleryIndex"]
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
@@ -39,40 +33,6 @@ VECTORS_FILE = "vectors.npy"  # the float vectors of an index with exact re-rank
 
 _METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 _METRIC_ALIASES = {"ip": "ip", "inner_product": "ip", "cosine": "ip", "l2": "l2", "euclidean": "l2"}
-
-
-def _numpy_search(index: faiss.Index, vectors: np.ndarray, k: int, params: Any = None):
-    """``index.search`` on numpy arrays, with search parameters.
-
-    pytorch-metric-learning imports ``faiss.contrib.torch_utils``, which replaces ``Index.search`` with a wrapper
-    that drops the ``params`` argument; the original numpy method is kept as ``search_numpy``.
-    """
-    search = getattr(index, "search_numpy", index.search)
-    return search(vectors, k) if params is None else search(vectors, k, params=params)
-
-
-def restore_search_params() -> None:
-    """Make ``Index.search(x, k, params=...)`` work again on numpy arrays after ``faiss.contrib.torch_utils`` replaced
-    it (see :func:`_numpy_search`) — for code running FAISS in this process that asymret does not control (Milvus
-    Lite's in-process server passes ``params``).  Torch tensors still go to the torch wrapper.  Idempotent; cheap
-    when nothing changed since the last call."""
-    probe = faiss.Index  # the torch wrapper patches every index class at once, the base class first
-    if "search_numpy" not in vars(probe) or getattr(probe.search, "_asymret_params", False):
-        return
-    for cls in (value for value in vars(faiss).values() if isinstance(value, type) and "search_numpy" in vars(value)):
-        torch_search = cls.search
-        if getattr(torch_search, "_asymret_params", False):
-            continue
-
-        def search(self, x, k, *args, params=None, D=None, I=None, _torch_search=torch_search):  # noqa: E741 (FAISS's names)
-            if isinstance(x, np.ndarray):
-                return self.search_numpy(x, k, *args, params=params, D=D, I=I)
-            if params is not None:
-                raise TypeError("faiss.contrib.torch_utils' search takes no params for torch tensors")
-            return _torch_search(self, x, k, *args, D=D, I=I)
-
-        search._asymret_params = True
-        cls.search = search
 
 
 def _metric_name(metric: str | int) -> str:
@@ -87,11 +47,6 @@ def _metric_name(metric: str | int) -> str:
         raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}") from None
 
 
-def _digest(data: Any, length: int = 16) -> str:
-    """Same hash as :func:`asymret.core.manifest.hash_file` of a file holding ``data``."""
-    return hashlib.sha256(data).hexdigest()[:length]
-
-
 class FaissGalleryIndex(GalleryIndexBase):
     """Gallery index on a FAISS index built from a factory string (default exact inner product, ``"Flat"``).
 
@@ -99,6 +54,9 @@ class FaissGalleryIndex(GalleryIndexBase):
     to :meth:`add` unless :meth:`train` was called.  ``nprobe`` (IVF) and ``ef_search`` (HNSW) set the search-time
     parameters of the underlying index.
     """
+
+    backend = "faiss"
+    backend_title = "FAISS"
 
     def __init__(
         self,
@@ -125,7 +83,6 @@ class FaissGalleryIndex(GalleryIndexBase):
         self._factory = factory
         self._ids = ids
         self._uncertainty = uncertainty
-        self._selection_cache: tuple[Any, np.ndarray, np.ndarray] | None = None
         self._selectors_supported: bool | None = None  # None = not tried yet
         self._is_idmap = isinstance(faiss.downcast_index(index), (faiss.IndexIDMap, faiss.IndexIDMap2))
         # exact re-ranking: the float vectors, kept beside the compressed index (memory-mapped from vectors.npy once
@@ -173,6 +130,14 @@ class FaissGalleryIndex(GalleryIndexBase):
     @property
     def metric(self) -> str:
         return self._metric
+
+    @property
+    def spec(self) -> str:
+        return f"faiss:{self._factory}"
+
+    @property
+    def summary(self) -> str:
+        return f"FAISS {self._factory}"
 
     @property
     def faiss_index(self) -> faiss.Index:
@@ -253,7 +218,6 @@ class FaissGalleryIndex(GalleryIndexBase):
         self._uncertainty = np.concatenate([self._uncertainty, unc]) if len(self._uncertainty) else unc.copy()
         if self._vectors is not None:
             self._vectors = np.concatenate([np.asarray(self._vectors), vectors])
-        self._selection_cache = None
 
     # ------------------------------------------------------------------ search
     def _search(
@@ -271,7 +235,7 @@ class FaissGalleryIndex(GalleryIndexBase):
             depth = min(len(self), k * self._exact_rerank)
             shortlist = self._search_compressed(vectors, depth, reject_fraction, reject_threshold, exclude)
             scores, positions = self._rescore(vectors, shortlist.positions, k)
-            return self._result(scores, positions, query_ids, shortlist.n_rejected)
+            return self._result(scores, positions, query_ids, shortlist.n_rejected, k=k)
         result = self._search_compressed(vectors, k, reject_fraction, reject_threshold, exclude)
         result.query_ids = query_ids
         return result
@@ -289,26 +253,21 @@ class FaissGalleryIndex(GalleryIndexBase):
         exact = np.where(found, exact, -np.inf if self._metric == "ip" else np.inf).astype(np.float32)
         order = np.argsort(-exact if self._metric == "ip" else exact, axis=1, kind="stable")[:, :k]
         scores, positions = np.take_along_axis(exact, order, axis=1), np.take_along_axis(positions, order, axis=1)
-        positions = np.where(np.isfinite(scores), positions, -1)
-        if positions.shape[1] < k:
-            pad = k - positions.shape[1]
-            positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=self._missing_score)
-        return scores, positions
+        return scores, np.where(np.isfinite(scores), positions, -1)  # the result builder pads to k
 
     def _search_compressed(self, vectors: np.ndarray, k: int, reject_fraction: float | None, reject_threshold: float | None,
                            exclude: np.ndarray | None) -> SearchResult:
         query_ids = None
         nq, n = len(vectors), len(self)
         rejecting = reject_fraction is not None or reject_threshold is not None or exclude is not None
-        rejected, bitmap = self._selection(reject_fraction, reject_threshold, exclude) if rejecting else (None, None)
+        rejected = self.rejected_mask(reject_fraction, reject_threshold, exclude) if rejecting else None
         n_rejected = int(rejected.sum()) if rejected is not None else 0
 
         if nq == 0 or n == 0 or n_rejected == n:
             positions = np.full((nq, k), -1, dtype=np.int64)
             scores = np.full((nq, k), self._missing_score, dtype=np.float32)
         elif n_rejected == 0:
-            scores, positions = _numpy_search(self._index, vectors, k)
+            scores, positions = numpy_search(self._index, vectors, k)
         elif self._is_flat():
             # A selector disables FAISS's BLAS path on flat indexes (measured 7× slower at 1M vectors), so
             # over-fetch a little past the rejected share, keep the first k kept items, and redo exactly
@@ -318,7 +277,8 @@ class FaissGalleryIndex(GalleryIndexBase):
             scores, positions = None, None
             if self._selectors_supported is not False:
                 try:
-                    scores, positions = self._search_with_selector(vectors, k, bitmap)
+                    scores, positions = self._search_with_selector(
+                        vectors, k, self.kept_bitmap(reject_fraction, reject_threshold, exclude))
                 except RuntimeError:
                     self._selectors_supported = False
                 else:
@@ -330,48 +290,13 @@ class FaissGalleryIndex(GalleryIndexBase):
                         self._selectors_supported = True
             if positions is None:
                 scores, positions = self._search_overfetch(vectors, k, rejected, n_rejected)
-        return self._result(scores, positions, query_ids, n_rejected)
-
-    @property
-    def _missing_score(self) -> float:
-        return -np.inf if self._metric == "ip" else np.inf
-
-    def _result(self, scores: np.ndarray, positions: np.ndarray, query_ids, n_rejected: int) -> SearchResult:
-        positions = np.asarray(positions, dtype=np.int64)
-        missing = positions < 0
-        scores = np.asarray(scores, dtype=np.float32)
-        if missing.any():
-            scores = scores.copy()
-            scores[missing] = self._missing_score
-        if len(self._ids):
-            ids = self._ids[np.where(missing, 0, positions)]
-            ids[missing] = ""
-        else:
-            ids = np.full(positions.shape, "", dtype="<U1")
-        return SearchResult(ids=ids, scores=scores, positions=positions, query_ids=query_ids, n_rejected=n_rejected)
-
-    def _selection(self, reject_fraction, reject_threshold, exclude=None) -> tuple[np.ndarray, np.ndarray]:
-        """Rejected mask and little-endian bitmap of the kept positions (cached until the next add)."""
-        if exclude is not None:  # a caller's mask: not cached
-            rejected = self.rejected_mask(reject_fraction, reject_threshold, exclude)
-            return rejected, np.packbits(~rejected, bitorder="little")
-        key = (
-            None if reject_fraction is None else float(reject_fraction),
-            None if reject_threshold is None else float(reject_threshold),
-            len(self),
-        )
-        if self._selection_cache is not None and self._selection_cache[0] == key:
-            return self._selection_cache[1], self._selection_cache[2]
-        rejected = self.rejected_mask(reject_fraction, reject_threshold)
-        bitmap = np.packbits(~rejected, bitorder="little")
-        self._selection_cache = (key, rejected, bitmap)
-        return rejected, bitmap
+        return self._result(scores, positions, query_ids, n_rejected, k=k)
 
     def _search_with_selector(self, vectors: np.ndarray, k: int, bitmap: np.ndarray):
         selector = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(bitmap))
         keepalive: list[Any] = [bitmap, selector]
         params = _search_parameters(self._index, selector, keepalive)
-        scores, positions = _numpy_search(self._index, vectors, k, params=params)
+        scores, positions = numpy_search(self._index, vectors, k, params=params)
         del keepalive
         return scores, positions
 
@@ -392,65 +317,31 @@ class FaissGalleryIndex(GalleryIndexBase):
         """Top-k among kept items by fetching ``fetch`` (default ``k + n_rejected``: exact) results and dropping
         rejected ones; positions stay -1 where fewer than k kept items were fetched."""
         fetch = min(len(self), k + n_rejected) if fetch is None else min(len(self), fetch)
-        scores, positions = _numpy_search(self._index, vectors, fetch)
+        scores, positions = numpy_search(self._index, vectors, fetch)
         keep = (positions >= 0) & ~rejected[np.where(positions >= 0, positions, 0)]
         order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept results first, rank order preserved
         positions = np.take_along_axis(positions, order, axis=1)
         scores = np.take_along_axis(scores, order, axis=1)
         kept = np.take_along_axis(keep, order, axis=1)
         positions[~kept] = -1
-        if positions.shape[1] < k:
-            pad = k - positions.shape[1]
-            positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=self._missing_score)
-        return scores, positions
+        return scores, positions  # the result builder pads to k
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> None:
-        """Write ``index.faiss``, ``ids.npy``, ``uncertainty.npy`` and, last, ``manifest.json`` to ``directory``.
-
-        Each file is written atomically; an existing manifest is removed first, so a directory whose save was
-        interrupted has no manifest and cannot be loaded.
-        """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / MANIFEST_NAME).unlink(missing_ok=True)
-        files: dict[str, dict[str, Any]] = {}
-
+        """Write ``index.faiss``, ``ids.npy``, ``uncertainty.npy`` (and ``vectors.npy`` with exact re-ranking) and,
+        last, ``manifest.json`` to ``directory`` (:meth:`GalleryIndexBase._save_folder`: a folder whose save was
+        interrupted has no manifest and cannot be loaded)."""
         index_bytes = faiss.serialize_index(self._index)  # uint8 numpy array
-        atomic_write_bytes(directory / INDEX_FILE, memoryview(index_bytes))
-        files[INDEX_FILE] = {"bytes": int(index_bytes.nbytes), "sha256": _digest(memoryview(index_bytes))}
-        del index_bytes
-        arrays = [(IDS_FILE, self._ids), (UNCERTAINTY_FILE, self._uncertainty)]
+        arrays = {IDS_FILE: self._ids, UNCERTAINTY_FILE: self._uncertainty}
         if self._exact_rerank:
-            arrays.append((VECTORS_FILE, np.asarray(self._vectors, dtype=np.float32)))
-        for name, array in arrays:
-            buffer = io.BytesIO()
-            np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-            data = buffer.getbuffer()
-            atomic_write_bytes(directory / name, data)
-            files[name] = {"bytes": int(data.nbytes), "sha256": _digest(data)}
-
-        write_manifest(
-            directory,
-            kind=self.manifest_kind,
-            fields={
-                "backend": "faiss",
-                "space": self._space.to_dict(),
-                "query_space_fingerprint": self._space.fingerprint,
-                "provenance": [list(item) for item in self._space.provenance],
-                "factory": self._factory,
-                "metric": self._metric,
-                "count": len(self),
-                "dim": int(self._space.dim),
-                "normalized": bool(self._space.normalized),
-                "faiss_index_type": type(faiss.downcast_index(self._index)).__name__,
-                "exact_rerank": self._exact_rerank,
-                "index_bytes_per_item": files[INDEX_FILE]["bytes"] / max(1, len(self)),
-                "uncertainty_stats": _stats(self._uncertainty),
-                "files": files,
-            },
-        )
+            arrays[VECTORS_FILE] = np.asarray(self._vectors, dtype=np.float32)
+        self._save_folder(directory, fields={
+            "factory": self._factory,
+            "faiss_index_type": type(faiss.downcast_index(self._index)).__name__,
+            "exact_rerank": self._exact_rerank,
+            "index_bytes_per_item": int(index_bytes.nbytes) / max(1, len(self)),
+            "uncertainty_stats": _stats(self._uncertainty),
+        }, arrays=arrays, blobs={INDEX_FILE: index_bytes})
 
     @classmethod
     def load(
@@ -461,46 +352,15 @@ class FaissGalleryIndex(GalleryIndexBase):
         Raises ``FileNotFoundError`` if the manifest or a file is missing, ``ValueError`` if a file is corrupted
         (size, hash or count mismatch), :class:`SpaceMismatchError` if ``expect_space`` is given and differs.
         """
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"gallery index directory {directory} does not exist")
-        manifest = read_manifest(directory, kind=cls.manifest_kind)
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{directory}: unsupported format_version {manifest.get('format_version')} (expected {FORMAT_VERSION})")
-        if manifest.get("backend", "faiss") != "faiss":
-            raise ValueError(f"{directory} holds a {manifest.get('backend')!r} gallery index, not a FAISS one")
+        directory, manifest, space = cls._open_folder(directory, expect_space)
+        count, dim = int(manifest["count"]), int(manifest["dim"])
         try:
-            space = Space.from_dict(manifest["space"])
-            count, dim = int(manifest["count"]), int(manifest["dim"])
-            files = manifest["files"]
             factory, metric = manifest["factory"], _metric_name(manifest["metric"])
         except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{directory / MANIFEST_NAME} is incomplete or malformed: {error!r}") from None
-        if expect_space is not None:
-            try:
-                expect_space.check_compatible(space, what="stored gallery index")
-            except SpaceMismatchError as error:
-                raise SpaceMismatchError(
-                    f"{error} -- stored index {directory} is in space {describe_space(space)}; "
-                    f"expected {describe_space(expect_space)}"
-                ) from None
-        if dim != space.dim:
-            raise ValueError(f"{directory}: manifest dim {dim} != space dim {space.dim}")
-
+            raise ValueError(f"{directory / 'manifest.json'} is incomplete or malformed: {error!r}") from None
         exact_rerank = int(manifest.get("exact_rerank", 0))
-        for name in (INDEX_FILE, IDS_FILE, UNCERTAINTY_FILE) + ((VECTORS_FILE,) if exact_rerank else ()):
-            path = directory / name
-            if not path.is_file():
-                raise FileNotFoundError(f"gallery index {directory} is missing {name} (listed in its manifest)")
-            info = files.get(name, {})
-            size = path.stat().st_size
-            if "bytes" in info and size != int(info["bytes"]):
-                raise ValueError(f"{path} is corrupted: {size} bytes, manifest says {info['bytes']}")
-            if verify_hashes and "sha256" in info:
-                digest = hash_file(path, length=len(info["sha256"]))
-                if digest != info["sha256"]:
-                    raise ValueError(f"{path} is corrupted: sha256 {digest} != {info['sha256']} in the manifest")
-
+        cls._check_files(directory, manifest, (INDEX_FILE, IDS_FILE, UNCERTAINTY_FILE) + ((VECTORS_FILE,) if exact_rerank else ()),
+                         verify_hashes=verify_hashes)
         try:
             index = faiss.read_index(str(directory / INDEX_FILE))
         except RuntimeError as error:
@@ -585,35 +445,3 @@ def _stats(values: np.ndarray) -> dict[str, float] | None:
     if not len(values):
         return None
     return {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean())}
-
-
-def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of each query's exact top-k positions (``exact``, (nq, k)) among its found ones (``found``)."""
-    return float(np.mean([len(set(f[f >= 0].tolist()) & set(e[e >= 0].tolist())) / max(1, int((e >= 0).sum()))
-                          for f, e in zip(found, exact)]))
-
-
-def tune_for_recall(index: FaissGalleryIndex, queries: Embeddings, exact_positions: np.ndarray, target: float,
-                    k: int = 10) -> dict[str, Any]:
-    """The smallest ``nprobe`` (IVF) or ``efSearch`` (HNSW) whose recall@k against ``exact_positions`` (the exact
-    top-k of ``queries``, e.g. a sample of gallery vectors, never test queries) reaches ``target``; the index is
-    left set to it (to the largest value tried if none reaches it).  Returns the choice and the sweep."""
-    inner = faiss.downcast_index(index.faiss_index)
-    while isinstance(inner, (faiss.IndexPreTransform, faiss.IndexRefine)):
-        inner = faiss.downcast_index(inner.index if isinstance(inner, faiss.IndexPreTransform) else inner.base_index)
-    if isinstance(inner, faiss.IndexIVF):
-        name, values = "nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if v <= inner.nlist]
-    elif isinstance(inner, faiss.IndexHNSW):
-        name, values = "ef_search", [max(k, v) for v in (16, 32, 64, 128, 256, 512, 1024)]
-    else:
-        recall = recall_at_k(index.search(queries, k=k).positions, exact_positions)
-        return {"parameter": None, "value": None, "recall": recall, "reached": recall >= target, "sweep": []}
-    sweep = []
-    for value in values:
-        index.set_search_parameters(**{name: value})
-        recall = recall_at_k(index.search(queries, k=k).positions, exact_positions)
-        sweep.append({name: value, "recall": recall})
-        if recall >= target:
-            break
-    return {"parameter": name, "value": sweep[-1][name], "recall": sweep[-1]["recall"], "reached": sweep[-1]["recall"] >= target,
-            "sweep": sweep}

@@ -22,10 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from ..core.space import Embeddings, Space
 from .base import GalleryIndexBase, SearchResult, SpaceMismatchError, describe_space
-from .faiss_index import restore_search_params
 
 __all__ = ["MilvusGalleryIndex", "LITE_FILE"]
 
@@ -54,6 +52,7 @@ class MilvusGalleryIndex(GalleryIndexBase):
     """
 
     backend = "milvus"
+    backend_title = "Milvus"
 
     def __init__(self, space: Space, uri: str | os.PathLike, collection: str = "asymret_gallery", index_type: str = "FLAT",
                  index_params: dict[str, Any] | None = None, search_params: dict[str, Any] | None = None, _create: bool = True) -> None:
@@ -96,6 +95,14 @@ class MilvusGalleryIndex(GalleryIndexBase):
         return Space.from_dict(json.loads(properties[SPACE_PROPERTY]))
 
     # ------------------------------------------------------------------ interface
+    @property
+    def spec(self) -> str:
+        return f"milvus:{self.index_type}"
+
+    @property
+    def summary(self) -> str:
+        return f"Milvus {'Lite' if self.uri.endswith('.db') else self.uri}, {self.index_type} collection {self.collection}"
+
     def __repr__(self) -> str:
         return f"MilvusGalleryIndex({len(self)} items, {self.index_type}, {self.collection!r} at {self.uri}, space {self._space.fingerprint})"
 
@@ -139,6 +146,8 @@ class MilvusGalleryIndex(GalleryIndexBase):
                                      f"this index was opened for {describe_space(self._space)}")
         expression, rejected = self.kept_filter(reject_fraction, reject_threshold, exclude)
         if self.uri.endswith(".db"):  # Milvus Lite searches with FAISS in this process
+            from .faiss_patch import restore_search_params
+
             restore_search_params()
         nq = len(vectors)
         positions = np.full((nq, k), -1, dtype=np.int64)
@@ -150,33 +159,30 @@ class MilvusGalleryIndex(GalleryIndexBase):
                 for column, hit in enumerate(found[:k]):
                     positions[row, column] = int(hit["pos"] if "pos" in hit else hit["id"])
                     scores[row, column] = float(hit["distance"])
-        found = positions >= 0
-        if rejected[positions[found]].any():  # the filter and rejection_mask must agree: never serve a rejected item
+        if rejected[positions[positions >= 0]].any():  # the filter and rejection_mask must agree: never serve a rejected item
             raise RuntimeError("Milvus returned an item the rejection rule drops: the filter expression is wrong")
-        ids = np.where(found, self._ids[np.where(found, positions, 0)] if len(self) else "", "")
-        return SearchResult(ids=ids, scores=scores, positions=positions, query_ids=query_ids, n_rejected=int(rejected.sum()))
+        return self._result(scores, positions, query_ids, int(rejected.sum()))
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> None:
         """Flush the collection and write the folder's manifest (last) naming uri, collection and space."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / MANIFEST_NAME).unlink(missing_ok=True)
-        self._milvus.flush(self.collection)
-        stored = self._count()
-        if stored != len(self):
-            raise RuntimeError(f"Milvus collection {self.collection!r} holds {stored} rows, the index added {len(self)}")
+
+        def flush() -> None:
+            self._milvus.flush(self.collection)
+            stored = self._count()
+            if stored != len(self):
+                raise RuntimeError(f"Milvus collection {self.collection!r} holds {stored} rows, the index added {len(self)}")
+
         uri = self.uri
         try:  # a Milvus Lite file inside the folder is stored relative to it: the folder can move
             uri = str(Path(self.uri).resolve().relative_to(directory.resolve())) if uri.endswith(".db") else uri
         except ValueError:
             pass
-        write_manifest(directory, kind=self.manifest_kind, fields={
-            "backend": "milvus", "format_version_milvus": FORMAT_VERSION, "uri": uri, "collection": self.collection,
-            "index_type": self.index_type, "index_params": self.index_params, "search_params": self.search_params,
-            "space": self._space.to_dict(), "query_space_fingerprint": self._space.fingerprint, "count": len(self),
-            "dim": int(self._space.dim), "normalized": bool(self._space.normalized), "metric": "ip",
-        })
+        self._save_folder(directory, fields={
+            "format_version_milvus": FORMAT_VERSION, "uri": uri, "collection": self.collection, "index_type": self.index_type,
+            "index_params": self.index_params, "search_params": self.search_params,
+        }, prepare=flush)
 
     def _count(self) -> int:
         result = self._milvus.query(self.collection, filter="", output_fields=["count(*)"])
@@ -184,13 +190,7 @@ class MilvusGalleryIndex(GalleryIndexBase):
 
     @classmethod
     def load(cls, directory: str | os.PathLike, expect_space: Space | None = None) -> "MilvusGalleryIndex":
-        directory = Path(directory)
-        manifest = read_manifest(directory, kind=cls.manifest_kind)
-        if manifest.get("backend") != "milvus":
-            raise ValueError(f"{directory} holds a {manifest.get('backend')!r} gallery index, not a Milvus one")
-        space = Space.from_dict(manifest["space"])
-        if expect_space is not None:
-            expect_space.check_compatible(space, what="stored gallery index")
+        directory, manifest, space = cls._open_folder(directory, expect_space)
         uri = manifest["uri"]
         if uri.endswith(".db") and not os.path.isabs(uri):
             uri = str(directory / uri)
