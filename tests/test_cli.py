@@ -588,3 +588,39 @@ def test_export_query_then_serve_answers_as_search_does(built, tmp_path):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_index_spec_makes_the_index_the_older_flags_make(built, tmp_path):
+    """`--index-spec` names backend and parameter in one string (the registry's); `--backend/--factory` map onto it."""
+    from asymret.index import ExactIndex, load_index
+
+    data, q = _data_args(built), built["query"]
+    ok("build-index", "-q", q, "-o", tmp_path / "exact", "--index-spec", "exact", *data)
+    ok("build-index", "-q", q, "-o", tmp_path / "flat", "--backend", "faiss", "--factory", "Flat", *data)
+    assert isinstance(load_index(tmp_path / "exact"), ExactIndex) and load_index(tmp_path / "flat").spec == "faiss:Flat"
+    exact, flat = (ok("evaluate", "-i", tmp_path / name, "-q", q, *data) for name in ("exact", "flat"))
+    assert metric_value(exact, "map@r") == metric_value(flat, "map@r")
+    output = " ".join(ok("build-index", "-q", q, "-o", tmp_path / "ivf", "--index-spec", "faiss:IVF8,Flat", "--target-recall", "0.99", *data).split())
+    assert "(FAISS IVF8,Flat, nprobe=" in output and load_index(tmp_path / "ivf").factory == "IVF8,Flat"
+    assert "unknown index backend 'annoy'" in fails_cleanly("build-index", "-q", q, "-o", tmp_path / "x", "--index-spec", "annoy", *data)
+
+
+def test_evaluate_fit_and_build_take_an_exported_query_model_and_a_runtime(built, tmp_path):
+    """Every command that takes a query model takes the ONNX export too (the same numbers as torch's), and every
+    command that embeds takes --runtime."""
+    data, exported = _data_args(built), tmp_path / "query-onnx"
+    ok("export-query", "-q", built["query"], "-o", exported, "--size", "8", *data[:-2])
+    by_torch = ok("evaluate", "-i", built["index"], "-q", built["query"], *data)
+    by_onnx = ok("evaluate", "-i", built["index"], "-q", exported, *data)
+    by_runtime = ok("evaluate", "-i", built["index"], "-q", built["query"], *data[:-1], tmp_path / "store", "--runtime", "onnx")
+    for name in ("recall@1", "map@r"):
+        assert metric_value(by_onnx, name) == pytest.approx(metric_value(by_torch, name), abs=0.006)
+        assert metric_value(by_runtime, name) == pytest.approx(metric_value(by_torch, name), abs=0.006)
+    # the ONNX query model embeds a symmetric gallery, and ψ is fitted towards it as towards the torch model
+    ok("build-index", "-q", exported, "-o", tmp_path / "sym-onnx", *data)
+    ok("build-index", "-q", built["query"], "-o", tmp_path / "sym-torch", *data)
+    assert metric_value(ok("evaluate", "-i", tmp_path / "sym-onnx", "-q", built["query"], *data), "map@r") == \
+        pytest.approx(metric_value(ok("evaluate", "-i", tmp_path / "sym-torch", "-q", built["query"], *data), "map@r"), abs=0.006)
+    output = ok("fit-transform", "-g", built["g_small"], "-q", exported, "-o", tmp_path / "psi", "--epochs", "2", "--losses",
+                "similarity=1", "--runtime", "onnx", *data[:-1], tmp_path / "store")
+    assert "saved ψ" in output and "(onnx float32)" in " ".join(output.split())

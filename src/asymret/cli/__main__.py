@@ -1,0 +1,4 @@
+"""``python -m asymret.cli``: the ``asymret`` command."""
+from . import main
+
+main()

@@ -1,0 +1,143 @@
+"""Experiments from configs and profiles: ``rerank-train``, ``compare``, ``run``, ``demo`` (and ``evaluate
+--config … --rerank …``'s rows).
+
+The helpers these commands would share with the pipeline (the run's printout of its deployment choice, the demo's
+closing hint) stay here: the pipeline's modules are being reworked elsewhere (issue 21, item 4)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import RootOpt, app, command_line, fail, out, print_results, setup, with_seeds
+
+
+def evaluate_rerank(config: str, rerank: str, shortlist: Optional[int], workdir: Optional[Path], seeds: Optional[str],
+                    output: Optional[Path], root: Optional[str], export_dir: Optional[Path] = None) -> None:
+    """The run config's re-ranking rows for ``rerank`` (trained or read from ``workdir``), printed."""
+    from ..pipeline.runner import load_run_config, run_rerank_only
+
+    run_config = load_run_config(config)
+    run_config.experiment = with_seeds(run_config.experiment, seeds)
+    workdir = workdir or Path("runs") / run_config.name
+    output = output or workdir / "evaluate-rerank"
+    rows, meta = run_rerank_only(run_config, workdir, output, tuple(m.strip() for m in rerank.split(",")), shortlist, root,
+                                 command_line(), export_dir=export_dir)
+    print_results(rows, len(run_config.experiment.seeds), meta["wall_seconds"], output)
+
+
+@app.command("rerank-train")
+def rerank_train_cmd(
+    config: str = typer.Option(..., "--config", help="a run config or preset with a [rerank] table (glyphs, glyphs-quick, …)"),
+    method: str = typer.Option(..., "--rerank", help="ames or locore (comma-separated for both)"),
+    output: Path = typer.Option(..., "--out", "-o", help="folder for the trained re-rankers: seed*/<mode>-<storage>-<method>/"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="cache of models, embeddings and re-rankers (default runs/<name>)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="override the config's seeds, e.g. 0"),
+    root: Optional[str] = RootOpt,
+) -> None:
+    """Train the config's re-rankers (every mode and storage of its [rerank] table, on the training classes, the
+    fusion chosen on the validation classes; reused from --workdir's cache when there) and save each with its
+    database codec (and descriptor map) in --out; prints their rows as `evaluate --rerank` does."""
+    setup()
+    if "maxsim" in method:
+        fail("MaxSim is training-free: there is nothing to train (evaluate it with `asymret evaluate --config … --rerank maxsim`)")
+    evaluate_rerank(config, method, None, workdir, seeds, None, root, export_dir=output)
+    out.print(f"re-rankers saved in {output}/")
+
+
+@app.command("compare")
+def compare_cmd(
+    profile: str = typer.Option("default", "--profile", help="data/model profile shared with the demo: default, full, tiny"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated subset of the compatibility methods"),
+    workdir: Path = typer.Option(Path("runs/demo"), "--workdir", help="cache shared with `asymret demo`"),
+    output: Path = typer.Option(Path("runs/compare/results"), "--out", "-o", help="where results.json, results.md and plots go (docs/compare regenerates the committed ones)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="override the profile's seeds, e.g. 0,1,2"),
+    root: Optional[str] = RootOpt,
+) -> None:
+    """Every query-model compatibility method side by side with CMCE (and their combinations) on Fashion-MNIST."""
+    setup()
+    import dataclasses
+
+    from ..data import load_dataset
+    from ..pipeline import PROFILES, Experiment
+    from ..pipeline.compare import CompareConfig, run_comparison
+
+    if profile not in PROFILES:
+        fail(f"unknown profile {profile!r}: {', '.join(PROFILES)}")
+    config = with_seeds(PROFILES[profile], seeds)
+    compare = CompareConfig()
+    if methods:
+        from ..compat.query_train import QUERY_METHODS
+
+        # checked before any training starts: a typo should not cost the minutes of training before it is reached
+        compare = dataclasses.replace(compare, methods=tuple(QUERY_METHODS.key(m) for m in methods.split(",") if m.strip()))
+    if profile == "tiny":
+        compare = dataclasses.replace(compare, raml_gallery="gallery:convnet-m")
+    dataset = load_dataset("fashion-mnist", root)
+    rows, meta = run_comparison(Experiment(config, dataset, workdir / profile), compare, output, command=command_line())
+    print_results(rows, len(config.seeds), meta["wall_seconds"], output)
+
+
+@app.command("run")
+def run_cmd(
+    config: str = typer.Argument(..., help="a run config (TOML file) or a preset: fashion-mnist, glyphs, glyphs-quick, cub200, cars196, sop, inshop"),
+    root: Optional[str] = typer.Option(None, "--root", help="the dataset's folder (for the benchmarks you downloaded)"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="cache of models and embeddings (default runs/<name>)"),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", help="results folder (default runs/<name>/results)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="override the config's seeds, e.g. 0,1,2"),
+    deploy: Optional[Path] = typer.Option(None, "--deploy", help="write the configuration chosen on validation classes ready to serve "
+                                          "(index + exported query model + manifest): asymret serve --deploy DIR"),
+) -> None:
+    """Run an experiment described by a config file (the demo, the glyph benchmark, the paper's protocols)."""
+    setup()
+    from ..eval.report import read_results_json
+    from ..pipeline.runner import load_run_config, run
+
+    run_config = load_run_config(config)
+    run_config.experiment = with_seeds(run_config.experiment, seeds)
+    workdir = workdir or Path("runs") / run_config.name
+    output = output or workdir / "results"
+    meta = run(run_config, workdir, output, root=root, command=command_line(), deploy_dir=deploy)
+    _, rows = read_results_json(output / "experiment" / "results.json")
+    print_results(rows, len(run_config.experiment.seeds), meta["wall_seconds"], output)
+    choice = meta.get("deployment")
+    if choice:
+        cost = f", query side {choice['query_mflops']:.1f} MFLOPs/image" if choice.get("query_mflops") else ""
+        out.print(f"deploy (chosen on validation classes): {choice['setting']} — validation R@1 {100 * choice['validation_recall@1']:.1f}, "
+                  f"test R@1 {100 * choice['test_recall@1']:.1f}{cost}" + (f"; written to {choice['folder']}" if choice.get("folder") else ""),
+                  soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command("demo")
+def demo_cmd(
+    profile: str = typer.Option("default", "--profile", help="default (≈10 min on 2 cores), full (all data), tiny (seconds)"),
+    full: bool = typer.Option(False, "--full", help="shorthand for --profile full"),
+    workdir: Path = typer.Option(Path("runs/demo"), "--workdir", help="cache of models, embeddings, transformations, indexes"),
+    output: Path = typer.Option(Path("runs/demo/results"), "--out", "-o", help="where results.json, results.md and plots go (docs/results regenerates the committed ones)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="override the profile's seeds, e.g. 0,1,2"),
+    root: Optional[str] = RootOpt,
+) -> None:
+    """Run the whole pipeline on Fashion-MNIST offline and print the results table."""
+    setup()
+    import torch
+
+    from ..data import load_dataset
+    from ..pipeline import PROFILES, Experiment
+
+    name = "full" if full else profile
+    if name not in PROFILES:
+        fail(f"unknown profile {name!r}: {', '.join(PROFILES)}")
+    config = with_seeds(PROFILES[name], seeds)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    dataset = load_dataset("fashion-mnist", root)
+    experiment = Experiment(config, dataset, workdir / name)
+    rows, meta = experiment.run(output, command=command_line())
+    print_results(rows, len(config.seeds), meta["wall_seconds"], output, files="results.json, results.md, recall_at_1.png, risk_coverage.png")
+    seed = config.seeds[0]
+    query_dir = experiment.cache.directory("encoder", f"seed{seed}/{config.query.name}")
+    exported = workdir / "query-onnx"
+    out.print(f"\nsearch it from a browser (the query model exported to ONNX, the seed-{seed} CMCE index served):\n"
+              f"  asymret export-query -q {query_dir} -o {exported}\n"
+              f"  asymret serve -i {experiment.workdir / 'index' / f'seed{seed}'} -q {exported} --dataset fashion-mnist "
+              f"--results {output} --worst-queries 200   # then open http://127.0.0.1:8000/", soft_wrap=True, markup=False, highlight=False)

@@ -1,0 +1,33 @@
+"""A dataset embedded by a query model, whichever form the model has: a torch :class:`~asymret.encoders.Encoder`
+through the store (cached, run by the store's runtime), or one exported to ONNX
+(:class:`~asymret.encoders.onnx.OnnxEncoder`) run directly by onnxruntime — not cached, as the store keys its
+embeddings by the torch model that computed them.  Unreadable images are skipped either way."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.progress import log
+from ..core.space import Embeddings
+from ..data.batches import load_batch
+from ..data.dataset import ImageDataset
+from ..encoders.encoder import Encoder
+from ..encoders.onnx import OnnxEncoder
+from .embeddings import EmbeddingStore
+
+__all__ = ["query_embeddings"]
+
+
+def query_embeddings(store: EmbeddingStore, model: Encoder | OnnxEncoder, dataset: ImageDataset, batch_size: int = 256) -> Embeddings:
+    """``dataset``'s embeddings by ``model`` (a torch encoder or an exported ONNX query model), with labels."""
+    if not isinstance(model, OnnxEncoder):
+        return store.get(model, dataset)
+    vectors, rows = [], []
+    for start in range(0, len(dataset), batch_size):
+        images, kept, failed = load_batch(dataset, range(start, min(len(dataset), start + batch_size)))
+        for item_id, reason in failed:
+            log.warning("skipping unreadable image %s: %s", item_id, reason)
+        if len(kept):
+            vectors.append(model.embed_images(images))
+            rows += kept
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, model.embedding_dim), np.float32)
+    return Embeddings(matrix, dataset.ids[rows], model.space(), dataset.labels[rows])
