@@ -39,6 +39,11 @@ def test_cache_builds_once_and_rebuilds_on_a_new_recipe(tmp_path):
     assert len(builds) == 1 and again.fingerprint() == first.fingerprint()
     changed, _ = cache.get_or_build("encoder", "seed0/m", {"epochs": 2}, build)
     assert len(builds) == 2 and changed.fingerprint() != first.fingerprint()
+    # the variant lives beside the first recipe: neither evicts the other
+    back, _ = cache.get_or_build("encoder", "seed0/m", {"epochs": 1}, build)
+    variant, _ = cache.get_or_build("encoder", "seed0/m", {"epochs": 2}, build)
+    assert len(builds) == 2 and back.fingerprint() == first.fingerprint() and variant.fingerprint() == changed.fingerprint()
+    assert cache.directory("encoder", "seed0/m").is_dir() and len(list((tmp_path / "encoder" / "seed0").iterdir())) == 2
     with pytest.raises(ValueError, match="unknown artifact kind"):
         cache.get_or_build("index", "x", {}, build)
 

@@ -64,23 +64,27 @@ class ArtifactCache:
         return self.root / kind / _slug(name)
 
     def get_or_build(self, kind: str, name: str, recipe: dict[str, Any], build: Callable[[], T]) -> tuple[T, float]:
-        """The artifact and the seconds its build took (the recorded ones when it comes from the cache)."""
+        """The artifact and the seconds its build took (the recorded ones when it comes from the cache).
+
+        The first recipe built under ``name`` lives in ``<kind>/<name>``; another recipe under the same name (a
+        study's variant) in ``<kind>/<name>~<recipe hash>`` beside it, so that variants never evict each other."""
         if kind not in ARTIFACT_KINDS:
             raise ValueError(f"unknown artifact kind {kind!r}; known: {', '.join(ARTIFACT_KINDS)}")
         save, load = ARTIFACT_KINDS[kind]
-        directory = self.directory(kind, name)
-        marker = directory / RECIPE_FILE
         recipe_hash = stable_hash(recipe)
-        if marker.is_file():
-            stored = json.loads(marker.read_text())
-            if stored.get("hash") == recipe_hash:
-                return load(directory), float(stored.get("build_seconds", 0.0))
-            marker.unlink()  # another recipe: rebuild in place
+        primary = self.directory(kind, name)
+        variant = primary.with_name(f"{primary.name}~{recipe_hash[:16]}")
+        for directory in (primary, variant):
+            marker = directory / RECIPE_FILE
+            if marker.is_file():
+                stored = json.loads(marker.read_text())
+                if stored.get("hash") == recipe_hash:
+                    return load(directory), float(stored.get("build_seconds", 0.0))
+        directory = variant if (primary / RECIPE_FILE).is_file() else primary
+        (directory / RECIPE_FILE).unlink(missing_ok=True)  # an interrupted build of this recipe: rebuild in place
         start = time.perf_counter()
         artifact = build()
         seconds = time.perf_counter() - start
         save(artifact, directory)
-        atomic_write_json(marker, {"hash": recipe_hash, "recipe": recipe, "build_seconds": seconds})
+        atomic_write_json(directory / RECIPE_FILE, {"hash": recipe_hash, "recipe": recipe, "build_seconds": seconds})
         return artifact, seconds
-
-
