@@ -531,8 +531,11 @@ def test_export_query_to_onnx_and_int8_then_search_with_it(built, tmp_path):
     image = built["data"] / "class2" / "03.png"
     by_torch = json.loads(ok("search", "-i", built["index"], "-q", built["query"], "-k", "5", "--json", image))
     by_onnx = json.loads(ok("search", "-i", built["index"], "-q", exported, "-k", "5", "--json", image))
-    assert [r["id"] for r in by_onnx[0]["results"]] == [r["id"] for r in by_torch[0]["results"]]
-    np.testing.assert_allclose([r["score"] for r in by_onnx[0]["results"]], [r["score"] for r in by_torch[0]["results"]], atol=1e-4)
+    by_runtime = json.loads(ok("search", "-i", built["index"], "-q", built["query"], "-k", "5", "--json", "--runtime", "onnx",
+                               "--store", tmp_path / "store", image))  # the torch model exported into the store, run by onnxruntime
+    for other in (by_onnx, by_runtime):
+        assert [r["id"] for r in other[0]["results"]] == [r["id"] for r in by_torch[0]["results"]]
+        np.testing.assert_allclose([r["score"] for r in other[0]["results"]], [r["score"] for r in by_torch[0]["results"]], atol=1e-4)
     by_int8 = json.loads(ok("search", "-i", built["index"], "-q", int8, "-k", "5", "--json", image))
     # INT8 moves the embeddings a little: the ranking may swap near-ties, the query's class stays on top
     assert by_int8[0]["results"][0]["id"].startswith("class2/") and by_torch[0]["results"][0]["id"].startswith("class2/")

@@ -35,6 +35,9 @@ def search_cmd(
     reject_fraction: Optional[float] = typer.Option(None, "--reject-fraction", min=0.0, max=1.0, help="drop this fraction of the most uncertain gallery items"),
     reject_threshold: Optional[float] = typer.Option(None, "--reject-threshold", help="drop gallery items with uncertainty above this"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    runtime: str = RuntimeOpt,
+    store: Path = typer.Option(Path("runs/embeddings"), "--store", help="with --runtime onnx: the store whose _onnx/ folder "
+                               "keeps the torch query model's export"),
 ) -> None:
     """Search the index with query images embedded by the query model (a torch encoder or one exported with
     `asymret export-query`, run by onnxruntime)."""
@@ -42,8 +45,10 @@ def search_cmd(
     from ..core.space import Embeddings
     from ..data import FileSource, ImageLoadError
     from ..index import load_index
+    from ..store.query import embed_images
 
     q_model = load_query_model_at(query_model)
+    embedding_store = open_store(store, runtime=runtime)
     try:
         index = load_index(index_dir)
     except (FileNotFoundError, ValueError) as error:
@@ -57,7 +62,7 @@ def search_cmd(
             err.print(f"[yellow]skipping {escape(str(path))}: {escape(str(error))}[/]", soft_wrap=True)
     if not pixels:
         fail("no readable query image")
-    queries = Embeddings(q_model.embed_images(pixels), names, q_model.space())
+    queries = Embeddings(embed_images(embedding_store, q_model, pixels), names, q_model.space())
     result = index.search(queries, k=k, reject_fraction=reject_fraction, reject_threshold=reject_threshold)
     if as_json:
         print(json.dumps([{"query": q, "results": [{"id": i, "score": float(s)} for i, s in zip(ids, scores) if i]}
