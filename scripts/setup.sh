@@ -4,10 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: Fashion-MNIST, the CJK fonts of the glyph benchmark (docs/GLYPHS.md names their licences), and
+# Debian packages: Fashion-MNIST, the CJK fonts of the glyph benchmark (docs/GLYPHS.md names their licences), the
+# 17 icon themes of the icon benchmark and librsvg's SVG renderer (docs/ICONS.md: licences; ~400 MB installed), and
 # the headless Chromium + driver the web page's browser test drives (nothing downloads a browser)
 DEBIAN_PACKAGES=(dataset-fashion-mnist fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-arphic-gbsn00lp
-                 fonts-arphic-gkai00mp fonts-wqy-zenhei fonts-wqy-microhei chromium chromium-driver)
+                 fonts-arphic-gkai00mp fonts-wqy-zenhei fonts-wqy-microhei chromium chromium-driver
+                 librsvg2-bin tango-icon-theme gnome-icon-theme adwaita-icon-theme gnome-colors-common
+                 oxygen-icon-theme breeze-icon-theme elementary-icon-theme elementary-xfce-icon-theme
+                 faba-icon-theme numix-icon-theme numix-icon-theme-circle faenza-icon-theme gnome-icon-theme-nuovo
+                 gnome-icon-theme-yasis suru-icon-theme gnome-icon-theme-gartoon gnome-icon-theme-suede)
 MISSING=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || MISSING+=("$package")

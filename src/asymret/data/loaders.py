@@ -11,6 +11,7 @@ from .dataset import ImageDataset
 from .fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, load_fashion_mnist, read_idx
 from .folder import load_csv_manifest, load_image_folder
 from .glyphs import load_glyphs
+from .icons import load_icons
 
 __all__ = [
     "DATASET_LOADERS",
@@ -45,6 +46,8 @@ DATASET_LOADERS.register("cars196", load_cars196, aliases=("cars", "cars-196"))
 DATASET_LOADERS.register("sop", load_sop, aliases=("stanford-online-products",))
 DATASET_LOADERS.register("inshop", load_inshop, aliases=("in-shop",))
 DATASET_LOADERS.register("glyphs", load_glyphs, aliases=("cjk-glyphs",), default_root=None, builds_itself=True)
+DATASET_LOADERS.register("icons", load_icons, aliases=("icon-themes", "freedesktop-icons"), default_root=None,
+                         builds_itself=True)
 
 
 def canonical_kind(kind: str) -> str:
