@@ -383,7 +383,7 @@ def test_truncated_jpeg_raises_image_load_error(tmp_path, writers):
 
 # ================================================================================================ registry
 def test_registry(image_folder_root):
-    assert set(DATASET_LOADERS) == {"folder", "csv", "fashion-mnist", "cub200", "cars196", "sop", "inshop", "glyphs"}
+    assert set(DATASET_LOADERS) == {"folder", "csv", "fashion-mnist", "cub200", "cars196", "sop", "inshop", "glyphs", "icons"}
     ds = load_dataset("FOLDER", image_folder_root, split_by="class_half")
     assert ds.fingerprint() == load_image_folder(image_folder_root, split_by="class_half").fingerprint()
     with pytest.raises(ValueError, match="unknown dataset kind 'imagenet'.*Known: cars196, csv, cub200, fashion-mnist, folder"):

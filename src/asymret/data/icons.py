@@ -281,7 +281,7 @@ def load_icons(
         duplicate_threshold: two drawings whose 16-px grey thumbnails differ by less than this mean absolute
             difference (0–1) are one drawing.
         split_seed: salt of the name hash that puts a class in ``train`` or ``test``.
-        max_classes: keep only the first N classes (by name; for quick runs and tests).
+        max_classes: keep only the first N classes of the set (by name; for quick runs and tests).
         workers: parallel renders (default: the CPU count, at most 4).
 
     Every image of a test class is a query and a gallery item; item ids are ``<theme>/<name>``.
@@ -325,14 +325,33 @@ def _build(directory: Path, recipe: dict, located: list[tuple[IconTheme, Path]],
     scans = {t.slug: {n: choose_file(files, size) for n, files in scan_theme(p).items()} for t, p in located}
     classes, chosen = _alias_classes(scans, recipe["alias_themes"])
     candidates = sorted(c for c in classes if sum(c in chosen[s] for s in slugs) >= min_themes)
-    if recipe["max_classes"] is not None:
-        candidates = candidates[: recipe["max_classes"]]
     jobs = [(s, c, scans[s][chosen[s][c]]) for c in candidates for s in slugs if c in chosen[s]]
     log.info("icons: %d themes, %d names, %d classes drawn by >= %d themes: rendering %d drawings",
              len(slugs), sum(len(v) for v in scans.values()), len(candidates), min_themes, len(jobs))
     # build beside the final folder and rename it into place: a reader never sees half a set
     staging = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
+    try:
+        kept = _fill(staging, recipe, slugs, classes, jobs, workers, start,
+                     scanned={s: len(scans[s]) for s in slugs}, candidates=len(candidates))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if kept < 2:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ValueError(f"only {kept} icon classes have {min_themes} distinct drawings: install more themes "
+                         "or lower min_themes")
+    shutil.rmtree(directory, ignore_errors=True)  # a stale or half-written set of the same recipe
+    os.replace(staging, directory)
+    log.info("icons: %d classes in %.1f s → %s", kept, time.perf_counter() - start, directory)
+
+
+def _fill(staging: Path, recipe: dict, slugs: list[str], classes: dict[str, list[str]],
+          jobs: list[tuple[str, str, IconFile]], workers: int | None, start: float, scanned: dict[str, int],
+          candidates: int) -> int:
+    """Render ``jobs`` into ``staging``, keep the classes with enough distinct drawings, write the class table and
+    then the manifest (last); the number of classes kept."""
+    size, min_themes, threshold = recipe["size"], recipe["min_themes"], recipe["duplicate_threshold"]
     (staging / "images").mkdir(parents=True)
 
     def render(job: tuple[str, str, IconFile]) -> tuple[str, str, np.ndarray | None, bool, str]:
@@ -347,20 +366,23 @@ def _build(directory: Path, recipe: dict, located: list[tuple[IconTheme, Path]],
         return slug, name, thumbnail, monochrome, ""
 
     drawings: dict[str, dict[str, np.ndarray]] = {}
-    failed, monochrome_count = [], 0
+    failed: list[str] = []
+    monochrome = {s: 0 for s in slugs}
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
-        for slug, name, thumbnail, monochrome, error in pool.map(render, jobs):
+        for slug, name, thumbnail, flat, error in pool.map(render, jobs):
             if thumbnail is None:
+                log.warning("icons: left out an unreadable drawing: %s", error)
                 failed.append(error)
-            elif monochrome:
-                monochrome_count += 1
+            elif flat:
+                monochrome[slug] += 1
             else:
                 drawings.setdefault(name, {})[slug] = thumbnail
-    threshold = recipe["duplicate_threshold"]
     rates = _pair_rates(drawings, slugs, threshold)
     members = {c: _deduplicate(d, slugs, threshold) for c, d in drawings.items()}
     kept = sorted(c for c, themes in members.items() if len(themes) >= min_themes)
-    near_duplicates = sum(len(d) - len(members[c]) for c, d in drawings.items())
+    if recipe["max_classes"] is not None:
+        kept = kept[: recipe["max_classes"]]  # the first classes of the full set (a quick variant of it)
+    near = {s: sum(s in d and s not in members[c] for c, d in drawings.items()) for s in slugs}
     keep = {(s, c) for c in kept for s in members[c]}
     for slug, name, _ in jobs:  # drop the renders no class uses, so the folder holds exactly the set
         if (slug, name) not in keep:
@@ -369,25 +391,23 @@ def _build(directory: Path, recipe: dict, located: list[tuple[IconTheme, Path]],
     atomic_write_json(staging / "classes.json", {
         "classes": kept, "test": test, "themes": [members[c] for c in kept],
         "aliases": {c: classes[c][1:] for c in kept if len(classes[c]) > 1}})
-    images_per_class = [len(members[c]) for c in kept]
+    per_class = [len(members[c]) for c in kept]
     write_manifest(staging, "icon-benchmark", {
-        "recipe": recipe, "num_classes": len(kept), "num_images": int(sum(images_per_class)),
+        "recipe": recipe, "num_classes": len(kept), "num_images": int(sum(per_class)),
         "train_classes": int(len(kept) - sum(test)), "test_classes": int(sum(test)),
-        "images_per_class": {"min": min(images_per_class, default=0), "mean": float(np.mean(images_per_class or [0])),
-                             "max": max(images_per_class, default=0)},
+        "train_images": int(sum(n for n, t in zip(per_class, test) if not t)),
+        "test_images": int(sum(n for n, t in zip(per_class, test) if t)),
+        "images_per_class": {"min": min(per_class, default=0), "mean": float(np.mean(per_class or [0])),
+                             "median": float(np.median(per_class or [0])), "max": max(per_class, default=0),
+                             "histogram": {str(k): per_class.count(k) for k in sorted(set(per_class))}},
         "images_per_theme": {s: sum(s in members[c] for c in kept) for s in slugs},
-        "rendered": len(jobs), "failed": len(failed), "failures": failed[:20], "monochrome": monochrome_count,
-        "near_duplicates": int(near_duplicates), "pair_duplicate_rates": rates,
-        "build_seconds": time.perf_counter() - start,
+        "names_per_theme": scanned, "candidate_classes": candidates, "rendered": len(jobs),
+        "failed": len(failed), "failures": failed[:20],
+        "monochrome": int(sum(monochrome.values())), "monochrome_per_theme": monochrome,
+        "near_duplicates": int(sum(near.values())), "near_duplicates_per_theme": near,
+        "pair_duplicate_rates": rates, "build_seconds": time.perf_counter() - start,
     })
-    if len(kept) < 2:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ValueError(f"only {len(kept)} icon classes have {min_themes} distinct drawings: install more themes "
-                         "or lower min_themes")
-    shutil.rmtree(directory, ignore_errors=True)  # a stale or half-written set of the same recipe
-    os.replace(staging, directory)
-    log.info("icons: %d classes, %d images (%d monochrome, %d near-duplicates left out) in %.1f s → %s", len(kept),
-             sum(images_per_class), monochrome_count, near_duplicates, time.perf_counter() - start, directory)
+    return len(kept)
 
 
 def _load(directory: Path) -> ImageDataset:
