@@ -16,7 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .core.device import autocast, grad_scaler, resolve_device, resolve_precision
 from .core.progress import log, progress_bar
+
+#: where and how a run computes, not what it learns: left out of :meth:`TrainConfig.to_dict` (the record kept with a
+#: trained model, part of its fingerprint), so a model trained on a GPU is the same recipe as one trained on a CPU
+RUNTIME_FIELDS = ("device", "precision", "workers")
 
 
 @dataclass
@@ -30,9 +35,17 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     seed: int = 0
     m_per_class: int = 0  # > 0: class-balanced batches of m images per class (metric learning with few images per class)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (asymret.core.device)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler, CUDA only)
+    workers: int | None = None  # image-decoding threads when images are read (None: from the cores)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The recipe (without the runtime fields: :data:`RUNTIME_FIELDS`)."""
+        return {key: value for key, value in asdict(self).items() if key not in RUNTIME_FIELDS}
+
+    def torch_device(self) -> torch.device:
+        """The resolved device (ValueError in one line for a device that is not there)."""
+        return resolve_device(self.device)
 
 
 @dataclass
@@ -105,7 +118,9 @@ def train(
 ) -> TrainHistory:
     """Run ``config.epochs`` epochs of ``compute_loss`` over ``epoch_batches(epoch, generator)``.
 
-    ``modules`` are switched to train mode for the loop and back to eval mode after it.
+    ``modules`` are switched to train mode for the loop and back to eval mode after it.  The caller puts the
+    parameters and its data on ``config.device`` (:func:`asymret.core.device.on_device`); the loop runs
+    ``compute_loss`` under ``config.precision``'s autocast and scales the loss for fp16.
     """
     with seeded(config.seed):
         return _train(parameters, compute_loss, epoch_batches, config, modules, description)
@@ -116,6 +131,12 @@ def _train(parameters, compute_loss, epoch_batches, config: TrainConfig, modules
     params = [p for p in parameters if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: no parameter requires grad")
+    device = config.torch_device()
+    precision = resolve_precision(config.precision, device)
+    misplaced = [p for p in params if p.device.type != device.type]
+    if misplaced:
+        raise ValueError(f"{description}: {len(misplaced)} parameters are on {misplaced[0].device}, the run on {device}")
+    scaler = grad_scaler(device, precision)
     if config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     elif config.optimizer == "sgd":
@@ -147,12 +168,19 @@ def _train(parameters, compute_loss, epoch_batches, config: TrainConfig, modules
                 for batch in batches:
                     for group in optimizer.param_groups:
                         group["lr"] = lr_at(step)
-                    loss = compute_loss(batch)
+                    with autocast(device, precision):
+                        loss = compute_loss(batch)
+                    loss = loss.float()
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"{description}: loss became {float(loss)} at epoch {epoch}, step {step}")
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    if scaler is None:
+                        loss.backward()
+                        optimizer.step()
+                    else:
+                        scaler.scale(loss).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
                     total, count, step = total + float(loss.detach()), count + 1, step + 1
                     advance(1)
                 history.epoch_losses.append(total / max(1, count))

@@ -19,7 +19,7 @@ from ..compat.config import PsiConfig
 
 __all__ = ["app", "main", "out", "err", "fail", "setup", "load_data", "load_encoder_at", "load_query_model_at", "open_store",
            "with_seeds", "command_line", "print_results", "parse_weights", "DatasetOpt", "RootOpt", "SplitOpt", "SizeOpt",
-           "StoreOpt", "RuntimeOpt", "PSI"]
+           "StoreOpt", "RuntimeOpt", "DeviceOpt", "PrecisionOpt", "WorkersOpt", "check_device", "PSI"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,6 +95,21 @@ StoreOpt = typer.Option(Path("runs/embeddings"), "--store", help="embedding stor
 RuntimeOpt = typer.Option("torch", "--runtime", help="inference engine for embeddings: torch (eager) or onnx (exported once "
                           "into the store, run by onnxruntime; the same store folders, equal within float tolerance)")
 
+DeviceOpt = typer.Option("auto", "--device", help="where models run: auto (the first GPU if there is one, else the CPU), "
+                         "cpu, cuda or cuda:N")
+PrecisionOpt = typer.Option("fp32", "--precision", help="compute precision of training and extraction: fp32, bf16 (autocast; "
+                            "CPU or GPU) or fp16 (CUDA only, with a grad scaler); stored embeddings stay float32")
+WorkersOpt = typer.Option(None, "--workers", min=0, help="image-decoding threads (default: the cores but one; 0: the main "
+                          "thread) — the same results whatever the number")
+
+
+def check_device(device: str, precision: str = "fp32") -> str:
+    """``device`` checked before any work (a device that is not there, or a precision it lacks, is one line)."""
+    from ..core.device import resolve_device, resolve_precision
+
+    resolve_precision(precision, resolve_device(device))
+    return device
+
 
 def fail(message: str) -> NoReturn:
     """End the command with one ``error:`` line and exit code 2 (under ``--debug``, re-raise the error being handled)."""
@@ -147,10 +162,11 @@ def load_query_model_at(path: Path):
         fail(f"cannot load query model {path}: {error}")
 
 
-def open_store(root: Path, shard_size: Optional[int] = None, runtime: str = "torch"):
+def open_store(root: Path, shard_size: Optional[int] = None, runtime: str = "torch", device: str = "auto", precision: str = "fp32",
+               workers: Optional[int] = None):
     from ..store import EmbeddingStore
 
-    return EmbeddingStore(root, shard_size=shard_size, runtime=runtime)
+    return EmbeddingStore(root, shard_size=shard_size, runtime=runtime, device=device, precision=precision, workers=workers)
 
 
 def with_seeds(config: Any, seeds: Optional[str]) -> Any:

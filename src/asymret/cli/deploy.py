@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import DatasetOpt, RootOpt, app, fail, load_data, load_encoder_at, out, setup
+from .common import DatasetOpt, DeviceOpt, RootOpt, app, check_device, fail, load_data, load_encoder_at, out, setup
 
 
 @app.command("export-query")
@@ -56,10 +56,12 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port"),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.001),
     max_k: int = typer.Option(100, "--max-k", min=1),
+    device: str = DeviceOpt,
 ) -> None:
     """Serve the index over HTTP: POST /search (an image or an embedding + its space), a web page at /, health
     checks, index hot swap (admin endpoints: set ASYMRET_ADMIN_TOKEN)."""
     setup()
+    check_device(device)
     try:
         import uvicorn
 
@@ -84,7 +86,7 @@ def serve_cmd(
             queries = gallery.select(role="query").sample(worst_queries, seed=0)
     config = ServiceConfig(index=str(index_dir), query_model=str(query_model), gallery=gallery, queries=queries,
                            results=str(results) if results else None, admin_token=os.environ.get("ASYMRET_ADMIN_TOKEN") or None,
-                           max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_k=max_k)
+                           max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_k=max_k, device=device)
     try:
         application = create_app(config)
     except (FileNotFoundError, ValueError) as error:  # SpaceMismatchError is a ValueError: a foreign index

@@ -8,12 +8,16 @@ import typer
 
 from .common import (
     DatasetOpt,
+    DeviceOpt,
+    PrecisionOpt,
     RootOpt,
     RuntimeOpt,
     SizeOpt,
     SplitOpt,
     StoreOpt,
+    WorkersOpt,
     app,
+    check_device,
     fail,
     load_data,
     load_encoder_at,
@@ -37,12 +41,14 @@ def embed_cmd(
                                "the same shards and manifest)"),
     address: Optional[str] = typer.Option(None, "--address", help="with --engine ray: an existing cluster (e.g. "
                                           "ray://head:10001 or auto); default: a local Ray on this machine's cores"),
+    device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Embed a dataset into the store (batched, sharded, resumable; reused when asked again)."""
     setup()
+    check_device(device, precision)
     encoder = load_encoder_at(model)
     data = load_data(dataset, root, split, size)
-    embedding_store = open_store(store, shard_size=shard_size, runtime=runtime)
+    embedding_store = open_store(store, shard_size=shard_size, runtime=runtime, device=device, precision=precision, workers=workers)
     wanted = [int(s) for s in shards.split(",")] if shards else None
     try:
         report = embedding_store.extract(encoder, data, output=output, shards=wanted, engine=engine, address=address)
@@ -89,6 +95,7 @@ def build_index_cmd(
     target_recall: Optional[float] = typer.Option(None, "--target-recall", min=0.0, max=1.0, help="FAISS IVF/HNSW: the smallest "
                                                   "nprobe/efSearch reaching this recall@10 against exact search, measured on "
                                                   "1,000 gallery vectors as queries"),
+    device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Embed the gallery with every gallery model, map it into the query space, average, and index it.
 
@@ -109,11 +116,12 @@ def build_index_cmd(
     if len(gallery_model) > 1 and not transform:
         fail("several --gallery-model without --transform: an ensemble needs one ψ per gallery model")
     spec = _index_spec(index_spec, backend, factory, milvus_index)
+    check_device(device, precision)
     q_model = load_query_model_at(query_model)
     data = load_data(dataset, root, split, size, role="gallery")
-    gallery, uncertainty, space = assemble_gallery(open_store(store, runtime=runtime), data, q_model,
-                                                   [load_encoder_at(g) for g in gallery_model],
-                                                   [CMCETransform.load(t) for t in transform])
+    gallery, uncertainty, space = assemble_gallery(open_store(store, runtime=runtime, device=device, precision=precision, workers=workers),
+                                                   data, q_model, [load_encoder_at(g) for g in gallery_model],
+                                                   [CMCETransform.load(t, device=device) for t in transform])
     options = supported_options(spec, {"exact_rerank": exact_rerank, "uri": milvus_uri or output / LITE_FILE, "collection": collection})
     index, tuning = build_index(spec, gallery, uncertainty, target_recall=target_recall, **options)
     index.save(output)
@@ -143,17 +151,20 @@ def upgrade_query_cmd(
     size: Optional[int] = SizeOpt, store: Path = StoreOpt,
     factory: str = typer.Option("Flat", "--factory", help="FAISS index factory string"),
     runtime: str = RuntimeOpt,
+    device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Serve a new query model from the same gallery without re-embedding it: new ψ's are fitted on the gallery
     models' embeddings kept in the store and the index is rebuilt from them — no gallery model runs (or is needed)."""
     setup()
+    check_device(device, precision)
     from ..compat import CMCETransform
     from ..pipeline.upgrade import upgrade_query
 
     q_enc = load_encoder_at(query_model)  # torch: the upgrade embeds the training images through the store
     train = load_data(dataset, root, train_split, train_size)
     gallery = load_data(dataset, root, split, size, role="gallery")
-    report = upgrade_query(open_store(store, runtime=runtime), [CMCETransform.load(t) for t in transform], q_enc, train, gallery,
+    report = upgrade_query(open_store(store, runtime=runtime, device=device, precision=precision, workers=workers),
+                           [CMCETransform.load(t, device=device) for t in transform], q_enc, train, gallery,
                            factory=factory, transforms_out=transforms_out, index_out=output)
     timings = ", ".join(f"{name.replace('_', ' ')} {value:.1f} s" for name, value in report.seconds.items())
     out.print(f"upgraded to {q_enc.name}: {len(report.transforms)} ψ refitted → {transforms_out}; "

@@ -11,11 +11,15 @@ from rich.table import Table
 
 from .common import (
     DatasetOpt,
+    DeviceOpt,
+    PrecisionOpt,
     RootOpt,
     RuntimeOpt,
     SizeOpt,
     StoreOpt,
+    WorkersOpt,
     app,
+    check_device,
     err,
     fail,
     load_data,
@@ -38,17 +42,19 @@ def search_cmd(
     runtime: str = RuntimeOpt,
     store: Path = typer.Option(Path("runs/embeddings"), "--store", help="with --runtime onnx: the store whose _onnx/ folder "
                                "keeps the torch query model's export"),
+    device: str = DeviceOpt,
 ) -> None:
     """Search the index with query images embedded by the query model (a torch encoder or one exported with
     `asymret export-query`, run by onnxruntime)."""
     setup()
+    check_device(device)
     from ..core.space import Embeddings
     from ..data import FileSource, ImageLoadError
     from ..index import load_index
     from ..store.query import embed_images
 
     q_model = load_query_model_at(query_model)
-    embedding_store = open_store(store, runtime=runtime)
+    embedding_store = open_store(store, runtime=runtime, device=device)
     try:
         index = load_index(index_dir)
     except (FileNotFoundError, ValueError) as error:
@@ -93,6 +99,7 @@ def evaluate_cmd(
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="with --config: cache of models, embeddings and re-rankers (default runs/<name>)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="with --config: override the config's seeds, e.g. 0,1,2"),
     output: Optional[Path] = typer.Option(None, "--out", "-o", help="with --config: results folder (default <workdir>/evaluate-rerank)"),
+    device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Recall@K, MAP@R and precision@1 of the dataset's queries searched in the index — its own search results,
     so an approximate index reports its own recall (asymmetric if the index is).
@@ -102,9 +109,13 @@ def evaluate_cmd(
     rows of docs/RESULTS.md §5 when run on the same preset and seeds.
     """
     setup()
+    check_device(device, precision)
     if rerank or config:
         if not (rerank and config):
             fail("--rerank and --config go together: the run config says which models, descriptors and budgets to re-rank with")
+        if device != "auto" or precision != "fp32":
+            fail("--device and --precision apply to --index/--query-model evaluation; a run config's re-ranking runs where "
+                 "the library's default puts it (auto: the first GPU if there is one)")
         from .experiments import evaluate_rerank
 
         evaluate_rerank(config, rerank, shortlist, workdir, seeds, output, root)
@@ -119,7 +130,8 @@ def evaluate_cmd(
     index = load_index(index_dir)
     index.space.check_compatible(q_model.space(), "the query model's embeddings")
     data = load_data(dataset, root, split, size)
-    queries = query_embeddings(open_store(store, runtime=runtime), q_model, data.select(role="query"))
+    queries = query_embeddings(open_store(store, runtime=runtime, device=device, precision=precision, workers=workers), q_model,
+                               data.select(role="query"))
     label_of = dict(zip(data.ids.tolist(), data.labels.tolist()))
     missing = [i for i in index.ids.tolist() if i not in label_of]
     if missing:

@@ -11,11 +11,15 @@ import typer
 from .common import (
     PSI,
     DatasetOpt,
+    DeviceOpt,
+    PrecisionOpt,
     RootOpt,
     RuntimeOpt,
+    WorkersOpt,
     SizeOpt,
     StoreOpt,
     app,
+    check_device,
     fail,
     load_data,
     load_encoder_at,
@@ -59,9 +63,11 @@ def train_encoder_cmd(
     center: bool = typer.Option(False, "--center", help="centre the embedding on the mean training embedding afterwards "
                                 "(a model trained briefly from scratch leaves its embeddings in a narrow cone)"),
     store: Path = StoreOpt,
+    device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Train an embedding model (normalised softmax) — a gallery model or the query model."""
     setup()
+    check_device(device, precision)
     import numpy as np
 
     from ..encoders import create_encoder, train_encoder
@@ -74,8 +80,9 @@ def train_encoder_cmd(
                              weights=str(weights) if weights else None, name=output.name, seed=seed)
     start = time.perf_counter()
     train_encoder(encoder, data, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, m_per_class=m_per_class,
-                                             warmup_epochs=warmup_epochs),
-                  freeze_backbone=freeze_backbone, store=open_store(store), augmentation=augment,
+                                             warmup_epochs=warmup_epochs, device=device, precision=precision, workers=workers),
+                  freeze_backbone=freeze_backbone, store=open_store(store, device=device, precision=precision, workers=workers),
+                  augmentation=augment,
                   tail_blocks=tail_blocks, cached_views=cached_views, center=center)
     encoder.save(output, extra={"train_seconds": time.perf_counter() - start})
     info = encoder.complexity()
@@ -98,18 +105,21 @@ def fit_transform_cmd(
     epochs: int = typer.Option(PSI.epochs, "--epochs", min=1), lr: float = typer.Option(PSI.lr, "--lr"),
     batch_size: int = typer.Option(PSI.batch_size, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
     runtime: str = RuntimeOpt,
+    device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Fit a CMCE transformation ψ: gallery model's space → query model's space."""
     setup()
+    check_device(device, precision)
     from ..compat import CMCETransform
     from ..store.query import query_embeddings
 
     g_enc, q_model = load_encoder_at(gallery_model), load_query_model_at(query_model)
     data = load_data(dataset, root, split, size, seed)
-    embedding_store = open_store(store, runtime=runtime)
+    embedding_store = open_store(store, runtime=runtime, device=device, precision=precision, workers=workers)
     settings = dataclasses.replace(PSI, kind=kind, hidden_dim=hidden, losses=parse_weights(losses), epochs=epochs, lr=lr,
                                    batch_size=batch_size)
-    psi = CMCETransform(settings, head=getattr(q_model, "classifier", None), seed=seed, name=f"ψ[{g_enc.name}]")
+    psi = CMCETransform(settings, head=getattr(q_model, "classifier", None), seed=seed, name=f"ψ[{g_enc.name}]",
+                        device=device, precision=precision)
     psi.fit(embedding_store.get(g_enc, data), query_embeddings(embedding_store, q_model, data))
     psi.save(output)
     out.print(f"saved ψ {g_enc.name} → {q_model.name} at {output} (fingerprint {psi.fingerprint()})")
@@ -127,9 +137,11 @@ def train_query_cmd(
     epochs: int = typer.Option(8, "--epochs", min=1), lr: float = typer.Option(3e-3, "--lr"),
     batch_size: int = typer.Option(128, "--batch-size", min=1), seed: int = typer.Option(0, "--seed"),
     runtime: str = RuntimeOpt,
+    device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Train a query model to be compatible with a frozen gallery model (the query then lives in its space)."""
     setup()
+    check_device(device, precision)
     from ..compat.query_train import train_compatible_query
     from ..encoders import create_encoder
     from ..training import TrainConfig
@@ -142,7 +154,9 @@ def train_query_cmd(
         student = create_encoder(arch, embedding_dim=teacher.embedding_dim, name=output.name, seed=seed)
     start = time.perf_counter()
     train_compatible_query(method, student, data, teacher,
-                           TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed), store=open_store(store, runtime=runtime))
+                           TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device, precision=precision,
+                                       workers=workers),
+                           store=open_store(store, runtime=runtime, device=device, precision=precision, workers=workers))
     student.save(output, extra={"train_seconds": time.perf_counter() - start, "method": method})
     info = student.complexity()
     out.print(f"saved {student.name} ({method}) → {output}: embeds into {teacher.name}'s space; "

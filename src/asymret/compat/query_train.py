@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core.device import on_device, resolve_precision, to_device
 from ..data.augment import AugmentConfig, augment_batch, augment_config, view_bank
 from ..data.batches import load_tensors
 from ..data.dataset import ImageDataset
@@ -41,6 +42,10 @@ def train_query_model(
     teacher embeddings (which were computed on un-augmented images; pass a view bank as ``dataset`` for many
     views).  ``tail_blocks`` > 0 (a pretrained student): only the backbone's last blocks and the neck are
     trained, on its frozen prefix's activations computed once for every image of ``dataset``.
+
+    ``config.device``: the query model, the online teacher, the loss (its heads and mappings), the cached teacher
+    vectors and the bank go there for the training; the models come back where they were.  Images are decoded by
+    ``config.workers`` threads and augmented on the CPU, each batch then copied to the device.
     """
     online = isinstance(teacher, Encoder)
     teacher_space = teacher.space() if online else teacher.space
@@ -60,31 +65,37 @@ def train_query_model(
             raise ValueError("a partly fine-tuned student (tail_blocks) trains on cached teacher embeddings: pass them, "
                              "with a view bank as the dataset for coupled views")
         return _train_query_tail(query, dataset, teacher, loss, config, bank, method, tail_blocks)
-    images, labels, rows = load_tensors(dataset, teacher.preprocess if online else query.preprocess)
-    bank_tensor = None if bank is None else torch.from_numpy(bank.vectors)
-    if online:
-        teacher.eval().requires_grad_(False)
-        teacher_vectors = None
-    else:
-        teacher_vectors = torch.from_numpy(teacher.align(dataset.ids[rows]).vectors)
-    generator = torch.Generator().manual_seed(config.seed + 1)
-    query.requires_grad_(True)
-
-    def compute_loss(batch_rows: torch.Tensor) -> torch.Tensor:
-        x = images[batch_rows]
-        if use_augmentation:
-            x = augment_batch(x, aug, generator)
+    device = config.torch_device()
+    resolve_precision(config.precision, device)
+    images, labels, rows = load_tensors(dataset, teacher.preprocess if online else query.preprocess, workers=config.workers)
+    with on_device(query, loss, teacher if online else None, device=device):
+        labels_on = labels.to(device)
+        bank_tensor = None if bank is None else torch.from_numpy(bank.vectors).to(device)
         if online:
-            with torch.no_grad():
-                target = teacher(x)
-            x = teacher.preprocess.convert(x, query.preprocess)
+            teacher.eval().requires_grad_(False)
+            teacher_vectors = None
         else:
-            target = teacher_vectors[batch_rows]
-        return loss(query(x), target, labels[batch_rows] if loss.uses_labels else None, bank_tensor)
+            teacher_vectors = torch.from_numpy(teacher.align(dataset.ids[rows]).vectors).to(device)
+        generator = torch.Generator().manual_seed(config.seed + 1)
+        query.requires_grad_(True)
 
-    params = list(query.parameters()) + [p for p in loss.parameters() if p.requires_grad]
-    history = train(params, compute_loss, epoch_batches(labels.numpy(), config), config,
-                    modules=[query, loss], description=f"train {query.name} ({method or type(loss).__name__})")
+        def compute_loss(batch_rows: torch.Tensor) -> torch.Tensor:
+            x = images[batch_rows]
+            if use_augmentation:  # on the CPU with the CPU generator: the same views on every device
+                x = augment_batch(x, aug, generator)
+            x = to_device(x, device)
+            on = batch_rows.to(device)
+            if online:
+                with torch.no_grad():
+                    target = teacher(x)
+                x = teacher.preprocess.convert(x, query.preprocess)
+            else:
+                target = teacher_vectors[on]
+            return loss(query(x), target, labels_on[on] if loss.uses_labels else None, bank_tensor)
+
+        params = list(query.parameters()) + [p for p in loss.parameters() if p.requires_grad]
+        history = train(params, compute_loss, epoch_batches(labels.numpy(), config), config,
+                        modules=[query, loss], description=f"train {query.name} ({method or type(loss).__name__})")
     _finish(query, config, method or type(loss).__name__, teacher_space, dataset, online_teacher=online, augmentation=bool(use_augmentation))
     return history
 
@@ -105,22 +116,28 @@ def _train_query_tail(query: Encoder, dataset: ImageDataset, teacher: Embeddings
 
     if not hasattr(query.backbone, "tail_modules"):
         raise ValueError(f"backbone {query.config.get('arch')!r} cannot be partly fine-tuned (tail_blocks)")
-    prefix = cached_prefix_activations(query, dataset, tail_blocks, views=1, augmentation=augment_config("none"))[0]
-    labels = torch.as_tensor(dataset.labels, dtype=torch.long)
-    teacher_vectors = torch.from_numpy(teacher.align(dataset.ids).vectors)
-    bank_tensor = None if bank is None else torch.from_numpy(bank.vectors)
-    query.requires_grad_(False)
-    tail = nn.ModuleList(query.backbone.tail_modules(tail_blocks))
-    tail.requires_grad_(True)
-    query.neck.requires_grad_(True)
+    device = config.torch_device()
+    resolve_precision(config.precision, device)
+    with on_device(query, loss, device=device):
+        prefix = cached_prefix_activations(query, dataset, tail_blocks, views=1, augmentation=augment_config("none"),
+                                           workers=config.workers, precision=config.precision)[0]  # on the CPU
+        labels = torch.as_tensor(dataset.labels, dtype=torch.long, device=device)
+        teacher_vectors = torch.from_numpy(teacher.align(dataset.ids).vectors).to(device)
+        bank_tensor = None if bank is None else torch.from_numpy(bank.vectors).to(device)
+        query.requires_grad_(False)
+        tail = nn.ModuleList(query.backbone.tail_modules(tail_blocks))
+        tail.requires_grad_(True)
+        query.neck.requires_grad_(True)
 
-    def compute_loss(rows: torch.Tensor) -> torch.Tensor:
-        student = query.embed_pooled(query.pool(query.backbone.forward_tail(prefix[rows].float(), tail_blocks)))
-        return loss(student, teacher_vectors[rows], labels[rows] if loss.uses_labels else None, bank_tensor)
+        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
+            x = to_device(prefix[rows], device).float()
+            on = rows.to(device)
+            student = query.embed_pooled(query.pool(query.backbone.forward_tail(x, tail_blocks)))
+            return loss(student, teacher_vectors[on], labels[on] if loss.uses_labels else None, bank_tensor)
 
-    params = [p for module in (tail, query.neck) for p in module.parameters()] + [p for p in loss.parameters() if p.requires_grad]
-    history = train(params, compute_loss, epoch_batches(labels.numpy(), config), config, modules=[tail, query.neck, loss],
-                    description=f"train {query.name} ({method or type(loss).__name__}, last {tail_blocks} blocks)")
+        params = [p for module in (tail, query.neck) for p in module.parameters()] + [p for p in loss.parameters() if p.requires_grad]
+        history = train(params, compute_loss, epoch_batches(labels.cpu().numpy(), config), config, modules=[tail, query.neck, loss],
+                        description=f"train {query.name} ({method or type(loss).__name__}, last {tail_blocks} blocks)")
     _finish(query, config, method or type(loss).__name__, teacher.space, dataset, online_teacher=False, augmentation=False, tail_blocks=tail_blocks)
     return history
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.device import on_device, resolve_device
 from ..encoders.heads import CosineClassifier
 from ..core.manifest import SpaceMismatchError, atomic_torch_save, hash_arrays, read_manifest, stable_hash, write_manifest
 from ..core.space import Embeddings, Space
@@ -89,7 +90,9 @@ class CMCETransform:
     """One learned ψ_i with ``fit`` / ``transform`` / ``save`` / ``load``.
 
     Settings come from a :class:`PsiConfig` (``config=``) and/or its fields as keywords (``kind="linear"``…);
-    ``train=`` (a :class:`TrainConfig`) overrides the training fields and the seed.
+    ``train=`` (a :class:`TrainConfig`) overrides the training fields and the seed.  ``device`` (default: the
+    training config's, else ``auto``) and ``precision`` are where and how :meth:`fit` and :meth:`transform`
+    compute; ψ is kept on the CPU between calls and the embeddings come back as numpy float32.
     """
 
     def __init__(
@@ -99,6 +102,8 @@ class CMCETransform:
         name: str = "",
         seed: int = 0,
         train: TrainConfig | None = None,
+        device: str | None = None,
+        precision: str | None = None,
         **settings: Any,
     ) -> None:
         config = replace(config or PsiConfig(), **settings) if settings else (config or PsiConfig())
@@ -110,6 +115,9 @@ class CMCETransform:
         self.loss_weights = config.resolved_losses(head is not None)
         self.head = head
         self.train_config = train or config.train_config(seed)
+        self.train_config = replace(self.train_config, device=device or self.train_config.device,
+                                    precision=precision or self.train_config.precision)
+        self.device = self.train_config.device
         self.name = name
         self.net: TransformationNet | None = None
         self.source_space: Space | None = None
@@ -140,18 +148,21 @@ class CMCETransform:
                                contrastive_temperature=self.settings.contrastive_temperature)
         if loss.uses_labels and labels is None:
             raise ValueError("the dual-ce loss needs labels (none given and none attached to the embeddings)")
-        source = torch.from_numpy(gallery.vectors)
-        target = torch.from_numpy(query.vectors)
-        y = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        device = resolve_device(self.device)
         net = self.net
+        with on_device(net, loss, device=device):
+            source = torch.from_numpy(gallery.vectors).to(device)
+            target = torch.from_numpy(query.vectors).to(device)
+            y = None if labels is None else torch.as_tensor(labels, dtype=torch.long, device=device)
 
-        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
-            return loss(net(source[rows]), target[rows], None if y is None else y[rows])
+            def compute_loss(rows: torch.Tensor) -> torch.Tensor:
+                rows = rows.to(device)
+                return loss(net(source[rows]), target[rows], None if y is None else y[rows])
 
-        params = list(net.parameters()) + [p for p in loss.parameters() if p.requires_grad]
-        batch_size = min(self.train_config.batch_size, len(source))
-        self.history = train(params, compute_loss, lambda epoch, gen: batch_indices(len(source), batch_size, gen),
-                             self.train_config, modules=[net], description=f"fit ψ {self.name or gallery.space.name}")
+            params = list(net.parameters()) + [p for p in loss.parameters() if p.requires_grad]
+            batch_size = min(self.train_config.batch_size, len(source))
+            self.history = train(params, compute_loss, lambda epoch, gen: batch_indices(len(source), batch_size, gen),
+                                 self.train_config, modules=[net], description=f"fit ψ {self.name or gallery.space.name}")
         return self
 
     @torch.no_grad()
@@ -160,7 +171,10 @@ class CMCETransform:
         self._check_fitted()
         self.source_space.check_compatible(gallery.space, what=f"embeddings given to ψ {self.name!r}")
         self.net.eval()
-        out = torch.cat([self.net(torch.from_numpy(gallery.vectors[i : i + 8192])) for i in range(0, len(gallery), 8192)]) if len(gallery) else torch.zeros(0, self.target_space.dim)
+        device = resolve_device(self.device)
+        with on_device(self.net, device=device):
+            out = torch.cat([self.net(torch.from_numpy(gallery.vectors[i : i + 8192]).to(device)).cpu()
+                             for i in range(0, len(gallery), 8192)]) if len(gallery) else torch.zeros(0, self.target_space.dim)
         return Embeddings(out.numpy(), gallery.ids, self.output_space(), gallery.labels)
 
     def fit_transform(self, gallery: Embeddings, query: Embeddings, labels: np.ndarray | None = None) -> Embeddings:
@@ -202,7 +216,8 @@ class CMCETransform:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "CMCETransform":
+    def load(cls, directory: str | os.PathLike, device: str | None = None) -> "CMCETransform":
+        """A saved ψ (on the CPU; ``device``: where its :meth:`transform` and a refit compute, default auto)."""
         directory = Path(directory)
         manifest = read_manifest(directory, kind="transformation")
         payload = torch.load(directory / "transform.pt", map_location="cpu", weights_only=True)  # never runs code
@@ -214,7 +229,7 @@ class CMCETransform:
             head.frozen()
         settings = PsiConfig(kind=config["kind"], hidden_dim=config["hidden_dim"], num_layers=config["num_layers"],
                              losses=config["losses"], similarity=config["similarity"])
-        psi = cls(settings, head=head, name=config["name"], train=TrainConfig(**config["train"]))
+        psi = cls(settings, head=head, name=config["name"], train=TrainConfig(**config["train"]), device=device)
         psi.net = TransformationNet(payload["in_dim"], payload["out_dim"], config["kind"], config["hidden_dim"], config["num_layers"])
         psi.net.load_state_dict(payload["state_dict"])
         psi.net.eval()

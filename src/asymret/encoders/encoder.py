@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.device import module_device, to_device
 from ..core.manifest import atomic_torch_save, hash_arrays, read_manifest, stable_hash, write_manifest
 from ..core.space import Space
 from ..training import seeded
@@ -99,9 +100,10 @@ class Encoder(nn.Module):
         return self.pool(self.forward_features(x))
 
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
-        embedding = F.normalize(self.neck(pooled), dim=1)
+        # normalised in float32 (a no-op without autocast): a bf16/fp16 norm leaves vectors off unit length
+        embedding = F.normalize(self.neck(pooled).float(), dim=1)
         center = self.center
-        return embedding if center is None else F.normalize(embedding - center, dim=1)
+        return embedding if center is None else F.normalize(embedding - center.to(embedding.device), dim=1)
 
     @property
     def center(self) -> torch.Tensor | None:
@@ -119,9 +121,12 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def embed_images(self, images: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
-        """Convenience: HxWxC uint8 images → (N, d) float32 normalised embeddings."""
+        """Convenience: HxWxC uint8 images → (N, d) float32 normalised embeddings, computed on the device the
+        encoder is on (preprocessed on the CPU, the vectors back on the CPU)."""
         self.eval()
-        out = [self(self.preprocess(images[i : i + batch_size])).numpy() for i in range(0, len(images), batch_size)]
+        device = module_device(self)
+        out = [self(to_device(self.preprocess(images[i : i + batch_size]), device)).float().cpu().numpy()
+               for i in range(0, len(images), batch_size)]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.embedding_dim), np.float32)
 
     def at_resolution(self, input_size: int, name: str | None = None) -> "Encoder":
@@ -170,7 +175,7 @@ class Encoder(nn.Module):
         from torch.utils.flop_counter import FlopCounterMode
 
         model = copy.deepcopy(self).eval()
-        x = torch.zeros(1, self.preprocess.channels, self.preprocess.input_size, self.preprocess.input_size)
+        x = torch.zeros(1, self.preprocess.channels, self.preprocess.input_size, self.preprocess.input_size, device=module_device(self))
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)
         unused = tuple(f"backbone.{prefix}" for prefix in getattr(self.backbone, "unused_parameters", ()))

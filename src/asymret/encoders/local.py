@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.device import module_device
 from ..core.manifest import stable_hash
 from ..core.space import Space
 
@@ -105,7 +106,7 @@ def local_descriptors(encoder: nn.Module, batch: torch.Tensor, spec: LocalSpec) 
     vectors = torch.gather(flat, 1, positions.unsqueeze(-1).expand(b, k, c))
     ys = (positions // w).float().add(0.5).div(h)
     xs = (positions % w).float().add(0.5).div(w)
-    rows = torch.zeros(b, spec.budget, len(META_FIELDS) + c)
+    rows = torch.zeros(b, spec.budget, len(META_FIELDS) + c, device=features.device)
     rows[:, :k, 0], rows[:, :k, 1], rows[:, :k, 2], rows[:, :k, 3] = xs, ys, weights, 1.0
     rows[:, :k, len(META_FIELDS):] = vectors
     return rows.reshape(b, -1)
@@ -116,7 +117,7 @@ def channels_at(encoder: nn.Module, layer: str) -> int:
     size = encoder.preprocess.input_size
     blank = np.zeros((size, size, encoder.preprocess.channels), np.uint8)
     with torch.no_grad():
-        return int(feature_map(encoder.eval(), encoder.preprocess([blank]), layer).shape[1])
+        return int(feature_map(encoder.eval(), encoder.preprocess([blank]).to(module_device(encoder)), layer).shape[1])
 
 
 def local_space(encoder: nn.Module, spec: LocalSpec) -> Space:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..core.device import module_device
 from ..core.manifest import atomic_write_bytes, hash_file, read_manifest, write_manifest
 from ..core.space import Space
 from .encoder import Encoder
@@ -44,7 +45,7 @@ def export_onnx(encoder: Encoder, directory: str | os.PathLike, verify_images: S
     directory.mkdir(parents=True, exist_ok=True)
     encoder = encoder.eval()
     p = encoder.preprocess
-    dummy = torch.zeros(2, p.channels, p.input_size, p.input_size)
+    dummy = torch.zeros(2, p.channels, p.input_size, p.input_size, device=module_device(encoder))
     buffer = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(encoder, (dummy,), buffer, input_names=["pixels"], output_names=["embedding"],

@@ -43,8 +43,8 @@ class Preprocess:
         batch = self._match_channels(batch)
         if batch.shape[-1] != self.input_size or batch.shape[-2] != self.input_size:
             batch = F.interpolate(batch, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(self.mean[: self.channels]).view(1, -1, 1, 1)
-        std = torch.tensor(self.std[: self.channels]).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean[: self.channels], device=batch.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std[: self.channels], device=batch.device).view(1, -1, 1, 1)
         return (batch - mean) / std
 
     def convert(self, batch: torch.Tensor, target: "Preprocess") -> torch.Tensor:
@@ -54,13 +54,13 @@ class Preprocess:
         """
         if target == self:
             return batch
-        mean = torch.tensor(self.mean[: self.channels]).view(1, -1, 1, 1)
-        std = torch.tensor(self.std[: self.channels]).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean[: self.channels], device=batch.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std[: self.channels], device=batch.device).view(1, -1, 1, 1)
         pixels = target._match_channels(batch * std + mean)
         if pixels.shape[-1] != target.input_size:
             pixels = F.interpolate(pixels, size=(target.input_size, target.input_size), mode="bilinear", align_corners=False, antialias=True)
-        t_mean = torch.tensor(target.mean[: target.channels]).view(1, -1, 1, 1)
-        t_std = torch.tensor(target.std[: target.channels]).view(1, -1, 1, 1)
+        t_mean = torch.tensor(target.mean[: target.channels], device=batch.device).view(1, -1, 1, 1)
+        t_std = torch.tensor(target.std[: target.channels], device=batch.device).view(1, -1, 1, 1)
         return (pixels - t_mean) / t_std
 
     def _match_channels(self, batch: torch.Tensor) -> torch.Tensor:
@@ -69,6 +69,6 @@ class Preprocess:
         if batch.shape[1] == 1 and self.channels == 3:
             return batch.expand(-1, 3, -1, -1)
         if batch.shape[1] == 3 and self.channels == 1:
-            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            weights = torch.tensor([0.299, 0.587, 0.114], device=batch.device).view(1, 3, 1, 1)
             return (batch * weights).sum(dim=1, keepdim=True)
         raise ValueError(f"cannot convert {batch.shape[1]}-channel images to {self.channels} channels")

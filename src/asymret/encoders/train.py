@@ -20,6 +20,7 @@ from torch import nn
 import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
 
+from ..core.device import autocast, module_device, on_device, resolve_precision, to_device
 from ..core.space import Embeddings
 from ..data.dataset import ImageDataset
 from ..data.augment import AugmentConfig, augment_batch, augment_config
@@ -56,6 +57,10 @@ def train_encoder(
     renormalised, and the class weights with it — see :class:`Encoder`.  ``label_smoothing`` > 0 smooths the
     normalised softmax's targets (few images per class: the classifier stops pushing every image to its class
     weight alone).
+
+    ``config.device``: the encoder, the loss (its class weights) and the training data go there for the training
+    and come back afterwards (the encoder is returned where it was); images are decoded by ``config.workers``
+    threads and augmented on the CPU (seeded as on a CPU run), each batch then copied to the device.
     """
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty dataset")
@@ -73,71 +78,13 @@ def train_encoder(
     with seeded(config.seed):  # the class weights' initialisation
         softmax = pml_losses.NormalizedSoftmaxLoss(num_classes=num_classes, embedding_size=encoder.embedding_dim, temperature=temperature)
     loss_fn = softmax if not label_smoothing else _SmoothedNormalizedSoftmax(softmax, label_smoothing)
-
-    if freeze_backbone:
-        if store is not None:
-            pooled = store.get(encoder, dataset, output="pooled")
-            features = torch.from_numpy(pooled.vectors)
-            labels = torch.as_tensor(pooled.labels)
-        else:
-            images, labels, _ = load_tensors(dataset, encoder.preprocess)
-            with torch.no_grad():
-                features = torch.cat([encoder.pooled(images[i : i + 256]) for i in range(0, len(images), 256)])
-        encoder.backbone.requires_grad_(False)
-        encoder.neck.requires_grad_(True)  # a previously trained encoder was left with requires_grad=False
-        trainable = [encoder.neck]
-
-        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
-            return loss_fn(encoder.embed_pooled(features[rows]), labels[rows])
-
-        batches = epoch_batches(labels.numpy(), config)
-
-        def training_embeddings() -> torch.Tensor:
-            return encoder.embed_pooled(features)
-    elif tail_blocks:
-        prefix = cached_prefix_activations(encoder, dataset, tail_blocks, cached_views, aug)
-        labels = torch.as_tensor(dataset.labels, dtype=torch.long)
-        encoder.requires_grad_(False)
-        tail = nn.ModuleList(encoder.backbone.tail_modules(tail_blocks))
-        tail.requires_grad_(True)
-        encoder.neck.requires_grad_(True)
-        trainable = [tail, encoder.neck]
-        view_generator = torch.Generator().manual_seed(config.seed + 2)
-
-        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
-            views = torch.randint(0, cached_views, (len(rows),), generator=view_generator)
-            x = prefix[views, rows].float()
-            return loss_fn(encoder.embed_pooled(encoder.pool(encoder.backbone.forward_tail(x, tail_blocks))), labels[rows])
-
-        batches = epoch_batches(labels.numpy(), config)
-
-        def training_embeddings() -> torch.Tensor:  # view 0: the images as they are
-            return torch.cat([encoder.embed_pooled(encoder.pool(encoder.backbone.forward_tail(prefix[0, i:i + 256].float(), tail_blocks)))
-                              for i in range(0, prefix.shape[1], 256)])
-    else:
-        images, labels, _ = load_tensors(dataset, encoder.preprocess)
-        encoder.requires_grad_(True)
-        trainable = [encoder]
-        aug_generator = torch.Generator().manual_seed(config.seed + 1)
-
-        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
-            x = images[rows]
-            if augmenting:
-                x = augment_batch(x, aug, aug_generator)
-            return loss_fn(encoder(x), labels[rows])
-
-        batches = epoch_batches(labels.numpy(), config)
-
-        def training_embeddings() -> torch.Tensor:
-            return torch.cat([encoder(images[i:i + 256]) for i in range(0, len(images), 256)])
-
-    params = [p for module in trainable for p in module.parameters()] + list(loss_fn.parameters())
-    history = train(params, compute_loss, batches, config, modules=trainable, description=f"train {encoder.name}")
-    # keep BN of a frozen backbone in eval mode; the loop switched only the trainable modules
-    encoder.requires_grad_(False)
-    encoder.eval()
-    if center:
-        _center(encoder, training_embeddings, loss_fn, labels, config)
+    device = config.torch_device()
+    resolve_precision(config.precision, device)  # a precision the device lacks: refused before any work
+    with on_device(encoder, loss_fn, device=device):
+        history, labels, training_embeddings = _train_on_device(encoder, dataset, config, loss_fn, device, freeze_backbone, store,
+                                                                tail_blocks, cached_views, aug, augmenting)
+        if center:
+            _center(encoder, training_embeddings, loss_fn, labels, config)
     encoder.classifier = CosineClassifier.from_normalized_softmax(softmax).frozen()
     encoder.config["training"] = {
         **config.to_dict(), "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
@@ -148,6 +95,81 @@ def train_encoder(
         **({"centered": True} if center else {}),
     }
     return history
+
+
+def _train_on_device(encoder: Encoder, dataset: ImageDataset, config: TrainConfig, loss_fn: nn.Module, device: torch.device,
+                     freeze_backbone: bool, store: PooledFeatureSource | None, tail_blocks: int, cached_views: int,
+                     aug: AugmentConfig, augmenting: bool):
+    """The training of :func:`train_encoder` with the encoder and the loss on ``device``: (history, labels on the
+    device, a function giving the training images' embeddings on the device)."""
+    if freeze_backbone:
+        if store is not None:
+            pooled = store.get(encoder, dataset, output="pooled")
+            features = torch.from_numpy(pooled.vectors).to(device)
+            labels = torch.as_tensor(pooled.labels).to(device)
+        else:
+            images, labels, _ = load_tensors(dataset, encoder.preprocess, workers=config.workers)
+            labels = labels.to(device)
+            with torch.no_grad(), autocast(device, config.precision):
+                features = torch.cat([encoder.pooled(to_device(images[i : i + 256], device)).float() for i in range(0, len(images), 256)])
+        encoder.backbone.requires_grad_(False)
+        encoder.neck.requires_grad_(True)  # a previously trained encoder was left with requires_grad=False
+        trainable = [encoder.neck]
+
+        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
+            rows = rows.to(device)
+            return loss_fn(encoder.embed_pooled(features[rows]), labels[rows])
+
+        batches = epoch_batches(labels.cpu().numpy(), config)
+
+        def training_embeddings() -> torch.Tensor:
+            return encoder.embed_pooled(features)
+    elif tail_blocks:
+        prefix = cached_prefix_activations(encoder, dataset, tail_blocks, cached_views, aug, workers=config.workers,
+                                           precision=config.precision)
+        labels = torch.as_tensor(dataset.labels, dtype=torch.long, device=device)
+        encoder.requires_grad_(False)
+        tail = nn.ModuleList(encoder.backbone.tail_modules(tail_blocks))
+        tail.requires_grad_(True)
+        encoder.neck.requires_grad_(True)
+        trainable = [tail, encoder.neck]
+        view_generator = torch.Generator().manual_seed(config.seed + 2)
+
+        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
+            views = torch.randint(0, cached_views, (len(rows),), generator=view_generator)
+            x = to_device(prefix[views, rows], device).float()  # the cache stays on the CPU; a batch travels
+            return loss_fn(encoder.embed_pooled(encoder.pool(encoder.backbone.forward_tail(x, tail_blocks))), labels[rows.to(device)])
+
+        batches = epoch_batches(labels.cpu().numpy(), config)
+
+        def training_embeddings() -> torch.Tensor:  # view 0: the images as they are
+            return torch.cat([encoder.embed_pooled(encoder.pool(encoder.backbone.forward_tail(to_device(prefix[0, i:i + 256], device).float(),
+                                                                                              tail_blocks)))
+                              for i in range(0, prefix.shape[1], 256)])
+    else:
+        images, labels, _ = load_tensors(dataset, encoder.preprocess, workers=config.workers)
+        labels = labels.to(device)
+        encoder.requires_grad_(True)
+        trainable = [encoder]
+        aug_generator = torch.Generator().manual_seed(config.seed + 1)
+
+        def compute_loss(rows: torch.Tensor) -> torch.Tensor:
+            x = images[rows]
+            if augmenting:  # on the CPU with the CPU generator: the same views on every device
+                x = augment_batch(x, aug, aug_generator)
+            return loss_fn(encoder(to_device(x, device)), labels[rows.to(device)])
+
+        batches = epoch_batches(labels.cpu().numpy(), config)
+
+        def training_embeddings() -> torch.Tensor:
+            return torch.cat([encoder(to_device(images[i:i + 256], device)) for i in range(0, len(images), 256)])
+
+    params = [p for module in trainable for p in module.parameters()] + list(loss_fn.parameters())
+    history = train(params, compute_loss, batches, config, modules=trainable, description=f"train {encoder.name}")
+    # keep BN of a frozen backbone in eval mode; the loop switched only the trainable modules
+    encoder.requires_grad_(False)
+    encoder.eval()
+    return history, labels, training_embeddings
 
 
 class _SmoothedNormalizedSoftmax(nn.Module):
@@ -179,7 +201,8 @@ def _center(encoder: Encoder, training_embeddings, loss_fn: nn.Module, labels: t
         weight.copy_(F.normalize(F.normalize(weight, dim=0) - mean[:, None], dim=0))
     encoder.config["center"] = [float(v) for v in mean]
     head_config = replace(config, epochs=min(config.epochs, 5), warmup_epochs=0.0)
-    train([weight], lambda rows: loss_fn(centred[rows], labels[rows]), epoch_batches(labels.numpy(), head_config), head_config,
+    device = centred.device
+    train([weight], lambda rows: loss_fn(centred[rows.to(device)], labels[rows.to(device)]), epoch_batches(labels.cpu().numpy(), head_config), head_config,
           modules=[], description=f"centre {encoder.name}: refit class weights")
 
 
@@ -191,18 +214,22 @@ _PREFIX_MEMO_SIZE = 3
 
 @torch.no_grad()
 def cached_prefix_activations(encoder: Encoder, dataset: ImageDataset, tail_blocks: int, views: int,
-                              augmentation: AugmentConfig, batch_size: int = 128) -> torch.Tensor:
-    """(views, N, C, h, w) float16 activations of the backbone's frozen prefix: view 0 is each image as it is, the
-    others augmented copies (seeded, so the same data gives the same views)."""
+                              augmentation: AugmentConfig, batch_size: int = 128, workers: int | None = 0,
+                              precision: str = "fp32") -> torch.Tensor:
+    """(views, N, C, h, w) float16 activations of the backbone's frozen prefix, on the CPU: view 0 is each image as
+    it is, the others augmented copies (seeded, so the same data gives the same views).  The prefix runs on the
+    device the encoder is on, under ``precision``'s autocast (the memo is keyed by it)."""
     from ..core.manifest import stable_hash
     from ..core.progress import progress_bar
 
     key = stable_hash({"prefix": _prefix_fingerprint(encoder, tail_blocks), "data": dataset.fingerprint(), "tail": tail_blocks,
-                       "views": views, "augmentation": augmentation.to_dict()})
+                       "views": views, "augmentation": augmentation.to_dict(),
+                       **({"precision": precision} if precision != "fp32" else {})})
     if key in _PREFIX_MEMO:
         return _PREFIX_MEMO[key]
-    images, _, _ = load_tensors(dataset, encoder.preprocess)
+    images, _, _ = load_tensors(dataset, encoder.preprocess, workers=workers)
     backbone = encoder.backbone.eval()
+    device = module_device(encoder)
     generator = torch.Generator().manual_seed(0)
     chunks: list[list[torch.Tensor]] = [[] for _ in range(views)]
     with progress_bar(len(images), f"cache {encoder.name}'s frozen prefix × {views} views") as advance:
@@ -210,7 +237,8 @@ def cached_prefix_activations(encoder: Encoder, dataset: ImageDataset, tail_bloc
             batch = images[start : start + batch_size]
             for view in range(views):
                 x = batch if view == 0 or not augmentation.enabled else augment_batch(batch, augmentation, generator)
-                chunks[view].append(backbone.forward_prefix(x, tail_blocks).to(torch.float16))
+                with autocast(device, precision):
+                    chunks[view].append(backbone.forward_prefix(to_device(x, device), tail_blocks).to(torch.float16).cpu())
             advance(len(batch))
     activations = torch.stack([torch.cat(c) for c in chunks])
     while len(_PREFIX_MEMO) >= _PREFIX_MEMO_SIZE:  # keep a few: they can be hundreds of MB

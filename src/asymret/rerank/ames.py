@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.device import module_device, on_device
 from ..core.manifest import SpaceMismatchError
 from ..core.settings import strict_settings
 from ..training import TrainConfig, train
@@ -84,10 +85,11 @@ class PairTransformer(nn.Module):
         self.maxsim_prior = add_maxsim_prior(self, config.maxsim_prior, query_dim, database_dim)
 
     @staticmethod
-    def _masks(nq: int, nd: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _masks(nq: int, nd: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Boolean attention masks (True = may *not* attend) for within-image and across-image attention."""
         n = 1 + nq + nd
-        image = torch.cat([torch.tensor([-1]), torch.zeros(nq, dtype=torch.long), torch.ones(nd, dtype=torch.long)])
+        image = torch.cat([torch.tensor([-1], device=device), torch.zeros(nq, dtype=torch.long, device=device),
+                           torch.ones(nd, dtype=torch.long, device=device)])
         same = image[:, None] == image[None, :]
         to_mtc = (image[None, :] == -1).expand(n, n)
         from_mtc = (image[:, None] == -1).expand(n, n)
@@ -105,12 +107,13 @@ class PairTransformer(nn.Module):
             self.query_in(q) + self.position(q_xy) + self.side[0],
             self.database_in(db) + self.position(db_xy) + self.side[1],
         ], dim=1)
-        padding = torch.cat([torch.zeros(b, 1, dtype=torch.bool), ~q_valid, ~db_valid], dim=1)
-        within, across = self._masks(nq, nd)
+        device = q.device
+        padding = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=device), ~q_valid, ~db_valid], dim=1)
+        within, across = self._masks(nq, nd, device)
         # float masks (−inf where forbidden): the same type for the attention and the padding mask
-        within_f = torch.zeros(within.shape).masked_fill(within, float("-inf"))
-        across_f = torch.zeros(across.shape).masked_fill(across, float("-inf"))
-        padding_f = torch.zeros(padding.shape).masked_fill(padding, float("-inf"))
+        within_f = torch.zeros(within.shape, device=device).masked_fill(within, float("-inf"))
+        across_f = torch.zeros(across.shape, device=device).masked_fill(across, float("-inf"))
+        padding_f = torch.zeros(padding.shape, device=device).masked_fill(padding, float("-inf"))
         for attend_within, attend_across in zip(self.within, self.across):
             tokens = attend_within(tokens, src_mask=within_f, src_key_padding_mask=padding_f)
             tokens = attend_across(tokens, src_mask=across_f, src_key_padding_mask=padding_f)
@@ -134,10 +137,11 @@ class MaxSimReranker(Reranker):
         pair_q = np.repeat(np.arange(len(candidates)), candidates.shape[1])
         pair_d = candidates.reshape(-1)
         out = np.empty(len(pair_q), dtype=np.float32)
+        device = self.torch_device()
         for start in range(0, len(pair_q), batch_size):
-            q, _, q_valid = queries.rows(pair_q[start : start + batch_size])
-            d, _, d_valid = database.rows(pair_d[start : start + batch_size])
-            out[start : start + batch_size] = 10.0 * maxsim(q, q_valid, d, d_valid).numpy()
+            q, _, q_valid = queries.rows(pair_q[start : start + batch_size], device)
+            d, _, d_valid = database.rows(pair_d[start : start + batch_size], device)
+            out[start : start + batch_size] = 10.0 * maxsim(q, q_valid, d, d_valid).cpu().numpy()
         return out.reshape(candidates.shape)
 
 
@@ -174,10 +178,11 @@ class AMESReranker(LearnedReranker):
         positive_share = float(targets.mean())
         if positive_share in (0.0, 1.0):
             raise ValueError(f"the training shortlists hold {'no' if positive_share == 0 else 'only'} positive pairs: nothing to learn")
-        pos_weight = torch.tensor((1.0 - positive_share) / positive_share)  # the classes weigh equally
+        device = self.torch_device()
+        pos_weight = torch.tensor((1.0 - positive_share) / positive_share, device=device)  # the classes weigh equally
         per_epoch = min(cfg.pairs_per_epoch, len(pair_q))
         train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                seed=cfg.seed, warmup_epochs=min(0.5, cfg.epochs / 4))
+                                seed=cfg.seed, warmup_epochs=min(0.5, cfg.epochs / 4), device=str(device))
 
         def batches(epoch: int, generator: torch.Generator) -> list[tuple[torch.Tensor, tuple[int, int]]]:
             chosen = torch.randperm(len(pair_q), generator=generator)[:per_epoch]
@@ -193,15 +198,17 @@ class AMESReranker(LearnedReranker):
             pairs, (kq, kd) = batch
             pairs = pairs.numpy()
             logits = self._logits(queries, pair_q[pairs], database, pair_d[pairs], kq, kd)
-            return F.binary_cross_entropy_with_logits(logits, torch.from_numpy(targets[pairs]), pos_weight=pos_weight)
+            return F.binary_cross_entropy_with_logits(logits, torch.from_numpy(targets[pairs]).to(device), pos_weight=pos_weight)
 
-        self.history = train(self.model.parameters(), loss, batches, train_cfg, modules=[self.model], description="train AMES re-ranker")
+        with on_device(self.model, device=device):  # the model is kept on the CPU afterwards
+            self.history = train(self.model.parameters(), loss, batches, train_cfg, modules=[self.model], description="train AMES re-ranker")
         return self
 
     def _logits(self, queries: PairSide, q_rows: np.ndarray, database: PairSide, d_rows: np.ndarray,
                 query_budget: int | None = None, database_budget: int | None = None) -> torch.Tensor:
-        q, q_xy, q_valid = queries.rows(q_rows)
-        d, d_xy, d_valid = database.rows(d_rows)
+        device = module_device(self.model)
+        q, q_xy, q_valid = queries.rows(q_rows, device)
+        d, d_xy, d_valid = database.rows(d_rows, device)
         if query_budget is not None:
             q, q_xy, q_valid = q[:, :query_budget], q_xy[:, :query_budget], q_valid[:, :query_budget]
         if database_budget is not None:
@@ -217,7 +224,8 @@ class AMESReranker(LearnedReranker):
         pair_q = np.repeat(np.arange(len(candidates)), candidates.shape[1])
         pair_d = candidates.reshape(-1)
         out = np.empty(len(pair_q), dtype=np.float32)
-        for start in range(0, len(pair_q), batch_size):
-            stop = start + batch_size
-            out[start:stop] = self._logits(queries, pair_q[start:stop], database, pair_d[start:stop]).numpy()
+        with on_device(self.model, device=self.torch_device()):
+            for start in range(0, len(pair_q), batch_size):
+                stop = start + batch_size
+                out[start:stop] = self._logits(queries, pair_q[start:stop], database, pair_d[start:stop]).cpu().numpy()
         return out.reshape(candidates.shape)

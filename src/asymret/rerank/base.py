@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.device import resolve_device
 from ..core.manifest import SpaceMismatchError, atomic_torch_save, read_manifest, stable_hash, write_manifest
 from ..core.progress import log
 from ..core.space import Embeddings, Space, l2_normalize
@@ -78,13 +79,16 @@ class PairSide:
         return PairSide(self.vectors[rows], self.xy[rows], self.valid[rows], self.ids[rows], self.space,
                         None if self.labels is None else self.labels[rows], None if self.embeddings is None else self.embeddings[rows])
 
-    def rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(self.vectors[rows]), torch.from_numpy(self.xy[rows]), torch.from_numpy(self.valid[rows])
+    def rows(self, rows: np.ndarray, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """These rows' descriptors, (x, y) and validity as tensors (on ``device``, default the CPU)."""
+        tensors = torch.from_numpy(self.vectors[rows]), torch.from_numpy(self.xy[rows]), torch.from_numpy(self.valid[rows])
+        return tensors if device is None else tuple(t.to(device) for t in tensors)  # type: ignore[return-value]
 
-    def global_rows(self, rows: np.ndarray) -> torch.Tensor:
+    def global_rows(self, rows: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
         if self.embeddings is None:
             raise ValueError(f"{self.space.name}: this re-ranker also reads the global embeddings; build the side with embeddings=")
-        return torch.from_numpy(self.embeddings[rows])
+        tensor = torch.from_numpy(self.embeddings[rows])
+        return tensor if device is None else tensor.to(device)
 
 
 class Reranker:
@@ -93,8 +97,14 @@ class Reranker:
 
     kind: ClassVar[str] = ""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "auto") -> None:
+        """``device`` (auto|cpu|cuda|cuda:N): where training and scoring compute; a learned model is kept on the CPU
+        between calls (saved and loaded from there) and the scores come back as numpy."""
         self.fusion: dict[str, float] = {"lambda": 0.5, "gamma": 1.0}
+        self.device = device
+
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
 
     def score(self, queries: PairSide, database: PairSide, candidates: np.ndarray) -> np.ndarray:
         """Logits (Nq, S) of every query against its candidate database rows (positions into ``database``)."""
@@ -126,8 +136,8 @@ class LearnedReranker(Reranker):
         if cls.__dict__.get("kind"):  # a class of its own method, not a variant inheriting one
             RERANKERS[cls.kind] = cls
 
-    def __init__(self, config: Any = None) -> None:
-        super().__init__()
+    def __init__(self, config: Any = None, device: str = "auto") -> None:
+        super().__init__(device)
         self.config = config or self.config_class()
         self.model: nn.Module | None = None
         self.query_space: Space | None = None

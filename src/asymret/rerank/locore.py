@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.device import module_device, on_device
 from ..core.settings import strict_settings
 from ..training import TrainConfig, train
 from .base import LearnedReranker, PairSide
@@ -125,12 +126,12 @@ class ListTransformer(nn.Module):
         nq, per = q.shape[1] + 2, kd + 2
         query = self._image(q_global, q, q_xy, 0, self.query_global_in, self.query_local_in)
         cands = self._image(c_global, c, c_xy, 1, self.database_global_in, self.database_local_in).reshape(b, w * per, -1)
-        yes = torch.ones(b, 1, dtype=torch.bool)
+        yes = torch.ones(b, 1, dtype=torch.bool, device=q.device)
         q_pad = ~torch.cat([yes, q_valid, yes], dim=1)
         c_pad = ~torch.cat([present[..., None], c_valid & present[..., None], present[..., None]], dim=2)  # (B, W, per)
         # within-image attention runs on each image's own tokens (the candidates as a batch of B·W short sequences, each
         # with the query's global token in front, as context) — far cheaper than one long sequence under a mask
-        c_pad_within = torch.cat([torch.zeros(b * w, 1, dtype=torch.bool), c_pad.reshape(b * w, per)], dim=1)
+        c_pad_within = torch.cat([torch.zeros(b * w, 1, dtype=torch.bool, device=q.device), c_pad.reshape(b * w, per)], dim=1)
         padding = torch.cat([q_pad, c_pad.reshape(b, w * per)], dim=1)
         # no mask where nothing is padded: the same result, and torch's fused attention path (~4× faster on CPU)
         q_pad, c_pad_within, padding = (mask if bool(mask.any()) else None for mask in (q_pad, c_pad_within, padding))
@@ -166,10 +167,11 @@ class LOCOREReranker(LearnedReranker):
         """Per-token logits (B, W, kd + 2) of queries ``q_rows`` with their candidate rows (B, W) (−1: empty slot)."""
         present = candidates >= 0
         rows = np.maximum(candidates, 0)
-        q, q_xy, q_valid = queries.rows(q_rows)
-        c, c_xy, c_valid = database.rows(rows)
-        return self.model(queries.global_rows(q_rows), q, q_xy, q_valid, database.global_rows(rows), c, c_xy, c_valid,
-                          torch.from_numpy(present))
+        device = module_device(self.model)
+        q, q_xy, q_valid = queries.rows(q_rows, device)
+        c, c_xy, c_valid = database.rows(rows, device)
+        return self.model(queries.global_rows(q_rows, device), q, q_xy, q_valid, database.global_rows(rows, device), c, c_xy, c_valid,
+                          torch.from_numpy(present).to(device))
 
     def fit(self, queries: PairSide, database: PairSide, candidates: np.ndarray) -> "LOCOREReranker":
         """Train on training-class lists: ``queries`` row i with the first ``window`` of ``database`` rows
@@ -190,10 +192,11 @@ class LOCOREReranker(LearnedReranker):
                                         "query_global_dim": queries.global_rows(np.arange(1)).shape[1],
                                         "database_global_dim": database.global_rows(np.arange(1)).shape[1]})
         self.query_space, self.database_space = queries.space, database.space
-        pos_weight = torch.tensor((1.0 - positive_share) / positive_share)
+        device = self.torch_device()
+        pos_weight = torch.tensor((1.0 - positive_share) / positive_share, device=device)
         per_epoch = min(cfg.lists_per_epoch, len(candidates))
         train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                seed=cfg.seed, warmup_epochs=min(0.5, cfg.epochs / 4))
+                                seed=cfg.seed, warmup_epochs=min(0.5, cfg.epochs / 4), device=str(device))
 
         def batches(epoch: int, generator: torch.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
             chosen = torch.randperm(len(candidates), generator=generator)[:per_epoch].numpy()
@@ -206,14 +209,16 @@ class LOCOREReranker(LearnedReranker):
             lists = np.take_along_axis(candidates[rows], shuffle, axis=1)
             labels = np.take_along_axis(targets[rows], shuffle, axis=1)
             logits = self._lists(queries, rows, database, lists)
-            _, _, c_valid = database.rows(np.maximum(lists, 0))
-            counted = torch.cat([torch.ones(*lists.shape, 1, dtype=torch.bool), c_valid, torch.ones(*lists.shape, 1, dtype=torch.bool)], dim=2)
-            counted &= torch.from_numpy(lists >= 0)[..., None]
-            per_token = torch.from_numpy(labels.astype(np.float32))[..., None].expand_as(logits)
+            _, _, c_valid = database.rows(np.maximum(lists, 0), device)
+            ones = torch.ones(*lists.shape, 1, dtype=torch.bool, device=device)
+            counted = torch.cat([ones, c_valid, ones], dim=2)
+            counted &= torch.from_numpy(lists >= 0).to(device)[..., None]
+            per_token = torch.from_numpy(labels.astype(np.float32)).to(device)[..., None].expand_as(logits)
             losses = F.binary_cross_entropy_with_logits(logits, per_token, pos_weight=pos_weight, reduction="none")
             return (losses * counted).sum() / counted.sum().clamp(min=1)
 
-        self.history = train(self.model.parameters(), loss, batches, train_cfg, modules=[self.model], description="train LOCORE re-ranker")
+        with on_device(self.model, device=device):  # the model is kept on the CPU afterwards
+            self.history = train(self.model.parameters(), loss, batches, train_cfg, modules=[self.model], description="train LOCORE re-ranker")
         return self
 
     @torch.no_grad()
@@ -222,9 +227,10 @@ class LOCOREReranker(LearnedReranker):
         self._check(queries, database)
         self.model.eval()
         out = np.empty(candidates.shape, dtype=np.float32)
-        for start in range(0, len(candidates), batch_size):
-            rows = np.arange(start, min(start + batch_size, len(candidates)))
-            out[rows] = self._lists(queries, rows, database, candidates[rows])[..., -1].numpy()
+        with on_device(self.model, device=self.torch_device()):
+            for start in range(0, len(candidates), batch_size):
+                rows = np.arange(start, min(start + batch_size, len(candidates)))
+                out[rows] = self._lists(queries, rows, database, candidates[rows])[..., -1].cpu().numpy()
         return np.where(candidates >= 0, out, -np.inf).astype(np.float32)
 
     def fusion_logits(self, queries: PairSide, database: PairSide, shortlist: Shortlist) -> tuple[Shortlist, np.ndarray]:

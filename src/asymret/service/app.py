@@ -60,6 +60,7 @@ class ServiceConfig:
     max_k: int = 100
     max_batch: int = 32
     max_wait: float = 0.002
+    device: str = "auto"  # where a torch query model runs (auto|cpu|cuda|cuda:N); an ONNX one runs on onnxruntime's CPU provider
 
 
 class BadRequest(Exception):
@@ -70,9 +71,13 @@ class BadRequest(Exception):
 
 def create_app(config: ServiceConfig):
     """The FastAPI application (the query model and the index are loaded here, before it answers)."""
+    from ..core.device import resolve_device
     from ..encoders.onnx import load_query_model
 
+    device = resolve_device(config.device)  # a device that is not there: refused before anything loads
     model = load_query_model(config.query_model)
+    if hasattr(model, "to"):  # a torch encoder: it stays on the device while the service runs (micro-batches go there)
+        model.to(device)
     space = model.space()
     slot = IndexSlot(space)
     slot.load_now(config.index)

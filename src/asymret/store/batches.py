@@ -9,7 +9,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..data.batches import load_batch
+from ..core.device import autocast, to_device
+from ..data.batches import load_batch, preprocessed_batches
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder
 from ..encoders.local import LocalSpec, local_descriptors
@@ -31,19 +32,32 @@ def make_forward(encoder: Encoder, output: str, runtime: str, onnx_cache: Path):
     return lambda batch: local_descriptors(encoder, batch, spec)
 
 
-def embed_batch(encoder: Encoder, forward, dataset: ImageDataset, rows: np.ndarray) -> BatchResult:
+def forward_batch(forward, batch: torch.Tensor, device: torch.device | None = None, precision: str = "fp32") -> np.ndarray:
+    """A preprocessed (CPU) batch through ``forward`` on ``device`` (the model is there) under ``precision``'s
+    autocast: float32 numpy vectors back on the CPU.  A torch.Tensor from onnxruntime's forward is a CPU one."""
+    device = device or torch.device("cpu")
+    with torch.no_grad(), autocast(device, precision):
+        return forward(to_device(batch, device)).float().cpu().numpy()
+
+
+def embed_batch(encoder: Encoder, forward, dataset: ImageDataset, rows: np.ndarray, device: torch.device | None = None,
+                precision: str = "fp32") -> BatchResult:
     """One batch as every engine computes it: load (skipping unreadable images), preprocess, forward."""
     images, kept, bad = load_batch(dataset, rows)
     if not len(images):
         return np.zeros((0, 0), np.float32), [], bad
-    with torch.no_grad():
-        return forward(encoder.preprocess(images)).float().numpy(), list(kept), bad
+    return forward_batch(forward, encoder.preprocess(images), device, precision), list(kept), bad
 
 
 def local_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: str, onnx_cache: Path,
-                  batches: list[np.ndarray]) -> Iterator[BatchResult]:
-    """The local engine: the batches in this process, in order."""
+                  batches: list[np.ndarray], device: torch.device | None = None, precision: str = "fp32",
+                  workers: int | None = 0) -> Iterator[BatchResult]:
+    """The local engine: the batches in this process, in order (the encoder already on ``device``); ``workers``
+    threads decode and preprocess the images ahead of the model (the same tensors as this thread makes)."""
     encoder.eval()
     forward = make_forward(encoder, output, runtime, onnx_cache)
-    for rows in batches:
-        yield embed_batch(encoder, forward, dataset, rows)
+    for tensor, kept, bad in preprocessed_batches(dataset, batches, encoder.preprocess, workers):
+        if tensor is None:
+            yield np.zeros((0, 0), np.float32), [], bad
+        else:
+            yield forward_batch(forward, tensor, device, precision), list(kept), bad

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder
+from ..core.device import on_device, resolve_device, resolve_precision, resolve_workers
 from ..core.manifest import atomic_save_npy, atomic_write_json, read_manifest, write_manifest
 from ..core.progress import log, progress_bar
 from ..core.space import Embeddings, Space
@@ -56,16 +57,30 @@ class ExtractionReport:
 class EmbeddingStore:
     """Extracts and caches embeddings (``output="embedding"``) or pooled backbone features (``"pooled"``)."""
 
-    def __init__(self, root: str | os.PathLike, shard_size: int | None = None, batch_size: int = 128, runtime: str = "torch") -> None:
+    def __init__(self, root: str | os.PathLike, shard_size: int | None = None, batch_size: int = 128, runtime: str = "torch",
+                 device: str = "auto", precision: str = "fp32", workers: int | None = None) -> None:
         """``shard_size``: images per shard of *new* folders (default :data:`DEFAULT_SHARD_SIZE`); a folder
         already started keeps its own (see :meth:`shard_size_of`).  ``runtime``: ``"torch"`` (eager) or ``"onnx"``
         (the model exported once into ``root/_onnx/`` and run by onnxruntime; embeddings only) — the same store
-        folders either way: the embeddings agree within float tolerance, and each shard records its runtime."""
+        folders either way: the embeddings agree within float tolerance, and each shard records its runtime.
+
+        ``device`` (``auto|cpu|cuda|cuda:N``): where the torch runtime runs the model (moved there for an
+        extraction and back); onnxruntime runs on the CPU.  ``precision`` (``fp32|bf16|fp16``): the forward pass's
+        autocast; vectors are stored as float32 whatever it is, each shard and the manifest record it, and a folder
+        holding shards of one precision refuses to be continued in another.  ``workers``: image-decoding threads
+        (None: from the cores; 0: the main thread) — the same shards, byte for byte, whatever their number."""
         if shard_size is not None and int(shard_size) < 1:
             raise ValueError(f"shard_size must be at least 1, got {shard_size}")
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
         self.runtime = runtime
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        if runtime == "onnx" and self.precision != "fp32":
+            raise ValueError(f"runtime onnx computes in fp32: use --precision fp32 (or --runtime torch for {self.precision})")
+        if runtime == "onnx" and self.device.type != "cpu" and str(device) != "auto":
+            raise ValueError(f"runtime onnx runs on the CPU (onnxruntime's CPU provider): use --runtime torch for device {self.device}")
+        self.workers = resolve_workers(workers)
         self.root = Path(root)
         self.requested_shard_size = None if shard_size is None else int(shard_size)
         self.shard_size = self.requested_shard_size or DEFAULT_SHARD_SIZE
@@ -138,6 +153,9 @@ class EmbeddingStore:
             raise ValueError(f"shards must be in 0..{count - 1} for {dataset.name} (got {wanted})")
         finished = {s for s in range(count) if self._finished(directory, dataset, s, size)}
         todo = [s for s in wanted if s not in finished]
+        precision = self.precision if runtime == "torch" else "fp32"
+        if todo:
+            self._check_precision(directory, finished, precision)
         # the batches of every shard to compute, in order: the one unit of work of every engine
         batches = [(shard, rows[start : start + self.batch_size]) for shard in todo
                    for rows in [self._shard_rows(dataset, shard, size)] for start in range(0, len(rows), self.batch_size)]
@@ -146,18 +164,32 @@ class EmbeddingStore:
             if engine == "ray":
                 from .ray_engine import ray_batches
 
-                results = ray_batches(encoder, dataset, output, runtime, self.root / ONNX_CACHE, [rows for _, rows in batches], address)
+                results = ray_batches(encoder, dataset, output, runtime, self.root / ONNX_CACHE, [rows for _, rows in batches], address,
+                                      device=self.device if runtime == "torch" else None, precision=precision)
+                failed = self._write_shards(directory, dataset, space, batches, results, runtime,
+                                            f"embed {dataset.name} with {encoder.name}", precision)
             else:
-                results = local_batches(encoder, dataset, output, runtime, self.root / ONNX_CACHE, [rows for _, rows in batches])
-            failed = self._write_shards(directory, dataset, space, batches, results, runtime, f"embed {dataset.name} with {encoder.name}")
+                device = self.device if runtime == "torch" else resolve_device("cpu")
+                with on_device(encoder, device=device):  # and back where it was, whatever happens
+                    results = local_batches(encoder, dataset, output, runtime, self.root / ONNX_CACHE, [rows for _, rows in batches],
+                                            device, precision, self.workers)
+                    failed = self._write_shards(directory, dataset, space, batches, results, runtime,
+                                                f"embed {dataset.name} with {encoder.name}", precision)
             finished.update(todo)
         reused = len(wanted) - len(todo)
         if len(finished) == count:
             self._finalize(directory, encoder, dataset, output, space, size)
         return ExtractionReport(len(todo), reused, failed)
 
+    def _check_precision(self, directory: Path, finished: set[int], precision: str) -> None:
+        """Refuse to add ``precision`` shards to a folder whose finished shards were computed in another."""
+        held = sorted({json.loads((directory / f"shard_{s:05d}.json").read_text()).get("precision", "fp32") for s in finished})
+        if held and held != [precision]:
+            raise ValueError(f"{directory} holds shards computed in {', '.join(held)}: extracting the others in {precision} would mix "
+                             f"precisions in one folder; use precision {held[0]} (or another store)")
+
     def _write_shards(self, directory: Path, dataset: ImageDataset, space: Space, batches: list[tuple[int, np.ndarray]],
-                      results: Iterable[BatchResult], runtime: str, title: str) -> list[str]:
+                      results: Iterable[BatchResult], runtime: str, title: str, precision: str = "fp32") -> list[str]:
         """Collect the engine's results (in batch order) per shard; write each shard when its last batch is in."""
         failed: list[str] = []
         last_batch_of = {shard: i for i, (shard, _) in enumerate(batches)}
@@ -175,7 +207,7 @@ class EmbeddingStore:
                 advance(len(rows))
                 if last_batch_of[shard] == i:
                     matrix = np.concatenate(vectors) if vectors else np.zeros((0, space.dim), np.float32)
-                    self._write_shard(directory, shard, matrix.astype(np.float32), ids, shard_failed, runtime)
+                    self._write_shard(directory, shard, matrix.astype(np.float32), ids, shard_failed, runtime, precision)
                     failed += shard_failed
                     vectors, ids, shard_failed = [], [], []
         return failed
@@ -200,13 +232,17 @@ class EmbeddingStore:
         log.warning("%s does not hold rows of shard %d with shard size %d: recomputing it", marker, shard, shard_size)
         return False
 
-    def _write_shard(self, directory: Path, shard: int, vectors: np.ndarray, ids: list[str], failed: list[str], runtime: str = "torch") -> None:
+    def _write_shard(self, directory: Path, shard: int, vectors: np.ndarray, ids: list[str], failed: list[str], runtime: str = "torch",
+                     precision: str = "fp32") -> None:
         bad = ~np.isfinite(vectors).all(axis=1) if len(vectors) else np.zeros(0, dtype=bool)
         if bad.any():  # never store a broken embedding: it would poison every search that reads it
             raise ValueError(f"the model produced NaN or inf for {int(bad.sum())} images of shard {shard} "
                              f"(e.g. {np.asarray(ids)[bad][0]!r}); nothing of this shard was written")
         atomic_save_npy(directory / f"shard_{shard:05d}.npy", vectors)
-        atomic_write_json(directory / f"shard_{shard:05d}.json", {"ids": ids, "failed": failed, "count": len(ids), "runtime": runtime})
+        meta = {"ids": ids, "failed": failed, "count": len(ids), "runtime": runtime}
+        if precision != "fp32":  # fp32 shards read as they always did (a marker without it is fp32)
+            meta["precision"] = precision
+        atomic_write_json(directory / f"shard_{shard:05d}.json", meta)
 
     def _finalize(self, directory: Path, encoder: Encoder, dataset: ImageDataset, output: str, space: Space, shard_size: int) -> None:
         metas = [json.loads((directory / f"shard_{s:05d}.json").read_text()) for s in range(self.num_shards(dataset, shard_size))]
@@ -223,6 +259,7 @@ class EmbeddingStore:
             "shard_size": shard_size,
             "failed_ids": [item for m in metas for item in m["failed"]],
             "runtimes": sorted({m.get("runtime", "torch") for m in metas}),  # shards may come from either engine
+            "precision": metas[0].get("precision", "fp32") if metas else "fp32",  # one per folder (see _check_precision)
         })
 
     # ------------------------------------------------------------------ reading

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.device import autocast, on_device
 from ..core.progress import log
 from ..core.space import Embeddings
 from ..data.batches import load_batch
@@ -21,9 +22,12 @@ __all__ = ["embed_images", "query_embeddings"]
 def embed_images(store: EmbeddingStore, model: Encoder | OnnxEncoder, images: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
     """HxWxC uint8 images → (N, d) float32 embeddings by ``model``: an exported model by onnxruntime; a torch encoder
     eagerly, or — with the store's runtime ``onnx`` — exported once into the store (as the store's extraction does)
-    and run by onnxruntime."""
-    if isinstance(model, OnnxEncoder) or store.runtime == "torch":
+    and run by onnxruntime.  A torch encoder runs on the store's device and precision (and comes back where it was)."""
+    if isinstance(model, OnnxEncoder):
         return model.embed_images(images, batch_size)
+    if store.runtime == "torch":
+        with on_device(model, device=store.device), autocast(store.device, store.precision):
+            return model.embed_images(images, batch_size)
     forward = onnx_forward(model, store.root / ONNX_CACHE)
     out = [forward(model.preprocess(images[i : i + batch_size])).numpy() for i in range(0, len(images), batch_size)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.embedding_dim), np.float32)

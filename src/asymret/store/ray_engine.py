@@ -27,16 +27,22 @@ __all__ = ["ray_batches", "EmbedActor"]
 class EmbedActor:
     """A Ray Data actor: loads the model once (from the object store), then embeds the batches it is given."""
 
-    def __init__(self, encoder_ref, dataset_ref, output: str, runtime: str, onnx_cache: str, threads: int) -> None:
+    def __init__(self, encoder_ref, dataset_ref, output: str, runtime: str, onnx_cache: str, threads: int,
+                 device: str = "cpu", precision: str = "fp32") -> None:
         import ray
         import torch
+
+        from ..core.device import resolve_device
 
         from .batches import make_forward
 
         torch.set_num_threads(threads)
         # Ray may hand the references over resolved already (top-level ObjectRef arguments are)
         resolve = lambda value: ray.get(value) if isinstance(value, ray.ObjectRef) else value  # noqa: E731
-        self.encoder = resolve(encoder_ref).eval()
+        # a GPU actor sees the GPU Ray gave it as its first one: "cuda" means that one
+        self.device = resolve_device("cuda" if device.startswith("cuda") else device)
+        self.precision = precision
+        self.encoder = resolve(encoder_ref).eval().to(self.device)
         self.dataset = resolve(dataset_ref)
         self.forward = make_forward(self.encoder, output, runtime, Path(onnx_cache))
 
@@ -45,7 +51,8 @@ class EmbedActor:
 
         out: dict[str, list] = {"index": [], "vectors": [], "kept": [], "bad_ids": [], "bad_reasons": []}
         for index, rows in zip(batch["index"], batch["rows"]):
-            vectors, kept, bad = embed_batch(self.encoder, self.forward, self.dataset, np.frombuffer(rows, dtype=np.int64))
+            vectors, kept, bad = embed_batch(self.encoder, self.forward, self.dataset, np.frombuffer(rows, dtype=np.int64),
+                                             self.device, self.precision)
             out["index"].append(int(index))
             out["vectors"].append(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
             out["kept"].append(np.asarray(kept, dtype=np.int64).tobytes())
@@ -56,7 +63,8 @@ class EmbedActor:
 
 
 def ray_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: str, onnx_cache: Path, batches: list[np.ndarray],
-                address: str | None = None, threads_per_actor: int | None = None) -> Iterator[tuple[np.ndarray, list[int], list[tuple[str, str]]]]:
+                address: str | None = None, threads_per_actor: int | None = None, device=None,
+                precision: str = "fp32") -> Iterator[tuple[np.ndarray, list[int], list[tuple[str, str]]]]:
     """The store's batches computed by Ray Data actors, yielded in batch order as ``(vectors, kept rows, bad)``.
 
     Each actor runs the model with ``threads_per_actor`` intra-op threads (default: this process's torch threads)
@@ -64,6 +72,9 @@ def ray_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: s
     Ray engine's files identical bit for bit to the local engine's: a convolution's floating-point sums depend on
     how many threads split them (measured on EfficientNet-Lite0: 1 vs 2 threads differ in the last bits).
     ``threads_per_actor=1`` is one actor per core — equal within float tolerance, not bitwise.
+
+    ``device`` a GPU (a :class:`torch.device` of type cuda): each actor asks Ray for one GPU (``num_gpus=1``), so
+    the cluster runs one actor per GPU (at most its CPUs // threads); ``precision`` is the actors' autocast.
     """
     import ray
     import torch
@@ -78,14 +89,22 @@ def ray_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: s
     context.enable_progress_bars = False
     threads = int(threads_per_actor or torch.get_num_threads())
     cpus = int(ray.cluster_resources().get("CPU", 1))
+    gpu = device is not None and getattr(device, "type", str(device)) == "cuda"
     actors = max(1, cpus // threads)
+    if gpu:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus < 1:
+            raise ValueError(f"the Ray cluster has no GPU for device {device}: use device cpu (or a cluster with GPUs)")
+        actors = min(actors, gpus)
     encoder.eval()
     work = ray.data.from_items([{"index": i, "rows": np.asarray(rows, dtype=np.int64).tobytes()} for i, rows in enumerate(batches)],
                                override_num_blocks=max(1, min(len(batches), actors * 4)))
     results = work.map_batches(
         EmbedActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=min(threads, cpus),
+        **({"num_gpus": 1} if gpu else {}),
         fn_constructor_kwargs={"encoder_ref": ray.put(encoder), "dataset_ref": ray.put(dataset), "output": output,
-                               "runtime": runtime, "onnx_cache": str(onnx_cache), "threads": threads})
+                               "runtime": runtime, "onnx_cache": str(onnx_cache), "threads": threads,
+                               "device": "cuda" if gpu else "cpu", "precision": precision})
     expected = 0
     for row in results.iter_rows():
         if int(row["index"]) != expected:
