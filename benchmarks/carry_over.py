@@ -16,6 +16,7 @@ here, so nothing below can be tuned on them.  Models, views and ψ's come from t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
@@ -73,21 +74,42 @@ def main() -> None:
     if validation is None:
         raise SystemExit("the config has no validation classes (validation_classes = 0)")
     results: dict = {"kd": {}, "psi": {}, "reference": {}}
-    for seed in seeds:
+    if args.out.is_file():  # resume: variants measured by an interrupted run of the same command are kept
+        results = json.loads(args.out.read_text())["runs"]
+    done = {(group, name, seed) for group in ("kd", "psi") for name, runs in results[group].items() for seed, _ in enumerate(runs)}
+
+    def write() -> None:
+        summary = {
+            "kd": {name: {key: float(np.mean([r[key] for r in runs])) for key in ("symmetric", "asymmetric")}
+                   for name, runs in results["kd"].items()},
+            "psi": {name: float(np.mean([np.mean(list(r.values())) for r in runs])) for name, runs in results["psi"].items()},
+            "reference": {name: float(np.mean(values)) for name, values in results["reference"].items()},
+        }
+        atomic_write_json(args.out, {"meta": {**run_meta(args, seeds, start), "config": run_config.name,
+                                              "measured_on": f"validation classes ({len(np.unique(validation.labels))} classes, {len(validation)} images)"},
+                                     "summary (mean over seeds; ψ: mean over gallery models)": summary, "runs": results})
+    for position, seed in enumerate(seeds):
         models = experiment.models(seed)
         query = models.query
         teacher = models.gallery_model(base.kd_teacher_name)
         q_val = experiment.store.get(query, validation)
         t_val = experiment.store.get(teacher, validation)
-        results["reference"].setdefault("query model alone (symmetric)", []).append(recall_at_1(q_val, q_val))
-        results["reference"].setdefault(f"teacher {teacher.name} alone (symmetric)", []).append(recall_at_1(t_val, t_val))
+        for name, value in (("query model alone (symmetric)", recall_at_1(q_val, q_val)),
+                            (f"teacher {teacher.name} alone (symmetric)", recall_at_1(t_val, t_val))):
+            runs = results["reference"].setdefault(name, [])
+            if len(runs) <= position:
+                runs.append(value)
         if "kd" in groups:
             size = base.query.input_size or teacher.preprocess.input_size
+            name = "teacher's weights at the query's resolution, untrained"
             untrained = teacher.at_resolution(size, name=f"{teacher.name}@{size}")
             u_val = experiment.store.get(untrained, validation)
-            results["kd"].setdefault("teacher's weights at the query's resolution, untrained", []).append(
-                {"symmetric": recall_at_1(u_val, u_val), "asymmetric": recall_at_1(*mixed_spaces(u_val, t_val)), "flops": untrained.complexity()["flops"]})
+            if ("kd", name, position) not in done:
+                results["kd"].setdefault(name, []).append(
+                    {"symmetric": recall_at_1(u_val, u_val), "asymmetric": recall_at_1(*mixed_spaces(u_val, t_val)), "flops": untrained.complexity()["flops"]})
             for name, (overrides, query_overrides) in KD_VARIANTS.items():
+                if ("kd", name, position) in done:
+                    continue
                 experiment.config = replace(base, **overrides, query=replace(base.query, **query_overrides))
                 try:
                     student, seconds = experiment.train_kd(teacher, seed, query)
@@ -97,8 +119,11 @@ def main() -> None:
                 results["kd"].setdefault(name, []).append({"symmetric": recall_at_1(s_val, s_val), "asymmetric": recall_at_1(s_val, t_val),
                                                           "train_seconds": seconds})
                 print(f"seed {seed} KD {name}: {results['kd'][name][-1]}", flush=True)
+                write()
         if "psi" in groups:
             for name, (psi_overrides, views) in PSI_VARIANTS.items():
+                if ("psi", name, position) in done:
+                    continue
                 experiment.config = replace(base, psi_views=views, psi=replace(base.psi, **psi_overrides))
                 try:
                     scores = []
@@ -109,15 +134,9 @@ def main() -> None:
                     experiment.config = base
                 results["psi"].setdefault(name, []).append(dict(zip([m.name for m in models.gallery_models], scores)))
                 print(f"seed {seed} ψ {name}: {results['psi'][name][-1]}", flush=True)
-    summary = {
-        "kd": {name: {key: float(np.mean([r[key] for r in runs])) for key in ("symmetric", "asymmetric")} for name, runs in results["kd"].items()},
-        "psi": {name: float(np.mean([np.mean(list(r.values())) for r in runs])) for name, runs in results["psi"].items()},
-        "reference": {name: float(np.mean(values)) for name, values in results["reference"].items()},
-    }
-    atomic_write_json(args.out, {"meta": {**run_meta(args, seeds, start), "config": run_config.name,
-                                          "measured_on": f"validation classes ({len(np.unique(validation.labels))} classes, {len(validation)} images)"},
-                                 "summary (mean over seeds; ψ: mean over gallery models)": summary, "runs": results})
-    print(summary)
+                write()
+    write()
+    print(json.dumps(json.loads(args.out.read_text())["summary (mean over seeds; ψ: mean over gallery models)"], indent=1))
 
 
 if __name__ == "__main__":
