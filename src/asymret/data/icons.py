@@ -62,8 +62,8 @@ class IconTheme:
     package: str
 
 
-#: the 17 themes of the benchmark: chosen for distinct designs per megabyte within ~400 MB installed (docs/ICONS.md
-#: has the measurement); an original comes before the themes derived from it, so that it keeps the drawings they copy
+#: the 17 themes of the benchmark: chosen for distinct designs per megabyte within ~400 MB installed (docs/ICONS.md,
+#: docs/icons_themes.json); an original comes before the themes derived from it, so that it keeps the drawings they copy
 DEFAULT_THEMES: tuple[IconTheme, ...] = (
     IconTheme("tango", "Tango", "tango-icon-theme"),
     IconTheme("gnome", "gnome", "gnome-icon-theme"),
