@@ -86,7 +86,7 @@ out = Console()
 err = Console(stderr=True)
 
 PSI = PsiConfig()  # ψ defaults, from the one place they are written
-DatasetOpt = typer.Option("fashion-mnist", "--dataset", "-d", help="dataset kind: fashion-mnist, folder, csv, cub200, cars196, sop, inshop; "
+DatasetOpt = typer.Option("fashion-mnist", "--dataset", "-d", help="dataset kind: fashion-mnist, glyphs, icons, folder, csv, cub200, cars196, sop, inshop; "
                           "folder auto-detects train/ and test/ sub-folders, folder:class-half splits a flat folder's classes in two")
 RootOpt = typer.Option(None, "--root", help="dataset root (folder, CSV file, or benchmark folder); default for fashion-mnist: the Debian package's path")
 SplitOpt = typer.Option(None, "--split", help="split to use (train/test); default: the step's natural split")

@@ -81,7 +81,7 @@ def compare_cmd(
 
 @app.command("run")
 def run_cmd(
-    config: str = typer.Argument(..., help="a run config (TOML file) or a preset: fashion-mnist, glyphs, glyphs-quick, cub200, cars196, sop, inshop"),
+    config: str = typer.Argument(..., help="a run config (TOML file) or a preset: fashion-mnist, glyphs(-quick), glyphs-pretrained(-quick), icons(-quick), icons-pretrained, cub200, cars196, sop, inshop"),
     root: Optional[str] = typer.Option(None, "--root", help="the dataset's folder (for the benchmarks you downloaded)"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="cache of models and embeddings (default runs/<name>)"),
     output: Optional[Path] = typer.Option(None, "--out", "-o", help="results folder (default runs/<name>/results)"),
