@@ -49,7 +49,6 @@ PSI_VARIANTS = {
     "MLP, 1 view": ({}, 1),
     "MLP, 4 views": ({}, 4),
     "MLP + weight decay 0.05, 4 views": ({"weight_decay": 5e-2}, 4),
-    "MLP, 8 views": ({}, 8),
 }
 
 
