@@ -20,7 +20,7 @@ def run(tmp_path_factory):
     shrink = {"epochs": 1, "cached_views": 1}
     cfg = config.experiment
     cfg = dataclasses.replace(
-        cfg, seeds=(0,), validation_classes=4, kd_epochs=1, psi_views=2, kd_views=2, gallery_compat_epochs=1,
+        cfg, seeds=(0,), runtime="torch", validation_classes=4, kd_epochs=1, psi_views=2, kd_views=2, gallery_compat_epochs=1,
         psi=dataclasses.replace(cfg.psi, epochs=2), query=dataclasses.replace(cfg.query, **shrink),
         gallery=tuple(dataclasses.replace(spec, **shrink) for spec in cfg.gallery[:2]))
     root = tmp_path_factory.mktemp("pretrained")
