@@ -19,7 +19,7 @@ import torch
 
 from asymret.compat import CMCETransform
 from asymret.data import load_dataset
-from asymret.eval.metrics import evaluate_embeddings
+from asymret.eval.metrics import evaluate
 from asymret.eval.report import format_mean_std
 from asymret.gallery import CMCEEnsemble
 from asymret.core.manifest import atomic_write_bytes, atomic_write_json
@@ -67,9 +67,9 @@ def main() -> None:
             results.append({"seed": seed, "variant": variant, "setting": setting,
                             "recall@1": metrics["recall@1"], "map@r": metrics["map@r"]})
 
-        add("-", f"symmetric {query.name}", evaluate_embeddings(q_val, q_val, (1,)))
+        add("-", f"symmetric {query.name}", evaluate(q_val, q_val, ks=(1,)))
         for model, emb in zip(gallery, g_val):
-            add("-", f"symmetric {model.name}", evaluate_embeddings(emb, emb, (1,)))
+            add("-", f"symmetric {model.name}", evaluate(emb, emb, ks=(1,)))
         for variant, (fit_on, kind, hidden, losses) in VARIANTS.items():
             fit_set = experiment.train if fit_on == "train" else heldout
             transforms = []
@@ -78,14 +78,14 @@ def main() -> None:
                 psi = CMCETransform(settings, head=query.classifier, name=model.name, seed=derive_seed(seed, "psi", model.name, query.name))
                 psi.fit(store.get(model, fit_set), store.get(query, fit_set))
                 transforms.append(psi)
-                add(variant, f"single ψ({model.name})", evaluate_embeddings(q_val, psi.transform(g_val[i]), (1,)))
+                add(variant, f"single ψ({model.name})", evaluate(q_val, psi.transform(g_val[i]), ks=(1,)))
             for size in range(2, len(gallery) + 1):
                 for subset in itertools.combinations(range(len(gallery)), size):
                     if variant != next(iter(VARIANTS)) and size < len(gallery):
                         continue  # ensemble-size ablation only for the default variant
                     ensemble, _ = CMCEEnsemble([transforms[i] for i in subset]).transform([g_val[i] for i in subset])
                     names = "+".join(gallery[i].name.split(":")[-1] for i in subset)
-                    add(variant, f"ensemble({names})", evaluate_embeddings(q_val, ensemble, (1,)))
+                    add(variant, f"ensemble({names})", evaluate(q_val, ensemble, ks=(1,)))
     meta = run_meta(args, seeds, start)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "ablation.json", {"meta": meta, "results": results})

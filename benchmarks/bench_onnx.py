@@ -27,7 +27,7 @@ from _common import command_line, open_run, run_arguments
 from asymret.core.manifest import atomic_write_json
 from asymret.core.space import Embeddings
 from asymret.encoders.onnx import OnnxEncoder, _run, export_onnx, quantize_int8
-from asymret.eval.metrics import evaluate_embeddings
+from asymret.eval.metrics import evaluate
 from asymret.eval.report import run_metadata
 
 
@@ -81,7 +81,7 @@ def main() -> None:
             seconds64 = _median_seconds(lambda: forward(batch64), args.repeats)
             seconds1 = _median_seconds(lambda: [forward(batch1) for _ in range(20)], args.repeats) / 20
             queries = Embeddings(embedded, test.ids, encoder.space(), test.labels)
-            measured = evaluate_embeddings(queries, gallery, ks=(1,))
+            measured = evaluate(queries, gallery, ks=(1,))
             entry["runtimes"][name] = {
                 "images_per_s_batch64": 64 / seconds64, "ms_batch1": 1000 * seconds1,
                 "max_abs_diff_to_torch": float(np.abs(embedded - reference).max()),

@@ -11,7 +11,8 @@ here, so nothing below can be tuned on them.  Models, views and ψ's come from t
   the query's resolution (RAML's student; needs one architecture) vs a copy of the trained query model; regression
   alone (distill-cos) vs regression + the student's own metric loss (distill-metric); more fine-tuned blocks;
   more views; and the untrained teacher at the query's resolution as the reference.
-- ψ: its capacity (Procrustes, linear, the 2-layer MLP, with weight decay) and its data (1 view vs a bank of views).
+- ψ: its capacity (Procrustes, linear, the 2-layer MLP, with weight decay), its data (1 view vs a bank of views) and
+  its input (the gallery model's embedding vs its pooled backbone features).
 """
 from __future__ import annotations
 
@@ -27,8 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import open_run, run_meta  # noqa: E402
 
+from asymret.compat.transform import CMCETransform  # noqa: E402
 from asymret.core.manifest import atomic_write_json  # noqa: E402
-from asymret.pipeline.experiment import measure, mixed_spaces  # noqa: E402
+from asymret.core.seeds import derive_seed  # noqa: E402
+from asymret.eval.metrics import evaluate
+from asymret.pipeline.experiment import mixed_spaces  # noqa: E402
 
 #: name → (ExperimentConfig overrides, query-spec overrides) of a KD student
 KD_VARIANTS = {
@@ -41,19 +45,23 @@ KD_VARIANTS = {
     "teacher init, distill-metric, 8 views": ({"kd_init": "teacher", "kd_method": "distill-metric", "kd_views": 8}, {}),
 }
 
-#: name → ψ settings overrides (PsiConfig fields) and the number of views ψ is fitted on
+#: name → ψ settings overrides (PsiConfig fields), the number of views ψ is fitted on, and its input: the gallery
+#: model's embedding or its pooled backbone features (the store's ``"pooled"`` output, e.g. 1280-d for Lite0)
 PSI_VARIANTS = {
-    "Procrustes (orthogonal), 1 view": ({"kind": "procrustes"}, 1),
-    "Procrustes (orthogonal), 4 views": ({"kind": "procrustes"}, 4),
-    "linear, 4 views": ({"kind": "linear"}, 4),
-    "MLP, 1 view": ({}, 1),
-    "MLP, 4 views": ({}, 4),
-    "MLP + weight decay 0.05, 4 views": ({"weight_decay": 5e-2}, 4),
+    "Procrustes (orthogonal), 1 view": ({"kind": "procrustes"}, 1, "embedding"),
+    "Procrustes (orthogonal), 4 views": ({"kind": "procrustes"}, 4, "embedding"),
+    "linear, 4 views": ({"kind": "linear"}, 4, "embedding"),
+    "MLP, 1 view": ({}, 1, "embedding"),
+    "MLP, 4 views": ({}, 4, "embedding"),
+    "MLP + weight decay 0.05, 4 views": ({"weight_decay": 5e-2}, 4, "embedding"),
+    "linear on backbone features, 4 views": ({"kind": "linear"}, 4, "pooled"),
+    "linear + weight decay 0.05 on backbone features, 4 views": ({"kind": "linear", "weight_decay": 5e-2}, 4, "pooled"),
+    "MLP on backbone features, 4 views": ({}, 4, "pooled"),
 }
 
 
 def recall_at_1(queries, gallery) -> float:
-    return float(measure(queries, gallery, ks=(1,))["recall@1"])
+    return float(evaluate(queries, gallery, ks=(1,))["recall@1"])
 
 
 def main() -> None:
@@ -120,15 +128,21 @@ def main() -> None:
                 print(f"seed {seed} KD {name}: {results['kd'][name][-1]}", flush=True)
                 write()
         if "psi" in groups:
-            for name, (psi_overrides, views) in PSI_VARIANTS.items():
+            for name, (psi_overrides, views, source) in PSI_VARIANTS.items():
                 if ("psi", name, position) in done:
                     continue
                 experiment.config = replace(base, psi_views=views, psi=replace(base.psi, **psi_overrides))
                 try:
                     scores = []
                     for model in models.gallery_models:
-                        psi = experiment.fit_psi(model, query, seed)
-                        scores.append(recall_at_1(q_val, psi.transform(experiment.store.get(model, validation))))
+                        if source == "embedding":
+                            psi = experiment.fit_psi(model, query, seed)
+                        else:  # the run's ψ recipe on another input (not a run artifact: fitted here, not cached)
+                            psi = CMCETransform(experiment.config.psi, head=query.classifier, name=f"ψ[{model.name}:{source}]",
+                                                seed=derive_seed(seed, "psi", model.name, query.name, source))
+                            train = experiment.psi_train
+                            psi.fit(experiment.store.get(model, train, output=source), experiment.store.get(query, train))
+                        scores.append(recall_at_1(q_val, psi.transform(experiment.store.get(model, validation, output=source))))
                 finally:
                     experiment.config = base
                 results["psi"].setdefault(name, []).append(dict(zip([m.name for m in models.gallery_models], scores)))

@@ -29,7 +29,7 @@ import torch
 
 from asymret.core.manifest import atomic_write_bytes, atomic_write_json
 from asymret.data import load_dataset
-from asymret.eval.metrics import evaluate_embeddings
+from asymret.eval.metrics import evaluate
 from asymret.eval.report import format_mean_std
 from asymret.gallery import CMCEEnsemble
 from asymret.pipeline import Experiment, ExperimentConfig, ModelSpec
@@ -54,7 +54,7 @@ def cell_config(config: ExperimentConfig, query_fraction: float, gallery_fractio
 
 
 def r1(queries, gallery) -> float:
-    return evaluate_embeddings(queries, gallery, (1,))["recall@1"]
+    return evaluate(queries, gallery, ks=(1,))["recall@1"]
 
 
 def measure_cell(experiment: Experiment, validation, seed: int) -> dict:

@@ -36,7 +36,7 @@ from asymret.core.manifest import atomic_write_bytes, atomic_write_json
 from asymret.core.seeds import derive_seed
 from asymret.core.space import Embeddings
 from asymret.data import load_dataset
-from asymret.eval.metrics import evaluate_embeddings
+from asymret.eval.metrics import evaluate
 from asymret.eval.report import format_mean_std
 from asymret.gallery import CMCEEnsemble
 from asymret.pipeline import Experiment
@@ -89,15 +89,15 @@ def main() -> None:
         query, gallery = models.query, models.gallery_models
         q = {name: store.get(query, data) for name, data in (("seen", seen), ("unseen", validation))}
         for name in q:
-            add("1 seen vs unseen", f"symmetric {query.name}", name, seed, evaluate_embeddings(q[name], q[name], (1,)))
+            add("1 seen vs unseen", f"symmetric {query.name}", name, seed, evaluate(q[name], q[name], ks=(1,)))
         transforms = []
         for model in gallery:
             psi = experiment.fit_psi(model, query, seed)
             transforms.append(psi)
             for name, data in (("seen", seen), ("unseen", validation)):
                 g = store.get(model, data)
-                add("1 seen vs unseen", f"symmetric {model.name}", name, seed, evaluate_embeddings(g, g, (1,)))
-                add("1 seen vs unseen", f"{query.name} → ψ({model.name})", name, seed, evaluate_embeddings(q[name], psi.transform(g), (1,)))
+                add("1 seen vs unseen", f"symmetric {model.name}", name, seed, evaluate(g, g, ks=(1,)))
+                add("1 seen vs unseen", f"{query.name} → ψ({model.name})", name, seed, evaluate(q[name], psi.transform(g), ks=(1,)))
 
         # 2: label-free ψ, on the training images, then with the images being indexed added (unlabelled)
         for model in (gallery if 2 in studies else []):
@@ -107,15 +107,15 @@ def main() -> None:
             with_labels = dataclasses.replace(config.psi, losses={"similarity": 1.0, "dual-ce": 0.1})
             labelled = CMCETransform(with_labels, head=query.classifier, name=model.name, seed=psi_seed).fit(g_train, q_train)
             add("2 ψ without labels", f"similarity + 0.1·dual-CE (the labels, through the query head), training images · {model.name}",
-                "unseen", seed, evaluate_embeddings(q["unseen"], labelled.transform(g_val), (1,)))
+                "unseen", seed, evaluate(q["unseen"], labelled.transform(g_val), ks=(1,)))
             settings = dataclasses.replace(config.psi, losses={"similarity": 1.0})
             plain = CMCETransform(settings, name=model.name, seed=psi_seed).fit(unlabelled(g_train), unlabelled(q_train))
             add("2 ψ without labels", f"similarity only, training images · {model.name}", "unseen", seed,
-                evaluate_embeddings(q["unseen"], plain.transform(g_val), (1,)))
+                evaluate(q["unseen"], plain.transform(g_val), ks=(1,)))
             q_val = store.get(query, validation)
             transductive = CMCETransform(settings, name=model.name, seed=psi_seed).fit(unlabelled(g_train, g_val), unlabelled(q_train, q_val))
             add("2 ψ without labels", f"similarity only, training + indexed images (unlabelled) · {model.name}", "unseen", seed,
-                evaluate_embeddings(q["unseen"], transductive.transform(g_val), (1,)))
+                evaluate(q["unseen"], transductive.transform(g_val), ks=(1,)))
 
         # 4: ψ's recipe, and the query space's concentration that 1 − cos cannot see past
         q_train = store.get(query, experiment.train)
@@ -128,12 +128,12 @@ def main() -> None:
             g_train = store.get(model, experiment.train)
             for name, data in (("seen", seen), ("unseen", validation)):
                 add("4 ψ recipe", f"the config's ψ · {model.name}", name, seed,
-                    evaluate_embeddings(q[name], default_psi.transform(store.get(model, data)), (1,)))
+                    evaluate(q[name], default_psi.transform(store.get(model, data)), ks=(1,)))
             for label, settings in recipes.items():
                 psi = CMCETransform(settings, head=query.classifier, name=model.name, seed=derive_seed(seed, "psi", model.name, query.name))
                 psi.fit(g_train, q_train)
                 for name, data in (("seen", seen), ("unseen", validation)):
-                    add("4 ψ recipe", f"{label} · {model.name}", name, seed, evaluate_embeddings(q[name], psi.transform(store.get(model, data)), (1,)))
+                    add("4 ψ recipe", f"{label} · {model.name}", name, seed, evaluate(q[name], psi.transform(store.get(model, data)), ks=(1,)))
 
         # 3: what kind of diversity the ensemble needs
         g_vals = [store.get(model, validation) for model in gallery]
@@ -142,31 +142,30 @@ def main() -> None:
             CMCETransform(config.psi, head=query.classifier, name=first.name, seed=derive_seed(seed, "D-T", str(i))).fit(
                 store.get(first, experiment.train), store.get(query, experiment.train)) for i in (1, 2)]
         ensemble, _ = CMCEEnsemble(d_t).transform([g_vals[0]] * 3)
-        add("3 diversity", f"D-T: 3 ψ seeds of {first.name}", "unseen", seed, evaluate_embeddings(q["unseen"], ensemble, (1,)))
+        add("3 diversity", f"D-T: 3 ψ seeds of {first.name}", "unseen", seed, evaluate(q["unseen"], ensemble, ks=(1,)))
         if len(seeds) >= 3 and len(gallery) > 1:
             same_arch = [all_models[s].gallery_models[1] for s in seeds]  # one spec, trained by three seeds' runs
             d_tg = [experiment.fit_psi(model, query, seed) for model in same_arch]
             ensemble, _ = CMCEEnsemble(d_tg).transform([store.get(model, validation) for model in same_arch])
-            add("3 diversity", f"D-TG: {gallery[1].name} trained with 3 seeds", "unseen", seed, evaluate_embeddings(q["unseen"], ensemble, (1,)))
+            add("3 diversity", f"D-TG: {gallery[1].name} trained with 3 seeds", "unseen", seed, evaluate(q["unseen"], ensemble, ks=(1,)))
         ensemble, _ = CMCEEnsemble(transforms).transform(g_vals)
         add("3 diversity", "D-TGA: the config's gallery models (different architectures / data)", "unseen", seed,
-            evaluate_embeddings(q["unseen"], ensemble, (1,)))
+            evaluate(q["unseen"], ensemble, ks=(1,)))
         # every smaller ensemble of the config's models: is the mean held back by one member?
         for size in range(2, len(gallery)):
             for members in itertools.combinations(range(len(gallery)), size):
                 subset, _ = CMCEEnsemble([transforms[i] for i in members]).transform([g_vals[i] for i in members])
                 names = " + ".join(gallery[i].name.split(":")[-1] for i in members)
-                add("3 diversity", f"D-TGA subset: {names}", "unseen", seed, evaluate_embeddings(q["unseen"], subset, (1,)))
+                add("3 diversity", f"D-TGA subset: {names}", "unseen", seed, evaluate(q["unseen"], subset, ks=(1,)))
         # 5: the instance views, seen by the query model alone
         if config.instance_view:
             from asymret.data.augment import camera_views
-            from asymret.pipeline.experiment import measure
 
             q_val = store.get(query, validation)
             views = store.get(query, camera_views(validation, config.instance_view, seed=derive_seed(seed, "study views"))).align(q_val.ids)
             add("5 instance views", f"mean cos(q(x), q('{config.instance_view}' view of x)) ×100 · {query.name}", "unseen", seed,
                 {"recall@1": float(np.mean(np.sum(q_val.vectors * views.vectors, axis=1))), "map@r": float("nan")})
-            found = measure(q_val, q_val, ks=(1,), instance_ks=(1,), instance_queries=views)
+            found = evaluate(q_val, q_val, ks=(1,), instance_ks=(1,), instance_queries=views)
             add("5 instance views", f"instance R@1 of the views, symmetric {query.name}", "unseen", seed,
                 {"recall@1": found["instance_recall@1"], "map@r": float("nan")})
         meta = run_meta(args, seeds, start)

@@ -26,7 +26,7 @@ import torch
 from asymret.core.manifest import atomic_write_bytes, atomic_write_json
 from asymret.data import load_dataset
 from asymret.encoders import create_encoder, train_encoder
-from asymret.eval.metrics import evaluate_embeddings
+from asymret.eval.metrics import evaluate
 from asymret.eval.report import format_mean_std, run_metadata
 from asymret.store import EmbeddingStore
 from asymret.training import TrainConfig
@@ -70,11 +70,11 @@ def main() -> None:
 
     results = []
 
-    def evaluate(encoder, name: str, seed: int, seconds: float) -> None:
+    def measure_recipe(encoder, name: str, seed: int, seconds: float) -> None:
         row = {"recipe": name, "seed": seed, "train_seconds": seconds}
         for split_name, split in (("validation", validation), ("test", test)):
             embeddings = store.get(encoder, split)
-            metrics = evaluate_embeddings(embeddings, embeddings, ks=(1, 10))
+            metrics = evaluate(embeddings, embeddings, ks=(1, 10))
             row.update({f"{split_name}_r1": metrics["recall@1"], f"{split_name}_mapr": metrics["map@r"]})
         results.append(row)
         print(f"{name} seed {seed}: val R@1 {100 * row['validation_r1']:.1f}, test R@1 {100 * row['test_r1']:.1f} ({seconds:.0f} s)",
@@ -96,7 +96,7 @@ def main() -> None:
                 options = {"augmentation": "glyph", "store": store, **settings}
             t0 = time.perf_counter()
             train_encoder(encoder, fit, config, **options)
-            evaluate(encoder, name, seed, time.perf_counter() - t0)
+            measure_recipe(encoder, name, seed, time.perf_counter() - t0)
 
     meta = run_metadata("python benchmarks/recipe_check.py " + " ".join(sys.argv[1:]), seeds, start, dataset=data.name,
                         group=args.group, model=({"arch": args.arch, "input_size": args.input_size, "dim": args.dim, "epochs": args.epochs}

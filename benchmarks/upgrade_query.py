@@ -37,7 +37,8 @@ from asymret.core.manifest import atomic_write_bytes, atomic_write_json
 from asymret.data import load_dataset
 from asymret.eval.report import format_mean_std, run_metadata
 from asymret.pipeline import Experiment
-from asymret.pipeline.experiment import measure, mixed_spaces
+from asymret.eval.metrics import evaluate
+from asymret.pipeline.experiment import mixed_spaces
 from asymret.pipeline.runner import load_run_config
 from asymret.pipeline.upgrade import gallery_from_store, upgrade_query
 from asymret.store import EmbeddingStore
@@ -84,13 +85,13 @@ def main() -> None:
             store.get(g, experiment.train), store.get(g, gallery_images)
         gallery_v1, _, _ = gallery_from_store(store, transforms_v1, gallery_images)
         q_v1 = store.get(query_v1, gallery_images)
-        add("query model v1 alone (symmetric)", measure(q_v1, q_v1, ks=(1,)))
-        add("v1 → CMCE gallery (v1)", measure(q_v1, gallery_v1, ks=(1,)))
+        add("query model v1 alone (symmetric)", evaluate(q_v1, q_v1, ks=(1,)))
+        add("v1 → CMCE gallery (v1)", evaluate(q_v1, gallery_v1, ks=(1,)))
         for label, v2_experiment in upgrades(experiment).items():
             query_v2, _ = v2_experiment.train_model(v2_experiment.config.query, seed)
             q_v2 = store.get(query_v2, gallery_images)
-            add(f"{label}: alone (symmetric)", measure(q_v2, q_v2, ks=(1,)))
-            add(f"{label} → stale v1 gallery (no upgrade)", measure(*mixed_spaces(q_v2, gallery_v1), ks=(1,)))
+            add(f"{label}: alone (symmetric)", evaluate(q_v2, q_v2, ks=(1,)))
+            add(f"{label} → stale v1 gallery (no upgrade)", evaluate(*mixed_spaces(q_v2, gallery_v1), ks=(1,)))
             with tempfile.TemporaryDirectory() as scratch:
                 # upgrade: the query model's training-image embeddings are not stored yet, so it really runs
                 upgrade_store = EmbeddingStore(Path(scratch) / "store")
@@ -100,7 +101,7 @@ def main() -> None:
                         shutil.copytree(src, upgrade_store.directory(g, data))
                 report = upgrade_query(upgrade_store, transforms_v1, query_v2, experiment.train, gallery_images)
                 gallery_v2, _, _ = gallery_from_store(upgrade_store, report.transforms, gallery_images)
-                add(f"{label} → upgraded gallery (upgrade-query)", measure(q_v2, gallery_v2, index=report.index, ks=(1,)),
+                add(f"{label} → upgraded gallery (upgrade-query)", evaluate(q_v2, gallery_v2, index=report.index, ks=(1,)),
                     upgrade_seconds=report.seconds["total"], **{f"upgrade_{k}": v for k, v in report.seconds.items()})
                 # the alternative: without stored raw embeddings, the gallery models embed everything again
                 reembed_store = EmbeddingStore(Path(scratch) / "reembed")

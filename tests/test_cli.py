@@ -481,7 +481,7 @@ def test_evaluate_an_approximate_index_reports_its_own_recall(built, tmp_path):
     """`asymret evaluate` searches the index it is given: an IVF index probing 1 of 8 lists scores what it returns."""
     from asymret.data import load_dataset
     from asymret.encoders import load_encoder
-    from asymret.eval.metrics import evaluate_index
+    from asymret.eval.metrics import evaluate
     from asymret.index import load_index
     from asymret.store import EmbeddingStore
 
@@ -494,7 +494,7 @@ def test_evaluate_an_approximate_index_reports_its_own_recall(built, tmp_path):
     dataset = load_dataset("folder", built["data"]).select(split="test", role="query")
     queries = EmbeddingStore(built["store"]).get(load_encoder(built["query"]), dataset)
     labels = dict(zip(dataset.ids.tolist(), dataset.labels.tolist()))
-    own = evaluate_index(load_index(tmp_path / "ivf"), queries, labels)
+    own = evaluate(queries, index=load_index(tmp_path / "ivf"), gallery_labels=labels)
     exact = ok("build-index", "-q", built["query"], "-o", tmp_path / "flat", *data) and \
         ok("evaluate", "-i", tmp_path / "flat", "-q", built["query"], *data)
     assert metric_value(output, "map@r") == pytest.approx(100 * own["map@r"], abs=0.006)

@@ -35,8 +35,8 @@ _EXPORTS: dict[str, str] = {
     "train_query_model": "compat.query_train",
     "CMCEEnsemble": "gallery",
     "GalleryIndex": "index",
-    "ExactIndex": "index", "load_index": "index", "evaluate_index": "eval.metrics", "ranking_metrics": "eval.metrics",
-    "evaluate_embeddings": "eval.metrics", "retrieval_metrics": "eval.metrics", "risk_coverage": "eval.metrics",
+    "ExactIndex": "index", "load_index": "index", "evaluate": "eval.metrics", "ranking_metrics": "eval.metrics",
+    "retrieval_metrics": "eval.metrics", "risk_coverage": "eval.metrics",
     "tar_at_far": "eval.metrics",
 }
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from asymret.core.space import Embeddings, Space, l2_normalize
-from asymret.eval.metrics import evaluate_index, ranking_metrics, retrieval_metrics
+from asymret.eval.metrics import evaluate, ranking_metrics, retrieval_metrics
 from asymret.index import ExactIndex, FaissGalleryIndex, load_index
 
 
@@ -44,8 +44,8 @@ def test_ivf_index_is_scored_by_its_own_search_not_the_exact_ranking():
     exact = ExactIndex.from_embeddings(gallery)
     ks = (1, 4, 8)
 
-    got_ivf = evaluate_index(ivf, queries, labels_by_id, ks=ks)
-    got_exact = evaluate_index(exact, queries, labels_by_id, ks=ks)
+    got_ivf = evaluate(queries, index=ivf, gallery_labels=labels_by_id, ks=ks)
+    got_exact = evaluate(queries, index=exact, gallery_labels=labels_by_id, ks=ks)
     depth = max(max(ks), int(np.bincount(labels).max()))
     assert got_ivf == pytest.approx(_metrics_from_search(ivf, queries, labels_by_id, ks, depth))
     # nprobe=1 of 64 lists returns other neighbours than exact search: the numbers must differ
@@ -54,7 +54,7 @@ def test_ivf_index_is_scored_by_its_own_search_not_the_exact_ranking():
     assert got_exact == pytest.approx(retrieval_metrics(vectors[:300], labels[:300], vectors, labels, ks, ids[:300], ids))
 
 
-def test_evaluate_index_applies_the_rejection_a_user_asks_for():
+def test_evaluate_applies_the_rejection_a_user_asks_for():
     vectors, labels = _clustered(1, n=600)
     space = Space("s" * 16, vectors.shape[1], name="test")
     ids = np.arange(len(vectors)).astype(str)
@@ -63,11 +63,11 @@ def test_evaluate_index_applies_the_rejection_a_user_asks_for():
     index = FaissGalleryIndex(space)
     index.add(gallery, uncertainty)
     queries = gallery.take(np.arange(100))
-    got = evaluate_index(index, queries, labels, ks=(1, 2), reject_fraction=0.3)
+    got = evaluate(queries, index=index, gallery_labels=labels, ks=(1, 2), reject_fraction=0.3)
     kept = ~index.rejected_mask(0.3)
     want = retrieval_metrics(vectors[:100], labels[:100], vectors, labels, (1, 2), ids[:100], ids, gallery_mask=kept)
     assert got == pytest.approx(want)
-    assert got != pytest.approx(evaluate_index(index, queries, labels, ks=(1, 2)))
+    assert got != pytest.approx(evaluate(queries, index=index, gallery_labels=labels, ks=(1, 2)))
 
 
 def test_ranking_metrics_hand_computed():
@@ -115,12 +115,13 @@ def test_exact_index_round_trip_and_load_index_dispatch(tmp_path):
 
 
 def test_instance_recall_hand_case():
-    from asymret.eval.metrics import evaluate_instances
-
     space = Space("s" * 16, 2, name="t")
     # gallery: a=(1,0) b=(0,1) c=(0.8,0.6); queries: a' near b, b' near b, c' near a, d' has no gallery copy
-    gallery = Embeddings(l2_normalize(np.array([[1, 0], [0, 1], [0.8, 0.6]], np.float32)), np.array(["a", "b", "c"]), space)
-    queries = Embeddings(l2_normalize(np.array([[0.1, 1], [0, 1], [1, 0.05], [1, 1]], np.float32)), np.array(["a", "b", "c", "d"]), space)
-    got = evaluate_instances(ExactIndex.from_embeddings(gallery), queries, ks=(1, 2))
+    gallery = Embeddings(l2_normalize(np.array([[1, 0], [0, 1], [0.8, 0.6]], np.float32)), np.array(["a", "b", "c"]), space,
+                         np.array([0, 1, 2]))
+    queries = Embeddings(l2_normalize(np.array([[0.1, 1], [0, 1], [1, 0.05], [1, 1]], np.float32)), np.array(["a", "b", "c", "d"]), space,
+                         np.array([0, 1, 2, 3]))
+    got = evaluate(queries, index=ExactIndex.from_embeddings(gallery), gallery_labels=gallery.labels, ks=(1,), instance_ks=(1, 2))
+    got = {name: value for name, value in got.items() if name.startswith("instance_")}
     # ranks of the own image: a' → b, c, a (3rd); b' → b (1st); c' → a, c (2nd); d' → none
     assert got == {"instance_recall@1": 0.25, "instance_recall@2": 0.5}

@@ -9,7 +9,7 @@ import pytest
 from asymret.eval import metrics as M
 from asymret.index import exact as exact_module
 from asymret.eval.metrics import (
-    evaluate_embeddings,
+    evaluate,
     ranked_neighbors,
     retrieval_metrics,
     risk_coverage,
@@ -359,7 +359,7 @@ def test_input_validation():
         risk_coverage(q, ql, g, gl, np.zeros(6), drop_queries=True)
 
 
-def test_evaluate_embeddings_checks_space():
+def test_evaluate_checks_space():
     from asymret.core.manifest import SpaceMismatchError
     from asymret.core.space import Embeddings, Space
 
@@ -369,7 +369,7 @@ def test_evaluate_embeddings_checks_space():
     space_b = Space("b" * 16, q.shape[1], name="B")
     query = Embeddings(q, ids, space_a, ql)
     gallery = Embeddings(g, ids, space_a, gl)
-    got = evaluate_embeddings(query, gallery)
+    got = evaluate(query, gallery)
     assert_same_metrics(got, brute_force(q, ql, g, gl, qids=ids, gids=ids))
     with pytest.raises(SpaceMismatchError):
-        evaluate_embeddings(query, Embeddings(g, ids, space_b, gl))
+        evaluate(query, Embeddings(g, ids, space_b, gl))

@@ -150,7 +150,7 @@ def test_the_held_out_split_never_shares_an_image_and_keeps_every_class_on_both_
     import numpy as np
 
     from asymret.data.dataset import ArraySource, ImageDataset
-    from asymret.pipeline.experiment import heldout_split
+    from asymret.pipeline.artifacts import heldout_split
 
     labels = np.repeat(np.arange(7), [10, 10, 4, 3, 2, 1, 10])
     n = len(labels)

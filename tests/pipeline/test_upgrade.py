@@ -8,7 +8,7 @@ from asymret.compat.transform import CMCETransform
 from asymret.core.manifest import SpaceMismatchError
 from asymret.encoders import create_encoder, train_encoder
 from asymret.encoders.encoder import Encoder
-from asymret.eval.metrics import evaluate_index
+from asymret.eval.metrics import evaluate
 from asymret.gallery import CMCEEnsemble
 from asymret.index import FaissGalleryIndex
 from asymret.pipeline.upgrade import gallery_from_store, upgrade_query
@@ -81,7 +81,7 @@ def test_upgraded_index_serves_v2_and_refuses_v1(setup):
     report = upgrade_query(store, setup["transforms"], setup["v2"], setup["train"], test)
     v2_queries = store.get(setup["v2"], test)
     labels = dict(zip(test.ids.tolist(), test.labels.tolist()))
-    upgraded = evaluate_index(report.index, v2_queries, labels, ks=(1,))
+    upgraded = evaluate(v2_queries, index=report.index, gallery_labels=labels, ks=(1,))
     # the same gallery built the slow way (gallery models re-run through the store's get) gives the same index
     slow_vectors, slow_unc = CMCEEnsemble(report.transforms).transform([store.get(m, test) for m in setup["gallery_models"]])
     np.testing.assert_allclose(report.index.faiss_index.reconstruct_n(0, len(report.index)), slow_vectors.vectors, atol=1e-6)

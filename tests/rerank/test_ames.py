@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from asymret.core.space import SpaceMismatchError
-from asymret.eval.metrics import evaluate_embeddings
+from asymret.eval.metrics import evaluate
 from asymret.eval.rerank import choose_fusion, shortlist_metrics
 from asymret.rerank import AMESConfig, AMESReranker, DescriptorCodec, PairSide, PairTransformer, global_shortlist
 
@@ -45,7 +45,7 @@ def test_score_ignores_descriptor_order_and_padding():
 def test_the_shortlist_measures_like_the_global_evaluation(sides):
     embeddings, _ = sides["test"]
     shortlist = global_shortlist(embeddings, embeddings, depth=len(embeddings) - 1)
-    direct = evaluate_embeddings(embeddings, embeddings, (1, 2))
+    direct = evaluate(embeddings, embeddings, ks=(1, 2))
     measured = shortlist_metrics(shortlist, ks=(1, 2))
     for key in ("recall@1", "recall@2", "map@r"):
         assert measured[key] == pytest.approx(direct[key], abs=1e-9)

@@ -122,7 +122,7 @@ def evaluate_cmd(
         return
     if index_dir is None or query_model is None:
         fail("give --index and --query-model (or --config with --rerank)")
-    from ..eval.metrics import evaluate_index
+    from ..eval.metrics import evaluate
     from ..index import load_index
     from ..store.query import query_embeddings
 
@@ -136,7 +136,7 @@ def evaluate_cmd(
     missing = [i for i in index.ids.tolist() if i not in label_of]
     if missing:
         fail(f"{len(missing)} gallery ids of the index are not in {data.name} (e.g. {missing[0]}): evaluate on the data it was built from")
-    metrics = evaluate_index(index, queries, label_of, ks=[int(k) for k in ks.split(",")], reject_fraction=reject_fraction)
+    metrics = evaluate(queries, index=index, gallery_labels=label_of, ks=[int(k) for k in ks.split(",")], reject_fraction=reject_fraction)
     table = Table(title=f"{q_model.name} → {index_dir}")
     table.add_column("metric"), table.add_column("value", justify="right")
     for name, value in metrics.items():

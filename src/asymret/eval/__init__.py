@@ -1,9 +1,7 @@
 """Evaluation: retrieval metrics (Recall@K, MAP@R, instance recall, risk–coverage, TAR@FAR, Revisited
 Oxford/Paris) computed from the rankings an index returns, and result reporting."""
 from .metrics import (
-    evaluate_embeddings,
-    evaluate_index,
-    evaluate_instances,
+    evaluate,
     ranked_neighbors,
     ranking_metrics,
     retrieval_metrics,
@@ -31,9 +29,7 @@ from .report import (
 )
 
 __all__ = [
-    "evaluate_embeddings",
-    "evaluate_index",
-    "evaluate_instances",
+    "evaluate",
     "ranking_metrics",
     "ranked_neighbors",
     "retrieval_metrics",

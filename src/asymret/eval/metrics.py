@@ -3,8 +3,8 @@
 One retrieval path: every number is computed from the rankings that a ranker's ``search`` returns — a
 :class:`~asymret.index.base.GalleryIndexBase` (exact, FAISS approximate, Milvus) or a re-ranked index
 (:class:`~asymret.rerank.search.RerankedIndex`).
-:func:`evaluate_index` measures what a user gets from *that* index; :func:`retrieval_metrics` and
-:func:`evaluate_embeddings` are the same measurement through an :class:`~asymret.index.exact.ExactIndex`, and
+:func:`evaluate` (the entry point) measures what a user gets from *that* index — or from an exact index over the
+gallery embeddings given; :func:`retrieval_metrics` is the same measurement on raw vectors (no space check), and
 :func:`ranking_metrics` turns relevance rankings into numbers (a pure function).
 
 Conventions:
@@ -32,10 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ranking_metrics",
-    "evaluate_index",
-    "evaluate_instances",
+    "evaluate",
     "retrieval_metrics",
-    "evaluate_embeddings",
     "risk_coverage",
     "tar_at_far",
     "ranked_neighbors",
@@ -246,7 +244,7 @@ def _evaluate_ranker(
     return ranking_metrics(labels == q_lab[:, None], r, ks)
 
 
-def evaluate_index(
+def _class_metrics(
     index: "GalleryIndexBase",
     queries: Embeddings,
     gallery_labels: Mapping[str, int] | np.ndarray | Sequence[int],
@@ -283,7 +281,7 @@ def evaluate_index(
     return _evaluate_ranker(index, queries.vectors, queries.space, q_lab, g_lab, q_code, g_code, n_labels, ks, kwargs)
 
 
-def evaluate_instances(
+def _instance_metrics(
     index: "GalleryIndexBase",
     queries: Embeddings,
     ks: Iterable[int] = (1, 10),
@@ -292,7 +290,7 @@ def evaluate_instances(
 ) -> dict[str, float]:
     """Instance-level recall: is the query's *own image* (the gallery item with its id) in its top K?
 
-    The same measurement as :func:`evaluate_index` with each image its own class (no self-exclusion): what
+    The same measurement as :func:`evaluate` with each image its own class (no self-exclusion): what
     duplicate detection and product or landmark search need, beside class-level recall.  Returns
     ``instance_recall@K`` for each K; queries whose image is not in the (kept) gallery count as misses.
     """
@@ -303,7 +301,7 @@ def evaluate_instances(
     missing = len(codes)  # ids absent from the gallery get a code no gallery item has
     own = Embeddings(queries.vectors, queries.ids, queries.space,
                      np.array([codes.get(item, missing) for item in queries.ids.tolist()], dtype=np.int64))
-    metrics = evaluate_index(index, own, np.arange(len(g_ids)), ks=ks, reject_fraction=reject_fraction,
+    metrics = _class_metrics(index, own, np.arange(len(g_ids)), ks=ks, reject_fraction=reject_fraction,
                              exclude_same_id=False, exclude=exclude)
     return {f"instance_{name}": value for name, value in metrics.items() if name.startswith("recall@")}
 
@@ -320,7 +318,7 @@ def retrieval_metrics(
 ) -> dict[str, float]:
     """Recall@K, Precision@1 and MAP@R of exact inner-product retrieval of raw ``query`` against ``gallery`` vectors.
 
-    The same measurement as :func:`evaluate_index`, through an exact index built on the vectors given (no space
+    The same measurement as :func:`evaluate`, through an exact index built on the vectors given (no space
     check: for comparing spaces on purpose, e.g. "no compatibility" baselines).  ``query_ids``/``gallery_ids``
     exclude same-id items (duplicates allowed, all excluded); ``gallery_mask`` (bool) keeps only its True items.
     See :func:`ranking_metrics` for the returned values (fractions in [0, 1]).
@@ -368,31 +366,44 @@ def ranked_neighbors(
     return positions, scores
 
 
-def evaluate_embeddings(
-    query: Embeddings,
-    gallery: Embeddings,
+def evaluate(
+    queries: Embeddings,
+    gallery: Embeddings | None = None,
+    *,
+    index: "GalleryIndexBase | None" = None,
+    gallery_labels: Mapping[str, int] | np.ndarray | Sequence[int] | None = None,
     ks: Iterable[int] = (1, 2, 4, 8),
-    gallery_mask: np.ndarray | None = None,
+    instance_ks: Iterable[int] = (),
+    reject_fraction: float | None = None,
+    reject_threshold: float | None = None,
+    exclude: np.ndarray | None = None,
     exclude_same_id: bool = True,
+    instance_queries: Embeddings | None = None,
 ) -> dict[str, float]:
-    """:func:`retrieval_metrics` on :class:`~asymret.core.space.Embeddings`, after checking both are in one space.
+    """The evaluation entry point: Recall@K, Precision@1 and MAP@R of ``queries`` searched in ``index`` — an exact
+    index over ``gallery`` when no index is given — and, with ``instance_ks``, instance recall.
 
-    Raises :class:`~asymret.core.space.SpaceMismatchError` if the gallery is not in the query's embedding space
-    (e.g. an asymmetric gallery that was not made compatible), and ``ValueError`` if labels are missing.
+    Gallery labels come from ``gallery`` (embeddings with labels) or ``gallery_labels`` (a mapping id → label, or
+    an array aligned with ``index.ids``).  The index checks that ``queries`` are in its space
+    (:class:`~asymret.core.manifest.SpaceMismatchError` otherwise).  Instance recall searches ``instance_queries``
+    (new views of the images, same ids) when given, else ``queries``.  Raw vectors: :func:`retrieval_metrics`.
     """
-    query.space.check_compatible(gallery.space, "gallery embeddings")
-    if query.labels is None or gallery.labels is None:
-        raise ValueError("evaluation needs labels on both the query and the gallery embeddings")
-    return retrieval_metrics(
-        query.vectors,
-        query.labels,
-        gallery.vectors,
-        gallery.labels,
-        ks=ks,
-        query_ids=query.ids if exclude_same_id else None,
-        gallery_ids=gallery.ids if exclude_same_id else None,
-        gallery_mask=gallery_mask,
-    )
+    if index is None:
+        if gallery is None:
+            raise ValueError("evaluate needs the gallery embeddings or an index")
+        from ..index.exact import ExactIndex
+
+        index = ExactIndex.from_embeddings(gallery)
+    if gallery_labels is None:
+        if gallery is None or gallery.labels is None:
+            raise ValueError("evaluate needs the gallery's labels: gallery embeddings with labels, or gallery_labels")
+        gallery_labels = dict(zip(gallery.ids.tolist(), gallery.labels.tolist()))
+    metrics = _class_metrics(index, queries, gallery_labels, ks=ks, reject_fraction=reject_fraction,
+                             reject_threshold=reject_threshold, exclude_same_id=exclude_same_id, exclude=exclude)
+    if tuple(instance_ks):
+        metrics.update(_instance_metrics(index, queries if instance_queries is None else instance_queries, ks=instance_ks,
+                                         reject_fraction=reject_fraction, exclude=exclude))
+    return metrics
 
 
 # ------------------------------------------------------------------------------------------ risk-coverage

@@ -185,7 +185,7 @@ class GalleryIndexBase(ABC):
 
         ``exclude`` (bool, one per position) removes further items from every query's results, e.g. the kept
         sets of a risk–coverage curve.  This is the ranker every evaluation goes through
-        (:func:`asymret.eval.metrics.evaluate_index`).
+        (:func:`asymret.eval.metrics.evaluate`).
 
         ``rerank`` (an :class:`asymret.rerank.Reranking`: a re-ranker with the queries' and the gallery items'
         local descriptors) re-ranks each query's global top-``shortlist`` (rejection applied first) and returns

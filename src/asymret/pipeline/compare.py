@@ -5,7 +5,7 @@ run in the same work directory).  Rows: the symmetric query model and gallery mo
 (query model trained against the frozen gallery model); RAML (the gallery architecture at a lower query
 resolution); CMCE single ψ and ensemble; and two combinations: CMCE ψ fitted on top of a distilled query model, and
 an ensemble gallery in the gallery model's space served to the distilled query model.  Every row is measured by
-searching an index (:func:`~asymret.pipeline.experiment.measure`).
+searching an index (:func:`~asymret.eval.metrics.evaluate`).
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from ..core.uncertainty import ensemble_mean
 from ..encoders.encoder import Encoder
 from ..eval.report import ResultRow, RowRecorder
 from ..gallery.ensemble import CMCEEnsemble
-from .experiment import Experiment, SeedModels, measure, psi_seconds, run_each_seed
+from ..eval.metrics import evaluate
+from .artifacts import SeedModels, psi_seconds
+from .experiment import Experiment, run_each_seed
 
 
 @dataclass
@@ -62,7 +64,7 @@ class _SeedComparison:
         query, teacher = self.models.query, self.teacher
         for model, seconds in ((query, self.models.query_seconds), (teacher, None)):
             self.record(f"symmetric: {model.name}", "symmetric", model.name, model.name,
-                        measure(self.queries(model), self.gallery(model), ks=self.cfg.ks), query_flops=self.flops(model),
+                        evaluate(self.queries(model), self.gallery(model), ks=self.cfg.ks), query_flops=self.flops(model),
                         **({"train_seconds": seconds} if seconds is not None else {}))
         self.record(f"no compatibility: {query.name} → {teacher.name}", "asymmetric", query.name, teacher.name,
                     self.measure(query, self.gallery(teacher), mixed=True))
@@ -83,7 +85,7 @@ class _SeedComparison:
         gallery_model = self.models.gallery_model(self.compare.raml_gallery)
         gallery = self.gallery(gallery_model)
         self.record(f"symmetric: {gallery_model.name}", "symmetric", gallery_model.name, gallery_model.name,
-                    measure(self.queries(gallery_model), gallery, ks=self.cfg.ks), query_flops=self.flops(gallery_model))
+                    evaluate(self.queries(gallery_model), gallery, ks=self.cfg.ks), query_flops=self.flops(gallery_model))
         low_res = gallery_model.at_resolution(self.compare.raml_query_size)
         self.record(f"no compatibility training: {low_res.name} → {gallery_model.name}", "asymmetric", low_res.name, gallery_model.name,
                     self.measure(low_res, gallery, mixed=True), query_flops=self.flops(low_res))

@@ -35,7 +35,8 @@ from ..eval.rerank import choose_fusion, shortlist_metrics
 from ..rerank.mapping import DescriptorMap
 from ..rerank import (AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, LOCOREConfig, LOCOREReranker, MaxSimReranker, PairSide,
                       global_shortlist, stored_local)
-from .experiment import Experiment, SeedModels, run_each_seed
+from .artifacts import SeedModels
+from .experiment import Experiment, run_each_seed
 
 __all__ = ["RerankConfig", "run_rerank"]
 
