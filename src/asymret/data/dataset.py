@@ -108,6 +108,49 @@ def flatten_alpha(image, mode: str, colour: tuple[int, int, int]):
     return flat.convert(mode)
 
 
+#: Pillow modes of one 16-bit (or wider integer) grey channel: converting them to 8 bits clips at 255
+_WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_8_bit(image):
+    """A 16-bit grey image scaled to 8 bits (0–65535 → 0–255, rounded), its tRNS transparent value kept as alpha;
+    any other image as it is.
+
+    Pillow's own ``convert("L")`` clips instead: 99.6 % of a 0–65535 gradient becomes 255.  ``I`` (32-bit) images are
+    taken as 16-bit too — what 16-bit PNGs and TIFFs decode to — with values outside 0–65535 clipped.  (16-bit RGB PNGs
+    Pillow already reads as 8-bit RGB, by their high bytes.)
+    """
+    from PIL import Image
+
+    if image.mode not in _WIDE_GREY_MODES:
+        return image
+    wide = np.asarray(image).astype(np.float64)
+    grey = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, int):  # a tRNS grey value marks transparent pixels: keep them transparent
+        alpha = Image.fromarray(np.where(wide == transparent, 0, 255).astype(np.uint8), "L")
+        return Image.merge("LA", (grey, alpha))
+    return grey
+
+
+#: the EXIF tag of the orientation a camera stored its pixels in (1 = upright)
+_EXIF_ORIENTATION = 0x0112
+
+
+def upright(image):
+    """``image`` turned as its EXIF orientation says (a photo stored rotated or mirrored, read as it is shown); an image
+    without one (or upright already) as it is, uncopied."""
+    from PIL import ImageOps
+
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: the pixels are still readable as stored
+        return image
+    if orientation in (None, 1):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str | None = None,
                background: str | Sequence[int] | None = None) -> np.ndarray:
     """An image file (a path or an open binary file, e.g. an upload) as an HxWxC uint8 array — the one place images
@@ -118,7 +161,9 @@ def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str
     loader, extraction, training, search and service path reports and skips.  ``name`` names the image in messages
     (default: the path).  An image with transparency (alpha band or palette/tRNS transparency) is composited onto
     ``background`` (default :func:`default_background`: white unless ``ASYMRET_BACKGROUND`` or :func:`set_background` say
-    otherwise) before it becomes ``mode``; an opaque image is converted exactly as without it.
+    otherwise) before it becomes ``mode``; an opaque image is converted exactly as without it.  Images are read as they
+    look: a 16-bit image is scaled to 8 bits (:func:`to_8_bit`, not clipped) and an EXIF orientation applied
+    (:func:`upright`: a phone photo stored sideways is read upright).
     """
     import warnings
 
@@ -137,7 +182,7 @@ def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str
                     raise ImageTooLargeError(f"cannot read image {name}: {width}×{height} = {width * height:,} pixels is over the "
                                          f"limit of {limit:,} (a decompression bomb?); raise ASYMRET_MAX_IMAGE_PIXELS to allow it")
                 image.load()
-                image = flatten_alpha(image, mode, colour)
+                image = flatten_alpha(upright(to_8_bit(image)), mode, colour)
     except ImageLoadError:
         raise
     except Image.UnidentifiedImageError as error:  # its message names the file object, not the image
