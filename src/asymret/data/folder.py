@@ -20,28 +20,93 @@ SPLIT_BY_OPTIONS = ("auto", "folders", "class_half", "none")
 SPLIT_FOLDER_NAMES = ("train", "val", "validation", "test", "query", "gallery")
 
 
-def _list_images(folder: Path, extensions: tuple[str, ...]) -> list[str]:
-    """Image files under ``folder`` (recursive, hidden entries skipped), as sorted POSIX paths relative to it."""
-    found = []
-    for current, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for filename in filenames:
-            if not filename.startswith(".") and filename.lower().endswith(extensions):
-                found.append((Path(current) / filename).relative_to(folder).as_posix())
-    return sorted(found)
+class _Walk:
+    """One load's walk through an image tree, following symlinks but never a loop: each real folder is entered once
+    and each real file listed once (the first path in sorted order), whatever links lead to them again.  What it
+    skipped — link loops, further paths to a file already listed, broken links — is kept to be said once."""
+
+    def __init__(self, root: Path, extensions: tuple[str, ...]) -> None:
+        self.root = root
+        self.extensions = extensions
+        self.seen_folders: set[tuple[int, int]] = {_identity(root)}  # a link back to the root is a loop too
+        self.seen_files: set[tuple[int, int]] = set()
+        self.loops: list[str] = []
+        self.duplicates: list[str] = []
+        self.broken: list[str] = []
+
+    def enter(self, folder: Path) -> bool:
+        """Whether ``folder`` is a real folder not entered yet (and it is entered now); a loop is noted."""
+        identity = _identity(folder)
+        if identity in self.seen_folders:
+            self.loops.append(self._name(folder))
+            return False
+        self.seen_folders.add(identity)
+        return True
+
+    def images(self, folder: Path) -> list[str]:
+        """Image files under ``folder`` (recursive, hidden entries skipped), as sorted POSIX paths relative to it."""
+        found = []
+        # a top-down walk with sorted folders: which path of a file reached twice is kept does not depend on the OS
+        for current, dirnames, filenames in os.walk(folder, followlinks=True):
+            here = Path(current)
+            dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".") and self.enter(here / d)]
+            for filename in sorted(filenames):
+                if filename.startswith(".") or not filename.lower().endswith(self.extensions):
+                    continue
+                path = here / filename
+                try:
+                    identity = _identity(path)
+                except OSError:  # a link to nothing
+                    self.broken.append(self._name(path))
+                    continue
+                if identity in self.seen_files:
+                    self.duplicates.append(self._name(path))
+                    continue
+                self.seen_files.add(identity)
+                found.append(path.relative_to(folder).as_posix())
+        return sorted(found)
+
+    def report(self) -> None:
+        """Say what was skipped, one warning per kind, with examples."""
+        for items, what in ((self.loops, "symlinked folders already walked (link loops or second paths)"),
+                            (self.duplicates, "further paths to image files already listed (symlinks or hard links)"),
+                            (self.broken, "broken symlinks")):
+            if items:
+                log.warning("image folder %s: skipped %d %s: %s", self.root, len(items), what, _examples(items))
+
+    def _name(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
 
 
-def _class_files(folder: Path, extensions: tuple[str, ...]) -> dict[str, list[str]]:
-    """Class sub-folder name → its image files (relative to ``folder``); empty class folders warned about, skipped."""
-    found: dict[str, list[str]] = {}
-    loose = [p.name for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(extensions)]
+def _identity(path: Path) -> tuple[int, int]:
+    """What a path is on disk (device, inode), through symlinks: two paths to one real file or folder share it."""
+    info = path.stat()
+    return info.st_dev, info.st_ino
+
+
+def _examples(items: list[str], count: int = 3) -> str:
+    return ", ".join(items[:count]) + (f" and {len(items) - count} more" if len(items) > count else "")
+
+
+def _class_folders(folder: Path, walk: _Walk) -> list[str]:
+    """The class sub-folders of ``folder``, claimed in ``walk`` (a second path to one already claimed is skipped)."""
+    loose = [p.name for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(walk.extensions)]
     if loose:
         log.warning("image folder %s: ignoring %d images outside class sub-folders", folder, len(loose))
     class_dirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise FileNotFoundError(f"image folder {folder}: no class sub-folders (expected {folder}/<class>/<image>)")
+    return [name for name in class_dirs if walk.enter(folder / name)]
+
+
+def _class_files(folder: Path, class_dirs: list[str], walk: _Walk) -> dict[str, list[str]]:
+    """Class sub-folder name → its image files (relative to ``folder``); empty class folders warned about, skipped."""
+    found: dict[str, list[str]] = {}
     for class_dir in class_dirs:
-        files = _list_images(folder / class_dir, extensions)
+        files = walk.images(folder / class_dir)
         if files:
             found[class_dir] = [f"{class_dir}/{f}" for f in files]
         else:
@@ -79,7 +144,9 @@ def load_image_folder(
     - ``"auto"`` (default): ``"folders"`` when ``root`` has split folders (``train/`` beside ``test/``…),
       else ``"none"``.
 
-    Class names are sorted, giving labels ``0..C-1``; item keys are paths relative to ``root``.
+    Class names are sorted, giving labels ``0..C-1``; item keys are paths relative to ``root``.  Symlinks are followed,
+    loops never: each real folder is walked once and each real file listed once (its first path in sorted order);
+    what was skipped — link loops, second paths to a file, broken links — is logged as a warning.
     """
     split_by = "none" if split_by is None else str(split_by).strip().lower().replace("-", "_")
     if split_by not in SPLIT_BY_OPTIONS:
@@ -94,13 +161,18 @@ def load_image_folder(
 
     # (split, key) per image, class name per image
     entries: list[tuple[str, str, str]] = []
+    walk = _Walk(root, extensions)
+    # every split and class folder is claimed before any is walked: a link from one class into another is then the
+    # duplicate, never the class folder itself
     if split_by == "folders":
-        for split_dir in split_dirs:
-            for class_name, files in _class_files(root / split_dir, extensions).items():
-                entries += [(split_dir.lower(), f"{split_dir}/{f}", class_name) for f in files]
+        tops = [(split_dir.lower(), root / split_dir, f"{split_dir}/") for split_dir in split_dirs if walk.enter(root / split_dir)]
     else:
-        for class_name, files in _class_files(root, extensions).items():
-            entries += [(split, f, class_name) for f in files]
+        tops = [(split, root, "")]
+    claimed = [(name, folder, prefix, _class_folders(folder, walk)) for name, folder, prefix in tops]
+    for split_name, folder, prefix, class_dirs in claimed:
+        for class_name, files in _class_files(folder, class_dirs, walk).items():
+            entries += [(split_name, f"{prefix}{f}", class_name) for f in files]
+    walk.report()
     if not entries:
         raise FileNotFoundError(
             f"image folder {root}: no images with extensions {', '.join(extensions)} in class sub-folders "
