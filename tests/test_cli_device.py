@@ -40,6 +40,11 @@ def _one_line_failure(*args) -> str:
     ["search", "-i", "i", "-q", "q", "image.png"],
     ["evaluate", "-i", "i", "-q", "q"],
     ["serve", "-i", "i", "-q", "q"],
+    ["run", "glyphs-quick"],
+    ["demo", "--profile", "tiny"],
+    ["compare", "--profile", "tiny"],
+    ["rerank-train", "--config", "glyphs-quick", "--rerank", "ames", "--out", "o"],
+    ["evaluate", "--config", "glyphs-quick", "--rerank", "maxsim"],
 ])
 def test_a_missing_gpu_is_one_line(no_gpu, tmp_path, command):
     line = _one_line_failure(*command, "--device", "cuda:1")

@@ -166,3 +166,33 @@ def test_the_held_out_split_never_shares_an_image_and_keeps_every_class_on_both_
     assert again.ids.tolist() == queries.ids.tolist()
     with pytest.raises(ValueError, match="transductive_query_fraction"):
         heldout_split(test, 1.0, seed=3)
+
+
+def test_the_execution_settings_reach_every_training_and_the_store_but_no_recipe(tmp_path, tiny_dataset, monkeypatch):
+    """``Experiment(device=…, precision=…, workers=…)`` (what ``asymret run/demo/compare --device`` pass): every
+    training config and ψ computes there and the store extracts there, while the cache key of what is built stays
+    the same (a model trained on one device is reused on another)."""
+    import dataclasses
+
+    import asymret.pipeline.artifacts as artifacts
+    from asymret.pipeline import Experiment, ModelSpec
+
+    config = dataclasses.replace(PROFILES["tiny"], train_size=None, test_size=None, seeds=(0,),
+                                 query=ModelSpec("query:convnet-xs", "convnet-xs", epochs=1))
+    seen = {}
+    real_train = artifacts.train_encoder
+
+    def spy(encoder, data, train_cfg, **kwargs):
+        seen["train"] = train_cfg
+        return real_train(encoder, data, train_cfg, **kwargs)
+
+    monkeypatch.setattr(artifacts, "train_encoder", spy)
+    on_cpu = Experiment(config, tiny_dataset, tmp_path, device="cpu", precision="bf16", workers=0)
+    assert on_cpu.store.precision == "bf16" and on_cpu.store.device.type == "cpu"
+    query, _ = on_cpu.train_model(config.query, 0)
+    assert (seen["train"].device, seen["train"].precision, seen["train"].workers) == ("cpu", "bf16", 0)
+    psi = on_cpu.fit_psi(query, query, 0)
+    assert psi.device == "cpu"
+    seen.clear()
+    again, _ = Experiment(config, tiny_dataset, tmp_path).train_model(config.query, 0)  # default execution: the cache
+    assert "train" not in seen and again.fingerprint() == query.fingerprint()

@@ -1,8 +1,6 @@
 """Experiments from configs and profiles: ``rerank-train``, ``compare``, ``run``, ``demo`` (and ``evaluate
---config … --rerank …``'s rows).
-
-The helpers these commands would share with the pipeline (the run's printout of its deployment choice, the demo's
-closing hint) stay here: the pipeline's modules are being reworked elsewhere (issue 21, item 4)."""
+--config … --rerank …``'s rows); each takes ``--device``/``--precision``/``--workers`` and passes them to the
+experiment (where it computes, never what it builds)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,11 +8,12 @@ from typing import Optional
 
 import typer
 
-from .common import RootOpt, app, command_line, fail, out, print_results, setup, with_seeds
+from .common import (DeviceOpt, PrecisionOpt, RootOpt, WorkersOpt, app, check_device, command_line, fail, out, print_results, setup,
+                     with_seeds)
 
 
 def evaluate_rerank(config: str, rerank: str, shortlist: Optional[int], workdir: Optional[Path], seeds: Optional[str],
-                    output: Optional[Path], root: Optional[str], export_dir: Optional[Path] = None) -> None:
+                    output: Optional[Path], root: Optional[str], export_dir: Optional[Path] = None, execution: Optional[dict] = None) -> None:
     """The run config's re-ranking rows for ``rerank`` (trained or read from ``workdir``), printed."""
     from ..pipeline.runner import load_run_config, run_rerank_only
 
@@ -23,7 +22,7 @@ def evaluate_rerank(config: str, rerank: str, shortlist: Optional[int], workdir:
     workdir = workdir or Path("runs") / run_config.name
     output = output or workdir / "evaluate-rerank"
     rows, meta = run_rerank_only(run_config, workdir, output, tuple(m.strip() for m in rerank.split(",")), shortlist, root,
-                                 command_line(), export_dir=export_dir)
+                                 command_line(), export_dir=export_dir, execution=execution)
     print_results(rows, len(run_config.experiment.seeds), meta["wall_seconds"], output)
 
 
@@ -35,14 +34,17 @@ def rerank_train_cmd(
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="cache of models, embeddings and re-rankers (default runs/<name>)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="override the config's seeds, e.g. 0"),
     root: Optional[str] = RootOpt,
+    device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Train the config's re-rankers (every mode and storage of its [rerank] table, on the training classes, the
     fusion chosen on the validation classes; reused from --workdir's cache when there) and save each with its
     database codec (and descriptor map) in --out; prints their rows as `evaluate --rerank` does."""
     setup()
+    check_device(device, precision)
     if "maxsim" in method:
         fail("MaxSim is training-free: there is nothing to train (evaluate it with `asymret evaluate --config … --rerank maxsim`)")
-    evaluate_rerank(config, method, None, workdir, seeds, None, root, export_dir=output)
+    evaluate_rerank(config, method, None, workdir, seeds, None, root, export_dir=output,
+                    execution={"device": device, "precision": precision, "workers": workers})
     out.print(f"re-rankers saved in {output}/")
 
 
@@ -54,9 +56,11 @@ def compare_cmd(
     output: Path = typer.Option(Path("runs/compare/results"), "--out", "-o", help="where results.json, results.md and plots go (docs/compare regenerates the committed ones)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="override the profile's seeds, e.g. 0,1,2"),
     root: Optional[str] = RootOpt,
+    device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Every query-model compatibility method side by side with CMCE (and their combinations) on Fashion-MNIST."""
     setup()
+    check_device(device, precision)
     import dataclasses
 
     from ..data import load_dataset
@@ -75,7 +79,8 @@ def compare_cmd(
     if profile == "tiny":
         compare = dataclasses.replace(compare, raml_gallery="gallery:convnet-m")
     dataset = load_dataset("fashion-mnist", root)
-    rows, meta = run_comparison(Experiment(config, dataset, workdir / profile), compare, output, command=command_line())
+    experiment = Experiment(config, dataset, workdir / profile, device=device, precision=precision, workers=workers)
+    rows, meta = run_comparison(experiment, compare, output, command=command_line())
     print_results(rows, len(config.seeds), meta["wall_seconds"], output)
 
 
@@ -88,9 +93,11 @@ def run_cmd(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="override the config's seeds, e.g. 0,1,2"),
     deploy: Optional[Path] = typer.Option(None, "--deploy", help="write the configuration chosen on validation classes ready to serve "
                                           "(index + exported query model + manifest): asymret serve --deploy DIR"),
+    device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Run an experiment described by a config file (the demo, the glyph benchmark, the paper's protocols)."""
     setup()
+    check_device(device, precision)
     from ..eval.report import read_results_json
     from ..pipeline.runner import load_run_config, run
 
@@ -98,7 +105,8 @@ def run_cmd(
     run_config.experiment = with_seeds(run_config.experiment, seeds)
     workdir = workdir or Path("runs") / run_config.name
     output = output or workdir / "results"
-    meta = run(run_config, workdir, output, root=root, command=command_line(), deploy_dir=deploy)
+    meta = run(run_config, workdir, output, root=root, command=command_line(), deploy_dir=deploy,
+               execution={"device": device, "precision": precision, "workers": workers})
     _, rows = read_results_json(output / "experiment" / "results.json")
     print_results(rows, len(run_config.experiment.seeds), meta["wall_seconds"], output)
     choice = meta.get("deployment")
@@ -117,9 +125,11 @@ def demo_cmd(
     output: Path = typer.Option(Path("runs/demo/results"), "--out", "-o", help="where results.json, results.md and plots go (docs/results regenerates the committed ones)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="override the profile's seeds, e.g. 0,1,2"),
     root: Optional[str] = RootOpt,
+    device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Run the whole pipeline on Fashion-MNIST offline and print the results table."""
     setup()
+    check_device(device, precision)
     import torch
 
     from ..data import load_dataset
@@ -131,7 +141,7 @@ def demo_cmd(
     config = with_seeds(PROFILES[name], seeds)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     dataset = load_dataset("fashion-mnist", root)
-    experiment = Experiment(config, dataset, workdir / name)
+    experiment = Experiment(config, dataset, workdir / name, device=device, precision=precision, workers=workers)
     rows, meta = experiment.run(output, command=command_line())
     print_results(rows, len(config.seeds), meta["wall_seconds"], output, files="results.json, results.md, recall_at_1.png, risk_coverage.png")
     seed = config.seeds[0]

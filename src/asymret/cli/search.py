@@ -113,12 +113,10 @@ def evaluate_cmd(
     if rerank or config:
         if not (rerank and config):
             fail("--rerank and --config go together: the run config says which models, descriptors and budgets to re-rank with")
-        if device != "auto" or precision != "fp32":
-            fail("--device and --precision apply to --index/--query-model evaluation; a run config's re-ranking runs where "
-                 "the library's default puts it (auto: the first GPU if there is one)")
         from .experiments import evaluate_rerank
 
-        evaluate_rerank(config, rerank, shortlist, workdir, seeds, output, root)
+        evaluate_rerank(config, rerank, shortlist, workdir, seeds, output, root,
+                        execution={"device": device, "precision": precision, "workers": workers})
         return
     if index_dir is None or query_model is None:
         fail("give --index and --query-model (or --config with --rerank)")

@@ -92,13 +92,20 @@ def psi_seconds(transforms: Sequence[CMCETransform]) -> float:
 
 class ExperimentArtifacts:
     """A config's data splits and everything it builds — models, distilled students, ψ's, the served index —
-    each cached under ``workdir`` by its recipe (the base of :class:`~asymret.pipeline.experiment.Experiment`)."""
+    each cached under ``workdir`` by its recipe (the base of :class:`~asymret.pipeline.experiment.Experiment`).
 
-    def __init__(self, config: ExperimentConfig, dataset: ImageDataset, workdir: str | os.PathLike) -> None:
+    ``device`` / ``precision`` / ``workers`` say where and how everything is computed — every training (models,
+    students, ψ's, re-rankers) and every extraction — not what is built: they are no part of any recipe, so a
+    cache filled on one device is reused on another (the store refuses to mix precisions in one folder)."""
+
+    def __init__(self, config: ExperimentConfig, dataset: ImageDataset, workdir: str | os.PathLike, device: str = "auto",
+                 precision: str = "fp32", workers: int | None = None) -> None:
         self.config = config
         self.dataset = dataset
         self.workdir = Path(workdir)
-        self.store = EmbeddingStore(self.workdir / "embeddings", runtime=config.runtime)
+        self.execution = {"device": device, "precision": precision, "workers": workers}
+        self.store = EmbeddingStore(self.workdir / "embeddings", runtime=config.runtime, device=device, precision=precision,
+                                    workers=workers)
         self.cache = ArtifactCache(self.workdir / "artifacts")
         self.train_pool = dataset.select(split="train")
         self.validation: ImageDataset | None = None
@@ -152,7 +159,7 @@ class ExperimentArtifacts:
             encoder = create_encoder(spec.arch, embedding_dim=self.config.embedding_dim, neck=spec.neck, input_size=spec.input_size,
                                      pretrained=spec.pretrained, name=spec.name, seed=model_seed)
             train_cfg = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
-                                    seed=model_seed, m_per_class=spec.m_per_class, warmup_epochs=spec.warmup_epochs)
+                                    seed=model_seed, m_per_class=spec.m_per_class, warmup_epochs=spec.warmup_epochs, **self.execution)
             train_encoder(encoder, data, train_cfg, freeze_backbone=spec.freeze_backbone, store=self.store, augmentation=spec.augment,
                           tail_blocks=spec.tail_blocks, cached_views=spec.cached_views, center=spec.center,
                           label_smoothing=spec.label_smoothing)
@@ -210,7 +217,7 @@ class ExperimentArtifacts:
                 student = create_encoder(spec.arch, embedding_dim=cfg_all.embedding_dim, input_size=spec.input_size, name=name,
                                          neck=spec.neck, pretrained=spec.pretrained, seed=student_seed)
             cfg = TrainConfig(epochs=epochs, batch_size=spec.batch_size, lr=spec.lr if not student_resolution else spec.lr / 3,
-                              seed=student_seed, weight_decay=spec.weight_decay if tail_blocks else 1e-4)
+                              seed=student_seed, weight_decay=spec.weight_decay if tail_blocks else 1e-4, **self.execution)
             train_compatible_query(method, student, data, teacher, cfg, store=self.store, tail_blocks=tail_blocks,
                                    views=cfg_all.kd_views, augmentation=cfg_all.view_augment)
             return student
@@ -245,7 +252,8 @@ class ExperimentArtifacts:
                   "data": train.fingerprint(), **({"unlabelled": unlabelled.fingerprint()} if unlabelled is not None else {})}
 
         def build() -> CMCETransform:
-            transform = CMCETransform(settings, head=query_model.classifier, name=f"ψ[{gallery_model.name}]", seed=psi_seed)
+            transform = CMCETransform(settings, head=query_model.classifier, name=f"ψ[{gallery_model.name}]", seed=psi_seed,
+                                      device=self.execution["device"])
             parts = [train] if unlabelled is None else [train, unlabelled]
             g = [self.store.get(gallery_model, part) for part in parts]
             q = [self.store.get(query_model, part) for part in parts]

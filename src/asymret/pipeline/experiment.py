@@ -46,8 +46,9 @@ class Experiment(ExperimentArtifacts):
     """Runs a config on a dataset with train/test splits and records its table (models and ψ's cached under
     ``workdir``)."""
 
-    def __init__(self, config: ExperimentConfig, dataset: ImageDataset, workdir: str | os.PathLike) -> None:
-        super().__init__(config, dataset, workdir)
+    def __init__(self, config: ExperimentConfig, dataset: ImageDataset, workdir: str | os.PathLike, device: str = "auto",
+                 precision: str = "fp32", workers: int | None = None) -> None:
+        super().__init__(config, dataset, workdir, device=device, precision=precision, workers=workers)
         self.deployables: dict[str, Callable[[], tuple[Encoder, Embeddings, np.ndarray | None, Any]]] = {}
         self.validation_metrics: dict[str, list[dict[str, float]]] = {}
 

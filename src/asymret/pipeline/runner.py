@@ -109,18 +109,19 @@ def load_run_config(spec: str | os.PathLike) -> RunConfig:
     return RunConfig.from_dict(data, name=name)
 
 
-def experiment_of(config: RunConfig, workdir: str | os.PathLike, root: str | None = None):
-    """The config's :class:`~asymret.pipeline.experiment.Experiment` on its dataset, caching in ``workdir``."""
+def experiment_of(config: RunConfig, workdir: str | os.PathLike, root: str | None = None, execution: Mapping[str, Any] | None = None):
+    """The config's :class:`~asymret.pipeline.experiment.Experiment` on its dataset, caching in ``workdir``;
+    ``execution``: its ``device`` / ``precision`` / ``workers`` (where it computes, not what it builds)."""
     from ..data import load_dataset
     from .experiment import Experiment
 
     dataset = load_dataset(config.dataset_kind, root or config.dataset_root, **config.dataset_options)
-    return Experiment(config.experiment, dataset, workdir)
+    return Experiment(config.experiment, dataset, workdir, **(execution or {}))
 
 
 def run_rerank_only(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLike, methods: tuple[str, ...],
                     shortlist: int | None = None, root: str | None = None, command: str = "",
-                    export_dir: str | os.PathLike | None = None) -> tuple[list, dict]:
+                    export_dir: str | os.PathLike | None = None, execution: Mapping[str, Any] | None = None) -> tuple[list, dict]:
     """Only the config's re-ranking rows for ``methods`` (its models, ψ's, codecs and re-rankers from the cache in
     ``workdir`` when there, trained otherwise): what ``asymret evaluate --config … --rerank …`` prints, and with
     ``export_dir`` what ``asymret rerank-train`` saves."""
@@ -129,11 +130,11 @@ def run_rerank_only(config: RunConfig, workdir: str | os.PathLike, out_dir: str 
     if config.rerank is None:
         raise ValueError(f"run config {config.name!r} has no [rerank] table: nothing says how to re-rank")
     settings = dataclasses.replace(config.rerank, methods=tuple(methods), shortlist=shortlist or config.rerank.shortlist)
-    return run_rerank(experiment_of(config, workdir, root), settings, out_dir, command=command, export_dir=export_dir)
+    return run_rerank(experiment_of(config, workdir, root, execution), settings, out_dir, command=command, export_dir=export_dir)
 
 
 def run(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLike, root: str | None = None, command: str = "",
-        deploy_dir: str | os.PathLike | None = None) -> dict:
+        deploy_dir: str | os.PathLike | None = None, execution: Mapping[str, Any] | None = None) -> dict:
     """Run the experiment (and the comparison, if configured); returns the results' metadata.  With validation
     classes the metadata's ``deployment`` names the configuration to deploy, chosen on them alone
     (``out_dir/deployment.json``); ``deploy_dir`` also writes it ready to serve (:mod:`.deploy`)."""
@@ -141,7 +142,7 @@ def run(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLik
     from .compare import run_comparison
     from .deploy import choose_deployment, write_deployment
 
-    experiment = experiment_of(config, workdir, root)
+    experiment = experiment_of(config, workdir, root, execution)
     rows, meta = experiment.run(Path(out_dir) / "experiment", command=command)
     if experiment.validation is not None:
         meta["deployment"] = choose_deployment(rows, experiment.complexity)
