@@ -56,6 +56,11 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port"),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.001),
     max_k: int = typer.Option(100, "--max-k", min=1),
+    max_queries: int = typer.Option(256, "--max-queries", min=1, help="query vectors in one JSON request"),
+    max_results: int = typer.Option(10_000, "--max-results", min=1, help="k × queries in one request"),
+    max_image_pixels: int = typer.Option(4096 * 4096, "--max-image-pixels", min=1, help="uploads over this many pixels get 413"),
+    request_timeout: float = typer.Option(30.0, "--request-timeout", min=0.1, help="seconds a client has to send a whole request"),
+    max_connections: int = typer.Option(256, "--max-connections", min=1, help="more concurrent connections are answered 503"),
     device: str = DeviceOpt,
 ) -> None:
     """Serve the index over HTTP: POST /search (an image or an embedding + its space), a web page at /, health
@@ -63,9 +68,8 @@ def serve_cmd(
     setup()
     check_device(device)
     try:
-        import uvicorn
-
         from ..service import ServiceConfig, create_app
+        from ..service.limits import ServerLimits, bind_listener, run_service
     except ImportError as error:
         fail(f"asymret serve needs the 'serve' extra (pip install -e '.[serve]'): {error}")
     if deploy is not None:
@@ -79,6 +83,10 @@ def serve_cmd(
             fail(f"cannot serve {deploy}: {error}")
     elif index_dir is None or query_model is None:
         fail("asymret serve needs --index and --query-model, or --deploy DIR")
+    try:  # the port first: a busy one is one line, before anything loads or is announced
+        listener = bind_listener(host, port)
+    except OSError as error:
+        fail(str(error))
     gallery = queries = None
     if dataset:
         gallery = load_data(dataset, root, split, None)
@@ -86,10 +94,11 @@ def serve_cmd(
             queries = gallery.select(role="query").sample(worst_queries, seed=0)
     config = ServiceConfig(index=str(index_dir), query_model=str(query_model), gallery=gallery, queries=queries,
                            results=str(results) if results else None, admin_token=os.environ.get("ASYMRET_ADMIN_TOKEN") or None,
-                           max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_k=max_k, device=device)
+                           max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_k=max_k, max_queries=max_queries,
+                           max_results=max_results, max_image_pixels=max_image_pixels, device=device)
     try:
         application = create_app(config)
     except (FileNotFoundError, ValueError) as error:  # SpaceMismatchError is a ValueError: a foreign index
         fail(f"cannot serve: {error}")
     out.print(f"serving {index_dir} at http://{host}:{port}/ (admin endpoints {'on' if config.admin_token else 'off: set ASYMRET_ADMIN_TOKEN'})")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    run_service(application, listener, ServerLimits(request_timeout=request_timeout, max_connections=max_connections))

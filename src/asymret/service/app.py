@@ -13,16 +13,18 @@ Endpoints (JSON unless stated):
 - ``GET /admin/status``, ``POST /admin/index {"path": ...}`` — index hot swap; ``Authorization: Bearer <token>``
   with the token from ``ASYMRET_ADMIN_TOKEN`` (admin endpoints are off without one).
 
-Bad input is a 4xx with one ``detail`` line and never reaches the model or the index half-checked: 413 for an
-upload over the limit or an image over the pixel limit, 415 for a body that is neither multipart nor JSON, 422
-for an unreadable image, a wrong dimension, a foreign space, NaN/inf, k out of range.
+Bad input is a 4xx with one ``detail`` line and never reaches the model or the index half-checked: 413 for a
+body or upload over the limit (counted while it streams in), an image over the pixel limit, more query vectors or
+k × queries than the caps; 415 for a body that is neither multipart nor JSON; 422 for an unreadable image, a JSON
+body of the wrong shape, a wrong dimension, a foreign space, NaN/inf, k out of range.  Images are decoded and
+preprocessed in bounded pools off the event loop (:mod:`.images`); connection limits are in :mod:`.limits`.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import html
-import io
 import json
 import logging
 from dataclasses import dataclass
@@ -36,7 +38,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from ..core.manifest import SpaceMismatchError
 from ..core.space import Embeddings
-from ..data.dataset import ImageLoadError, ImageTooLargeError, read_image
+from ..data.dataset import ImageLoadError
+from .images import DEFAULT_SERVICE_MAX_PIXELS, ImageRefused, ImageWorkers, preprocessed_forward
+from .limits import MULTIPART_OVERHEAD, BodyLimit
 from .state import GalleryImages, IndexSlot, MicroBatcher, ServedIndex, as_float_matrix, index_directory, png_bytes
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,12 @@ class ServiceConfig:
     admin_token: str | None = None
     max_upload_bytes: int = 10 * 1024 * 1024
     max_k: int = 100
+    max_queries: int = 256  # query vectors in one JSON request
+    max_results: int = 10_000  # k × queries in one request: bounds the answer (~100 bytes a result)
+    max_image_pixels: int = DEFAULT_SERVICE_MAX_PIXELS  # uploads; the library's limit applies too when lower
+    decode_workers: int = 2  # threads decoding + preprocessing ordinary uploads
+    heavy_image_pixels: int = 2_000_000  # uploads above this decode in a one-thread lane of their own
+    max_pending_images: int = 64  # uploads waiting to be decoded; more are answered 503
     max_batch: int = 32
     max_wait: float = 0.002
     device: str = "auto"  # where a torch query model runs (auto|cpu|cuda|cuda:N); an ONNX one runs on onnxruntime's CPU provider
@@ -81,12 +91,16 @@ def create_app(config: ServiceConfig):
     space = model.space()
     slot = IndexSlot(space)
     slot.load_now(config.index)
-    batcher = MicroBatcher(lambda images: list(model.embed_images(images)), config.max_batch, config.max_wait)
+    # decoding and preprocessing in bounded pools, only the forward pass micro-batched (see .images)
+    workers = ImageWorkers(lambda: model.preprocess, config.max_image_pixels, config.decode_workers, config.heavy_image_pixels,
+                           config.max_pending_images)
+    batcher = MicroBatcher(preprocessed_forward(model), config.max_batch, config.max_wait)
     gallery = GalleryImages(config.gallery) if config.gallery is not None else None
     results_page = ResultsPage(config, model, slot, gallery) if config.results or config.queries is not None else None
 
     app = FastAPI(title="asymret search", docs_url="/docs", redoc_url=None)
-    app.state.slot, app.state.batcher, app.state.model = slot, batcher, model
+    app.state.slot, app.state.batcher, app.state.model, app.state.images = slot, batcher, model, workers
+    app.add_middleware(BodyLimit, limit=config.max_upload_bytes + MULTIPART_OVERHEAD)
 
     @app.exception_handler(BadRequest)
     async def _bad_request(_request: Request, error: BadRequest):
@@ -107,7 +121,8 @@ def create_app(config: ServiceConfig):
     def info() -> dict[str, Any]:
         current = slot.current
         return {"query_model": model.name, "space": space.to_dict(), "index": current.describe() if current else None,
-                "max_k": config.max_k, "max_upload_bytes": config.max_upload_bytes, "thumbnails": gallery is not None,
+                "max_k": config.max_k, "max_upload_bytes": config.max_upload_bytes, "max_queries": config.max_queries,
+                "max_results": config.max_results, "max_image_pixels": workers.limit(), "thumbnails": gallery is not None,
                 "results_page": results_page is not None}
 
     @app.post("/search")
@@ -124,44 +139,35 @@ def create_app(config: ServiceConfig):
                 raise BadRequest(413, f"upload is over the limit of {config.max_upload_bytes:,} bytes")
             options = _options(dict(form), config.max_k)
             name = upload.filename or "upload"
-            return await run_in_threadpool(_search_image, data, name, options)
+            try:  # the header is checked here; decoding and preprocessing run in the bounded pools
+                prepared = await asyncio.wrap_future(workers.submit(data, name))
+            except ImageRefused as error:
+                raise BadRequest(error.status, error.detail) from None
+            vector = await asyncio.wrap_future(batcher.submit(prepared))
+            served = slot.current  # one snapshot for the whole request
+            return await run_in_threadpool(_answer, served, np.asarray(vector, np.float32)[None], [name], options)
         if kind == "application/json":
             body = await request.body()
             if len(body) > config.max_upload_bytes:
                 raise BadRequest(413, f"body is over the limit of {config.max_upload_bytes:,} bytes")
-            try:
-                payload = json.loads(body)
-            except ValueError as error:
-                raise BadRequest(422, f"body is not valid JSON: {error}") from None
-            if not isinstance(payload, dict):
-                raise BadRequest(422, "JSON body must be an object with 'embedding' and 'fingerprint'")
-            return await run_in_threadpool(_search_embedding, payload, _options(payload, config.max_k))
+            return await run_in_threadpool(_search_embedding, body)  # parsing 10 MB of JSON is no work for the event loop
         raise BadRequest(415, "send multipart/form-data with an 'image' file, or application/json with 'embedding' and 'fingerprint'")
 
-    def _search_image(data: bytes, name: str, options: dict[str, Any]) -> dict[str, Any]:
-        try:
-            pixels = read_image(io.BytesIO(data), name=name)
-        except ImageTooLargeError as error:
-            raise BadRequest(413, str(error)) from None
-        except ImageLoadError as error:
-            raise BadRequest(422, str(error)) from None
-        vector = batcher(pixels)
-        served = slot.current  # one snapshot for the whole request
-        return _answer(served, np.asarray(vector, np.float32)[None], [name], options)
-
-    def _search_embedding(payload: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    def _search_embedding(body: bytes) -> dict[str, Any]:
+        payload = _json_object(body)
+        options = _options(payload, config.max_k)
         served = slot.current
         if "embedding" not in payload or "fingerprint" not in payload:
             raise BadRequest(422, "JSON body needs 'embedding' and 'fingerprint' (the query space the embedding comes from)")
         if payload["fingerprint"] != served.index.space.fingerprint:
             raise BadRequest(422, f"foreign space: the embedding comes from space {str(payload['fingerprint'])[:64]!r}, "
                                   f"this index serves space {served.index.space.fingerprint} ({served.index.space.name})")
+        _check_caps(payload["embedding"], options["k"], config)  # before the vectors are converted
         try:
             vectors = as_float_matrix(payload["embedding"])
         except ValueError as error:
             raise BadRequest(422, str(error)) from None
-        ids = [str(i) for i in payload.get("ids", range(len(vectors)))][: len(vectors)]
-        return _answer(served, vectors, ids, options)
+        return _answer(served, vectors, _query_names(payload, len(vectors)), options)
 
     def _answer(served: ServedIndex, vectors: np.ndarray, names: list[str], options: dict[str, Any]) -> dict[str, Any]:
         index = served.index
@@ -208,7 +214,8 @@ def create_app(config: ServiceConfig):
     @app.get("/results", response_class=HTMLResponse)
     def results():
         if results_page is None:
-            raise BadRequest(404, "no results page: start the service with --results RUN_DIR (and --queries for the worst queries)")
+            raise BadRequest(404, "no results page: start the service with --results RUN_DIR (and --dataset with --worst-queries N "
+                                  "for the worst queries)")
         return HTMLResponse(results_page.render())
 
     @app.get("/results/files/{name}")
@@ -249,6 +256,39 @@ def create_app(config: ServiceConfig):
     return app
 
 
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 422 naming what is wrong (invalid, nested too deep, not an object)."""
+    try:
+        payload = json.loads(body)
+    except RecursionError:  # the parser recurses per nesting level: 100,000 '[' are a client's doing, not a 500
+        raise BadRequest(422, "body is not valid JSON: nested too deep") from None
+    except ValueError as error:
+        raise BadRequest(422, f"body is not valid JSON: {str(error)[:200]}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest(422, "JSON body must be an object with 'embedding' and 'fingerprint'")
+    return payload
+
+
+def _check_caps(embedding: Any, k: int, config: ServiceConfig) -> None:
+    """At most ``max_queries`` vectors and ``max_results`` (k × queries) results: the answer stays bounded."""
+    n = len(embedding) if isinstance(embedding, list) and embedding and isinstance(embedding[0], list) else 1
+    if n > config.max_queries:
+        raise BadRequest(413, f"{n:,} query vectors in one request: the cap is {config.max_queries:,} (--max-queries)")
+    if n * k > config.max_results:
+        raise BadRequest(413, f"k × queries = {k} × {n:,} = {n * k:,} results: the cap is {config.max_results:,} "
+                              f"(--max-results); send fewer queries or a smaller k")
+
+
+def _query_names(payload: dict[str, Any], n: int) -> list[str]:
+    """The queries' names: the body's ``ids`` (a list of n strings or numbers) or, without it, 0..n-1."""
+    if "ids" not in payload:
+        return [str(i) for i in range(n)]
+    ids = payload["ids"]
+    if not isinstance(ids, list) or len(ids) != n or not all(isinstance(i, (str, int, float)) and not isinstance(i, bool) for i in ids):
+        raise BadRequest(422, f"'ids' must be a list of {n} strings or numbers, one per query vector")
+    return [str(i)[:200] for i in ids]
+
+
 def _check_length(request, limit: int) -> None:
     length = request.headers.get("content-length")
     if length is not None:
@@ -267,7 +307,7 @@ def _options(fields: dict[str, Any], max_k: int) -> dict[str, Any]:
             return default
         try:
             parsed = cast(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise BadRequest(422, f"{name} must be a number, got {str(value)[:40]!r}") from None
         if isinstance(parsed, float) and not np.isfinite(parsed):
             raise BadRequest(422, f"{name} must be finite")

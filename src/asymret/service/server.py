@@ -1,10 +1,12 @@
 """The application under uvicorn in a background thread on a free loopback port — for tests, screenshots and
-notebooks (``asymret serve`` runs uvicorn in the foreground instead)."""
+notebooks (``asymret serve`` runs uvicorn in the foreground instead), with the same connection limits."""
 from __future__ import annotations
 
 import socket
 import threading
 import time
+
+from .limits import ServerLimits, bind_listener, uvicorn_server
 
 __all__ = ["BackgroundServer", "free_port"]
 
@@ -18,13 +20,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 class BackgroundServer:
     """``with BackgroundServer(app) as server: httpx.get(server.url + "/readyz")`` — started when constructed."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None, start_timeout: float = 20.0) -> None:
-        import uvicorn
-
-        self.port = port or free_port(host)
+    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None, start_timeout: float = 20.0,
+                 limits: ServerLimits = ServerLimits()) -> None:
+        self.listener = bind_listener(host, port or 0)  # port 0: the system picks a free one, no race with another test
+        self.port = int(self.listener.getsockname()[1])
         self.url = f"http://{host}:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+        self.server = uvicorn_server(app, self.listener, limits)
+        self.thread = threading.Thread(target=self.server.run, args=([self.listener],), name="uvicorn", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + start_timeout
         while not self.server.started:
@@ -35,6 +37,7 @@ class BackgroundServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        self.listener.close()
 
     def __enter__(self) -> "BackgroundServer":
         return self

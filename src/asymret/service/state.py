@@ -202,7 +202,7 @@ def as_float_matrix(value: Any) -> np.ndarray:
     Dimension, NaN/inf and unit length are the index's own query checks."""
     try:
         array = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("embedding must be a list of numbers (or a list of such lists)") from None
     if array.ndim == 1:
         array = array[None]
