@@ -163,10 +163,11 @@ def load_query_model_at(path: Path):
 
 
 def open_store(root: Path, shard_size: Optional[int] = None, runtime: str = "torch", device: str = "auto", precision: str = "fp32",
-               workers: Optional[int] = None):
+               workers: Optional[int] = None, change_detection: str = "stat"):
     from ..store import EmbeddingStore
 
-    return EmbeddingStore(root, shard_size=shard_size, runtime=runtime, device=device, precision=precision, workers=workers)
+    return EmbeddingStore(root, shard_size=shard_size, runtime=runtime, device=device, precision=precision, workers=workers,
+                          change_detection=change_detection)
 
 
 def with_seeds(config: Any, seeds: Optional[str]) -> Any:

@@ -42,21 +42,27 @@ def embed_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="with --engine ray: an existing cluster (e.g. "
                                           "ray://head:10001 or auto); default: a local Ray on this machine's cores"),
     device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
+    change_detection: str = typer.Option("stat", "--change-detection", help="how an image file edited since it was embedded "
+                                         "is noticed (and re-embedded): stat (size and modification time) or content (a "
+                                         "hash of its bytes, every file read)"),
 ) -> None:
-    """Embed a dataset into the store (batched, sharded, resumable; reused when asked again)."""
+    """Embed a dataset into the store (batched, sharded, resumable; reused when asked again, images edited since
+    re-embedded)."""
     setup()
     check_device(device, precision)
     encoder = load_encoder_at(model)
     data = load_data(dataset, root, split, size)
-    embedding_store = open_store(store, shard_size=shard_size, runtime=runtime, device=device, precision=precision, workers=workers)
+    embedding_store = open_store(store, shard_size=shard_size, runtime=runtime, device=device, precision=precision, workers=workers,
+                                 change_detection=change_detection)
     wanted = [int(s) for s in shards.split(",")] if shards else None
     try:
         report = embedding_store.extract(encoder, data, output=output, shards=wanted, engine=engine, address=address)
     except ImportError as error:
         fail(f"--engine ray needs the 'scale' extra (pip install -e '.[scale]'): {error}")
     directory = embedding_store.directory(encoder, data, output)
+    changed = f"{len(report.changed_ids)} changed images re-embedded, " if report.changed_ids else ""
     out.print(f"{data.name}: {len(data)} images, {report.computed_shards} shards computed, {report.reused_shards} reused, "
-              f"{len(report.failed_ids)} unreadable images skipped → {directory}")
+              f"{changed}{len(report.failed_ids)} unreadable images skipped → {directory}")
 
 
 def _index_spec(index_spec: Optional[str], backend: str, factory: str, milvus_index: str) -> str:

@@ -249,6 +249,9 @@ class ViewSource(ImageSource):
     def describe(self) -> dict:
         return {"type": "view", "base": self.base.describe(), "augmentation": self.config.to_dict(), "seed": self.seed}
 
+    def stamps(self, keys, content: bool = False) -> list[str] | None:
+        return self.base.stamps(keys, content)  # a view changes when its image does
+
 
 def camera_views(dataset: ImageDataset, config: AugmentConfig | str, seed: int = 0) -> ImageDataset:
     """``dataset`` with every image replaced by one new augmented view of it (same ids, labels and roles): the
@@ -276,6 +279,9 @@ class ViewBankSource(ImageSource):
     def describe(self) -> dict:
         return {"type": "view-bank", "base": self.base.describe(), "augmentation": self.config.to_dict(), "views": self.views,
                 "seed": self.seed}
+
+    def stamps(self, keys, content: bool = False) -> list[str] | None:
+        return self.base.stamps([str(key).partition("|")[2] for key in keys], content)
 
 
 def view_bank(dataset: ImageDataset, config: AugmentConfig | str, views: int, seed: int = 0) -> ImageDataset:

@@ -193,6 +193,25 @@ def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str
     return array[:, :, None] if array.ndim == 2 else array
 
 
+def file_stamp(path: str | os.PathLike, content: bool = False) -> str:
+    """``"<size>:<mtime in ns>"`` of a file (through symlinks), or with ``content`` ``"sha256:<hash of its bytes>"``;
+    ``"missing"`` when there is none.  Size and time notice an edit or a replacement by any ordinary tool; the hash
+    also one that keeps both (a copy with ``cp -p`` of another image of the same size)."""
+    import hashlib
+
+    try:
+        if content:
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+            return f"sha256:{digest.hexdigest()[:32]}"
+        info = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{info.st_size}:{info.st_mtime_ns}"
+
+
 class ImageSource:
     """Turns an item's ``key`` into an HxWxC uint8 array (C = 1 or 3)."""
 
@@ -202,6 +221,13 @@ class ImageSource:
     def describe(self) -> dict:
         """What identifies the pixels (root folder, file path, content hash) for the dataset fingerprint."""
         raise NotImplementedError  # pragma: no cover - interface
+
+    def stamps(self, keys: Sequence[str | int], content: bool = False) -> list[str] | None:
+        """What each key's pixels are now, for the embedding store to notice an image edited or replaced under the
+        same name: per key a short string that changes when its file does (``content``: a hash of the file's bytes,
+        else its size and modification time).  ``None``: the pixels cannot change under :meth:`describe` (an array
+        in memory)."""
+        return None
 
 
 class FileSource(ImageSource):
@@ -224,6 +250,9 @@ class FileSource(ImageSource):
 
     def describe(self) -> dict:
         return {"type": "files", "root": str(self.root.resolve()), "mode": self.mode, "background": list(self._colour())}
+
+    def stamps(self, keys: Sequence[str | int], content: bool = False) -> list[str]:
+        return [file_stamp(self.root / str(key), content) for key in keys]
 
 
 class ArraySource(ImageSource):
@@ -270,6 +299,9 @@ class CroppedSource(ImageSource):
         if sx2 > sx1 and sy2 > sy1:
             out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = pixels[sy1:sy2, sx1:sx2]
         return out
+
+    def stamps(self, keys: Sequence[str | int], content: bool = False) -> list[str] | None:
+        return self.base.stamps([self.crops[int(key)][0] for key in keys], content)  # the box is in describe()
 
     def describe(self) -> dict:
         return {
@@ -381,6 +413,12 @@ class ImageDataset:
                 "labels": stable_hash(self.labels.tolist(), 32),
             }
         )
+
+    def stamps(self, rows: Sequence[int] | np.ndarray, content: bool = False) -> list[str] | None:
+        """What the pixels of ``rows`` are now (:meth:`ImageSource.stamps`): the embedding store compares them with
+        what it recorded, to re-embed an image edited under the same name.  ``None`` for pixels that cannot change."""
+        keys = [self.keys[row].item() if hasattr(self.keys[row], "item") else self.keys[row] for row in rows]
+        return self.source.stamps(keys, content)
 
     @property
     def num_classes(self) -> int:

@@ -4,21 +4,29 @@ Layout: ``root/<model fingerprint>-<output>/<dataset fingerprint>/``
   ``layout.json``           the shard size S, written before the first shard: it fixes the shard boundaries of the
                             folder, so a resumed run (or another machine) continues with the same S
   ``shard_00000.npy``       float32 vectors of rows [i·S, (i+1)·S) that could be read
-  ``shard_00000.json``      the ids of those rows and the ids that failed to load (written after the vectors:
-                            its presence marks the shard finished)
-  ``manifest.json``         written last, when every shard is finished: fingerprints, count, dim, failures
+  ``shard_00000.json``      the ids of those rows and the ids that failed to load, what each image file was when
+                            embedded (its stamp) and the vectors' sha256 (written after the vectors: its presence
+                            marks the shard finished)
+  ``manifest.json``         written last, when every shard is finished: fingerprints, count, dim, failures, the
+                            shards' sha256
 
 Shards are independent (a machine can compute any subset: ``shards=``), an interrupted run recomputes only the
 unfinished shards, and asking again for the same (model, dataset) reads the stored result.  Boundaries depend only
 on the row count and S, never on timing, so machines computing shards independently agree on them.  The default S
 (:data:`DEFAULT_SHARD_SIZE`) is small enough that a killed run at 224 px loses at most about a minute of the slowest
 model's work on a 2-core CPU.
+
+The store is keyed on what the pixels are, not only on their names (:mod:`.freshness`): an image file edited or
+replaced since it was embedded (another size or modification time; with ``change_detection="content"`` other
+bytes) is re-embedded by the next extraction and every other vector reused, and reading refuses the stale vectors.
+Every shard is checked against its sha256 when read: a corrupted shard is one error naming the file.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -27,12 +35,23 @@ import numpy as np
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder
 from ..core.device import on_device, resolve_device, resolve_precision, resolve_workers
-from ..core.manifest import atomic_save_npy, atomic_write_json, read_manifest, write_manifest
+from ..core.manifest import MANIFEST_NAME, atomic_write_bytes, atomic_write_json, hash_file, read_manifest, write_manifest
 from ..core.progress import log, progress_bar
 from ..core.space import Embeddings, Space
 from ..encoders.local import LocalSpec, local_space
 from ..encoders.onnx import RUNTIMES
 from .batches import BatchResult, local_batches
+from .freshness import (
+    CHECKSUM_DIGITS,
+    Stamps,
+    StaleEmbeddingsError,
+    changed,
+    check_change_detection,
+    current_stamps,
+    read_marker,
+    read_shard,
+    shard_checksum,
+)
 
 #: what the store holds per image: the embedding, the pooled backbone vector, or local descriptors
 #: (``local-k<budget>[@<layer>]``, see :class:`asymret.encoders.local.LocalSpec`)
@@ -52,13 +71,15 @@ class ExtractionReport:
     computed_shards: int
     reused_shards: int
     failed_ids: list[str]
+    #: images re-embedded because their files changed since they were embedded (the rest of their shards reused)
+    changed_ids: list[str] = field(default_factory=list)
 
 
 class EmbeddingStore:
     """Extracts and caches embeddings (``output="embedding"``) or pooled backbone features (``"pooled"``)."""
 
     def __init__(self, root: str | os.PathLike, shard_size: int | None = None, batch_size: int = 128, runtime: str = "torch",
-                 device: str = "auto", precision: str = "fp32", workers: int | None = None) -> None:
+                 device: str = "auto", precision: str = "fp32", workers: int | None = None, change_detection: str = "stat") -> None:
         """``shard_size``: images per shard of *new* folders (default :data:`DEFAULT_SHARD_SIZE`); a folder
         already started keeps its own (see :meth:`shard_size_of`).  ``runtime``: ``"torch"`` (eager) or ``"onnx"``
         (the model exported once into ``root/_onnx/`` and run by onnxruntime; embeddings only) — the same store
@@ -68,7 +89,10 @@ class EmbeddingStore:
         extraction and back); onnxruntime runs on the CPU.  ``precision`` (``fp32|bf16|fp16``): the forward pass's
         autocast; vectors are stored as float32 whatever it is, each shard and the manifest record it, and a folder
         holding shards of one precision refuses to be continued in another.  ``workers``: image-decoding threads
-        (None: from the cores; 0: the main thread) — the same shards, byte for byte, whatever their number."""
+        (None: from the cores; 0: the main thread) — the same shards, byte for byte, whatever their number.
+
+        ``change_detection`` (``stat|content``): how an image file edited since it was embedded is noticed — its
+        size and modification time, or also a hash of its bytes (every file read on every check)."""
         if shard_size is not None and int(shard_size) < 1:
             raise ValueError(f"shard_size must be at least 1, got {shard_size}")
         if runtime not in RUNTIMES:
@@ -81,6 +105,7 @@ class EmbeddingStore:
         if runtime == "onnx" and self.device.type != "cpu" and str(device) != "auto":
             raise ValueError(f"runtime onnx runs on the CPU (onnxruntime's CPU provider): use --runtime torch for device {self.device}")
         self.workers = resolve_workers(workers)
+        self.change_detection = check_change_detection(change_detection)
         self.root = Path(root)
         self.requested_shard_size = None if shard_size is None else int(shard_size)
         self.shard_size = self.requested_shard_size or DEFAULT_SHARD_SIZE
@@ -151,14 +176,21 @@ class EmbeddingStore:
         wanted = list(range(count)) if shards is None else sorted(set(int(s) for s in shards))
         if wanted and (wanted[0] < 0 or wanted[-1] >= count):
             raise ValueError(f"shards must be in 0..{count - 1} for {dataset.name} (got {wanted})")
-        finished = {s for s in range(count) if self._finished(directory, dataset, s, size)}
+        finished, stale, stamps = self._survey(directory, dataset, count, size)
         todo = [s for s in wanted if s not in finished]
         precision = self.precision if runtime == "torch" else "fp32"
         if todo:
-            self._check_precision(directory, finished, precision)
-        # the batches of every shard to compute, in order: the one unit of work of every engine
+            self._check_precision(directory, finished | set(stale), precision)
+            # the folder is no longer whole until every shard is again: a crash from here on leaves it to be resumed
+            (directory / MANIFEST_NAME).unlink(missing_ok=True)
+        # the batches of every shard to compute (a stale one: only its changed rows), in order: the one unit of work
         batches = [(shard, rows[start : start + self.batch_size]) for shard in todo
-                   for rows in [self._shard_rows(dataset, shard, size)] for start in range(0, len(rows), self.batch_size)]
+                   for rows in [stale.get(shard, self._shard_rows(dataset, shard, size))] for start in range(0, len(rows), self.batch_size)]
+        keep = {shard: stale[shard] for shard in todo if shard in stale}
+        changed_ids = [item for shard in todo if shard in stale for item in dataset.ids[stale[shard]].tolist()]
+        if changed_ids:
+            log.info("%d images of %s changed since they were embedded (e.g. %s): re-embedding them", len(changed_ids),
+                     dataset.name, changed_ids[0])
         failed: list[str] = []
         if batches:
             if engine == "ray":
@@ -167,30 +199,36 @@ class EmbeddingStore:
                 results = ray_batches(encoder, dataset, output, runtime, self.root / ONNX_CACHE, [rows for _, rows in batches], address,
                                       device=self.device if runtime == "torch" else None, precision=precision)
                 failed = self._write_shards(directory, dataset, space, batches, results, runtime,
-                                            f"embed {dataset.name} with {encoder.name}", precision)
+                                            f"embed {dataset.name} with {encoder.name}", precision, stamps, keep, size)
             else:
                 device = self.device if runtime == "torch" else resolve_device("cpu")
                 with on_device(encoder, device=device):  # and back where it was, whatever happens
                     results = local_batches(encoder, dataset, output, runtime, self.root / ONNX_CACHE, [rows for _, rows in batches],
                                             device, precision, self.workers)
                     failed = self._write_shards(directory, dataset, space, batches, results, runtime,
-                                                f"embed {dataset.name} with {encoder.name}", precision)
+                                                f"embed {dataset.name} with {encoder.name}", precision, stamps, keep, size)
             finished.update(todo)
         reused = len(wanted) - len(todo)
         if len(finished) == count:
             self._finalize(directory, encoder, dataset, output, space, size)
-        return ExtractionReport(len(todo), reused, failed)
+        return ExtractionReport(len(todo), reused, failed, changed_ids)
 
     def _check_precision(self, directory: Path, finished: set[int], precision: str) -> None:
         """Refuse to add ``precision`` shards to a folder whose finished shards were computed in another."""
-        held = sorted({json.loads((directory / f"shard_{s:05d}.json").read_text()).get("precision", "fp32") for s in finished})
+        held = sorted({read_marker(directory / f"shard_{s:05d}.json").get("precision", "fp32") for s in finished})
         if held and held != [precision]:
             raise ValueError(f"{directory} holds shards computed in {', '.join(held)}: extracting the others in {precision} would mix "
                              f"precisions in one folder; use precision {held[0]} (or another store)")
 
     def _write_shards(self, directory: Path, dataset: ImageDataset, space: Space, batches: list[tuple[int, np.ndarray]],
-                      results: Iterable[BatchResult], runtime: str, title: str, precision: str = "fp32") -> list[str]:
-        """Collect the engine's results (in batch order) per shard; write each shard when its last batch is in."""
+                      results: Iterable[BatchResult], runtime: str, title: str, precision: str = "fp32",
+                      stamps: dict[int, Stamps | None] | None = None, keep: dict[int, np.ndarray] | None = None,
+                      shard_size: int | None = None) -> list[str]:
+        """Collect the engine's results (in batch order) per shard; write each shard when its last batch is in.
+
+        ``stamps``: per shard, what its images were before they were read (recorded with it); ``keep``: the shards of
+        which only these rows were recomputed — their other vectors come from the shard as it was."""
+        stamps, keep = stamps or {}, keep or {}
         failed: list[str] = []
         last_batch_of = {shard: i for i, (shard, _) in enumerate(batches)}
         vectors: list[np.ndarray] = []
@@ -207,7 +245,11 @@ class EmbeddingStore:
                 advance(len(rows))
                 if last_batch_of[shard] == i:
                     matrix = np.concatenate(vectors) if vectors else np.zeros((0, space.dim), np.float32)
-                    self._write_shard(directory, shard, matrix.astype(np.float32), ids, shard_failed, runtime, precision)
+                    matrix = matrix.astype(np.float32)
+                    if shard in keep:
+                        matrix, ids, shard_failed = self._merge(directory, dataset, shard, shard_size, keep[shard], matrix, ids,
+                                                                shard_failed, space.dim)
+                    self._write_shard(directory, shard, matrix, ids, shard_failed, runtime, precision, stamps.get(shard))
                     failed += shard_failed
                     vectors, ids, shard_failed = [], [], []
         return failed
@@ -216,36 +258,87 @@ class EmbeddingStore:
         size = shard_size or self.shard_size
         return np.arange(shard * size, min(len(dataset), (shard + 1) * size))
 
-    def _finished(self, directory: Path, dataset: ImageDataset, shard: int, shard_size: int) -> bool:
-        """Whether the shard's marker (written after its vectors) exists and accounts for exactly its rows.
+    def _survey(self, directory: Path, dataset: ImageDataset, count: int, shard_size: int
+                ) -> tuple[set[int], dict[int, np.ndarray], dict[int, Stamps | None]]:
+        """Which shards are finished and hold the images as they are now, which hold some changed images (those
+        rows), and what every shard's images are now (recorded with whatever is recomputed).
 
-        The id check catches a shard written with other boundaries (a folder of an older version without
-        layout file), which would otherwise be read as this one.
+        A shard counts as finished when its marker (written after its vectors) accounts for exactly its rows — the
+        id check catches a shard written with other boundaries (an older folder without layout file) — and its
+        vectors are there.  A marker of a folder from before stamps and checksums is adopted as it is (it gains them).
         """
-        marker = directory / f"shard_{shard:05d}.json"
-        if not marker.is_file():
-            return False
-        meta = json.loads(marker.read_text())
-        expected = dataset.ids[self._shard_rows(dataset, shard, shard_size)].tolist()
-        if sorted(meta["ids"] + meta["failed"]) == sorted(expected):
-            return True
-        log.warning("%s does not hold rows of shard %d with shard size %d: recomputing it", marker, shard, shard_size)
-        return False
+        finished: set[int] = set()
+        stale: dict[int, np.ndarray] = {}
+        stamps: dict[int, Stamps | None] = {}
+        for shard in range(count):
+            rows = self._shard_rows(dataset, shard, shard_size)
+            stamps[shard] = now = current_stamps(dataset, rows, self.change_detection)
+            marker, vectors = directory / f"shard_{shard:05d}.json", directory / f"shard_{shard:05d}.npy"
+            if not marker.is_file() or not vectors.is_file():
+                continue
+            try:
+                meta = read_marker(marker)
+            except ValueError as error:
+                log.warning("%s: recomputing it", error)
+                continue
+            if sorted(meta["ids"] + meta["failed"]) != sorted(dataset.ids[rows].tolist()):
+                log.warning("%s does not hold rows of shard %d with shard size %d: recomputing it", marker, shard, shard_size)
+                continue
+            differ = None if now is None else changed(meta.get("stamps"), now, dataset.ids[rows].tolist(), self.change_detection)
+            if differ:
+                changed_rows = set(differ)
+                stale[shard] = np.array([row for row, item in zip(rows, dataset.ids[rows].tolist()) if item in changed_rows])
+                continue
+            if "sha256" not in meta or (now is not None and differ is None):
+                self._adopt(marker, vectors, meta, now)
+            finished.add(shard)
+        return finished, stale, stamps
+
+    @staticmethod
+    def _adopt(marker: Path, vectors: Path, meta: dict, stamps: Stamps | None) -> None:
+        """A marker from before stamps and checksums: the images taken as they are now, the vectors as they are."""
+        meta = {**meta, "sha256": meta.get("sha256") or hash_file(vectors, length=CHECKSUM_DIGITS)}
+        if stamps is not None:
+            meta["stamps"] = stamps
+        atomic_write_json(marker, meta)
+
+    def _merge(self, directory: Path, dataset: ImageDataset, shard: int, shard_size: int | None, recomputed: np.ndarray,
+               vectors: np.ndarray, ids: list[str], failed: list[str], dim: int) -> tuple[np.ndarray, list[str], list[str]]:
+        """A shard whose ``recomputed`` rows were embedded again: their new vectors (or failures) and the shard's other
+        vectors as stored, in row order — what computing the whole shard would give."""
+        meta = read_marker(directory / f"shard_{shard:05d}.json")
+        old = read_shard(directory / f"shard_{shard:05d}.npy", meta.get("sha256"))
+        vector_of = dict(zip(meta["ids"], old))
+        redone, kept_now = set(dataset.ids[recomputed].tolist()), set(ids)
+        vector_of.update((item, vector) for item, vector in zip(ids, vectors))
+        merged_ids, merged, merged_failed = [], [], []
+        for item in dataset.ids[self._shard_rows(dataset, shard, shard_size)].tolist():
+            if item in vector_of and (item in redone) == (item in kept_now):  # a redone image that failed now has no vector
+                merged_ids.append(item)
+                merged.append(vector_of[item])
+            else:
+                merged_failed.append(item)
+        matrix = np.stack(merged).astype(np.float32) if merged else np.zeros((0, dim), np.float32)
+        return matrix, merged_ids, merged_failed
 
     def _write_shard(self, directory: Path, shard: int, vectors: np.ndarray, ids: list[str], failed: list[str], runtime: str = "torch",
-                     precision: str = "fp32") -> None:
+                     precision: str = "fp32", stamps: Stamps | None = None) -> None:
         bad = ~np.isfinite(vectors).all(axis=1) if len(vectors) else np.zeros(0, dtype=bool)
         if bad.any():  # never store a broken embedding: it would poison every search that reads it
             raise ValueError(f"the model produced NaN or inf for {int(bad.sum())} images of shard {shard} "
                              f"(e.g. {np.asarray(ids)[bad][0]!r}); nothing of this shard was written")
-        atomic_save_npy(directory / f"shard_{shard:05d}.npy", vectors)
-        meta = {"ids": ids, "failed": failed, "count": len(ids), "runtime": runtime}
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(vectors), allow_pickle=False)
+        atomic_write_bytes(directory / f"shard_{shard:05d}.npy", buffer.getbuffer())
+        meta = {"ids": ids, "failed": failed, "count": len(ids), "runtime": runtime, "sha256": shard_checksum(buffer.getbuffer())}
+        if stamps is not None:
+            meta["stamps"] = stamps
         if precision != "fp32":  # fp32 shards read as they always did (a marker without it is fp32)
             meta["precision"] = precision
         atomic_write_json(directory / f"shard_{shard:05d}.json", meta)
 
     def _finalize(self, directory: Path, encoder: Encoder, dataset: ImageDataset, output: str, space: Space, shard_size: int) -> None:
-        metas = [json.loads((directory / f"shard_{s:05d}.json").read_text()) for s in range(self.num_shards(dataset, shard_size))]
+        metas = [read_marker(directory / f"shard_{s:05d}.json") for s in range(self.num_shards(dataset, shard_size))]
         write_manifest(directory, "embedding-set", {
             "space": space.to_dict(),
             "output": output,
@@ -260,15 +353,24 @@ class EmbeddingStore:
             "failed_ids": [item for m in metas for item in m["failed"]],
             "runtimes": sorted({m.get("runtime", "torch") for m in metas}),  # shards may come from either engine
             "precision": metas[0].get("precision", "fp32") if metas else "fp32",  # one per folder (see _check_precision)
+            "shard_sha256": [m.get("sha256") for m in metas],  # checked on every read
+            "change_detection": self.change_detection,
         })
 
     # ------------------------------------------------------------------ reading
     def get(self, encoder: Encoder, dataset: ImageDataset, output: str = "embedding") -> Embeddings:
-        """The stored embeddings, extracting whatever is missing first."""
+        """The stored embeddings, extracting whatever is missing or changed first (images edited since they were
+        embedded are embedded again; a folder from before stamps gains them)."""
         directory = self.directory(encoder, dataset, output)
-        if not (directory / "manifest.json").is_file():
-            self.extract(encoder, dataset, output)
-        return self.load(directory, dataset)
+        if (directory / MANIFEST_NAME).is_file():
+            try:
+                embeddings, unstamped = self._read(directory, dataset, self.change_detection)
+                if not unstamped:
+                    return embeddings
+            except StaleEmbeddingsError as error:
+                log.info("%s", error)
+        self.extract(encoder, dataset, output)
+        return self._read(directory, dataset, self.change_detection)[0]
 
     def find(self, space_fingerprint: str, dataset: ImageDataset, output: str = "embedding") -> Embeddings:
         """Stored embeddings of ``dataset`` in the space ``space_fingerprint``, found without the model.
@@ -298,21 +400,39 @@ class EmbeddingStore:
         return self.load(found[0][0], dataset)
 
     @staticmethod
-    def load(directory: str | os.PathLike, dataset: ImageDataset | None = None) -> Embeddings:
-        """Read a finished embedding set; with ``dataset``, check it is that dataset's and attach labels."""
-        directory = Path(directory)
+    def load(directory: str | os.PathLike, dataset: ImageDataset | None = None, change_detection: str = "stat") -> Embeddings:
+        """Read a finished embedding set, every shard checked against its checksum; with ``dataset``, check it is that
+        dataset's, that its images have not changed since (:class:`StaleEmbeddingsError` naming one that has) and
+        attach labels."""
+        return EmbeddingStore._read(Path(directory), dataset, check_change_detection(change_detection))[0]
+
+    @staticmethod
+    def _read(directory: Path, dataset: ImageDataset | None, change_detection: str) -> tuple[Embeddings, bool]:
+        """The embeddings, and whether some shard holds no stamps (a folder from before them: read as it is)."""
         manifest = read_manifest(directory, kind="embedding-set")
         if dataset is not None and manifest["dataset"]["fingerprint"] != dataset.fingerprint():
             raise ValueError(f"{directory} holds embeddings of another dataset ({manifest['dataset']['name']})")
-        vectors, ids = [], []
+        checksums = manifest.get("shard_sha256") or [None] * manifest["num_shards"]
+        vectors, ids, recorded = [], [], []
         for shard in range(manifest["num_shards"]):
-            vectors.append(np.load(directory / f"shard_{shard:05d}.npy"))
-            ids += json.loads((directory / f"shard_{shard:05d}.json").read_text())["ids"]
+            meta = read_marker(directory / f"shard_{shard:05d}.json")
+            vectors.append(read_shard(directory / f"shard_{shard:05d}.npy", checksums[shard]))
+            ids += meta["ids"]
+            recorded.append((meta.get("stamps"), meta["ids"] + meta["failed"]))
         matrix = np.concatenate(vectors) if vectors else np.zeros((0, manifest["dim"]), np.float32)
         if len(matrix) != manifest["count"] or len(ids) != manifest["count"]:
             raise ValueError(f"{directory}: shards hold {len(matrix)} vectors, manifest says {manifest['count']} (corrupt store)")
-        labels = None
+        labels, unstamped = None, False
         if dataset is not None:
+            now = current_stamps(dataset, np.arange(len(dataset)), change_detection)
+            if now is not None:
+                unstamped = any(stamps is None for stamps, _ in recorded)
+                differ = [item for stamps, held in recorded for item in (changed(stamps, now, held, change_detection) or [])]
+                if differ:
+                    key = dataset.keys[dataset.ids.tolist().index(differ[0])]
+                    raise StaleEmbeddingsError(
+                        f"{len(differ)} images of {dataset.name} changed since they were embedded in {directory} (e.g. "
+                        f"{differ[0]!r}: {key}): embed them again (asymret embed, or the store's get/extract with the model)")
             row_of = {item: row for row, item in enumerate(dataset.ids.tolist())}
             labels = dataset.labels[[row_of[item] for item in ids]]
-        return Embeddings(matrix, np.array(ids), Space.from_dict(manifest["space"]), labels)
+        return Embeddings(matrix, np.array(ids), Space.from_dict(manifest["space"]), labels), unstamped
