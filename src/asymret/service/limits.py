@@ -74,9 +74,8 @@ class BodyLimit:
             if not _is_disconnect(error):
                 raise
             client = scope.get("client") or ("?", 0)
-            # one line: a client that goes away mid-upload is routine, not a server error
-            log.warning("client %s:%s dropped its request to %s after %s body bytes", client[0], client[1], scope.get("path"),
-                        f"{received:,}")
+            # one short line (the CLI's log handler wraps at the console width): a client going away is routine
+            log.warning("%s:%s dropped its %s request after %s body bytes", client[0], client[1], scope.get("path"), f"{received:,}")
 
 
 def _is_disconnect(error: BaseException) -> bool:
@@ -152,9 +151,8 @@ def deadline_protocol(timeout: float) -> type:
             if self.conn.their_state is h11.IDLE and self.cycle is not None and not self.cycle.response_complete:
                 return  # pragma: no cover - a request cycle without its request: nothing to time out
             client = self.client or ("?", 0)
-            started = "its body" if self.conn.their_state is h11.SEND_BODY else "a complete request"
-            log.warning("closed the connection from %s:%s: %s did not arrive within %gs", client[0], client[1], started,
-                        self.request_timeout)
+            missing = "whole body" if self.conn.their_state is h11.SEND_BODY else "whole request"
+            log.warning("closed %s:%s: no %s within %g s", client[0], client[1], missing, self.request_timeout)
             self.transport.close()
 
     return DeadlineH11Protocol
