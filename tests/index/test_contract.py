@@ -162,6 +162,9 @@ def test_folders_saved_before_the_shared_persistence_still_load(toy, tmp_path, s
     index.save(tmp_path)
     path = tmp_path / "manifest.json"
     manifest = json.loads(path.read_text())
+    for saved in (tmp_path / manifest["data"]).iterdir():  # the files at the top, as they were before version folders
+        saved.rename(tmp_path / saved.name)
+    del manifest["data"]
     if spec == "exact":
         manifest = {key: manifest[key] for key in ("kind", "format_version", "versions", "backend", "space", "count", "dim", "files")}
     else:

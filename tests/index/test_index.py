@@ -216,7 +216,9 @@ def test_invalid_factory():
 # ---------------------------------------------------------------------------------------------- persistence
 def test_save_load_round_trip(index, queries, tmp_path):
     index.save(tmp_path / "idx")
-    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["ids.npy", "index.faiss", "manifest.json", "uncertainty.npy"]
+    data = json.loads((tmp_path / "idx" / "manifest.json").read_text())["data"]
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [data, "manifest.json"]  # one version's files, its manifest
+    assert sorted(p.name for p in (tmp_path / "idx" / data).iterdir()) == ["ids.npy", "index.faiss", "uncertainty.npy"]
     loaded = FaissGalleryIndex.load(tmp_path / "idx", expect_space=SPACE)
     assert loaded.space == SPACE and len(loaded) == len(index)
     np.testing.assert_array_equal(loaded.ids, index.ids)
@@ -264,14 +266,19 @@ def test_load_without_manifest_fails_clearly(index, tmp_path):
         FaissGalleryIndex.load(tmp_path / "nowhere")
 
 
+def _files(directory):
+    """The folder of a saved index's current version."""
+    return directory / json.loads((directory / "manifest.json").read_text())["data"]
+
+
 def test_load_detects_missing_and_corrupted_files(index, tmp_path):
     index.save(tmp_path / "a")
-    (tmp_path / "a" / "ids.npy").unlink()
+    (_files(tmp_path / "a") / "ids.npy").unlink()
     with pytest.raises(FileNotFoundError, match="ids.npy"):
         FaissGalleryIndex.load(tmp_path / "a")
 
     index.save(tmp_path / "b")
-    path = tmp_path / "b" / "index.faiss"
+    path = _files(tmp_path / "b") / "index.faiss"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -279,7 +286,7 @@ def test_load_detects_missing_and_corrupted_files(index, tmp_path):
         FaissGalleryIndex.load(tmp_path / "b")
 
     index.save(tmp_path / "c")
-    path = tmp_path / "c" / "uncertainty.npy"
+    path = _files(tmp_path / "c") / "uncertainty.npy"
     path.write_bytes(path.read_bytes()[:-8])
     with pytest.raises(ValueError, match="corrupted"):
         FaissGalleryIndex.load(tmp_path / "c")
@@ -291,21 +298,6 @@ def test_load_checks_counts(index, tmp_path):
     manifest["count"] = 499
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="inconsistent"):
-        FaissGalleryIndex.load(tmp_path)
-
-
-def test_resave_removes_manifest_first(index, tmp_path, monkeypatch):
-    """A save interrupted after the manifest was removed leaves an unloadable directory, not a mixed one."""
-    index.save(tmp_path)
-    import asymret.index.base as module
-
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(module, "write_manifest", crash)
-    with pytest.raises(KeyboardInterrupt):
-        index.save(tmp_path)
-    with pytest.raises(FileNotFoundError, match="manifest"):
         FaissGalleryIndex.load(tmp_path)
 
 

@@ -13,8 +13,9 @@ Scores are similarities for ``metric="ip"`` (higher is better) and squared L2 di
 What the backends share lives here, once: the space checks, the rejection rule and its cache
 (:meth:`GalleryIndexBase.rejected_mask`, :meth:`GalleryIndexBase.kept_bitmap`), the result with ids and padding
 (:meth:`GalleryIndexBase._result`) and the folder a saved index is kept in (:meth:`GalleryIndexBase._save_folder`,
-:meth:`GalleryIndexBase._open_folder`, :meth:`GalleryIndexBase._check_files`: each file written atomically with its
-size and hash in the manifest, the manifest last).  Backends are made and loaded by name through
+:meth:`GalleryIndexBase._open_folder`, :meth:`GalleryIndexBase._check_files`: the files of each version written into
+a new ``data-<version>/`` sub-folder with their sizes and hashes in the manifest, the manifest replaced last — a
+save that is interrupted at any point leaves the previous index whole and loadable).  Backends are made and loaded by name through
 :mod:`asymret.index.backends` (``faiss:IVF256,PQ16``, ``exact``, ``milvus:HNSW``).
 """
 from __future__ import annotations
@@ -22,6 +23,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import secrets
+import shutil
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +55,10 @@ __all__ = [
 
 #: tolerance on ``| ||v|| - 1 |`` for vectors of an L2-normalised space (same as :class:`Embeddings`).
 UNIT_NORM_ATOL = 1e-3
+#: the sub-folder of a saved index holding one version's files (named in the manifest's ``data``); an unfinished
+#: one is ``.data-<version>.partial`` until all its files are written
+DATA_PREFIX = "data-"
+PARTIAL_SUFFIX = ".partial"
 
 
 class QuerySpaceError(SpaceMismatchError, TypeError):
@@ -297,27 +305,52 @@ class GalleryIndexBase(ABC):
     def _save_folder(self, directory: str | os.PathLike, fields: Mapping[str, Any] | None = None,
                      arrays: Mapping[str, np.ndarray] | None = None, blobs: Mapping[str, Any] | None = None,
                      prepare: Callable[[], None] | None = None) -> Path:
-        """The one way an index is kept: an existing manifest removed first, ``blobs`` (raw bytes) and ``arrays``
-        (``.npy``) each written atomically with their size and sha256, then the manifest — the common fields,
-        ``fields`` and the files — written last, so a save that was interrupted leaves a folder that is never
-        loaded.  ``prepare`` runs once the old manifest is gone (e.g. a remote backend's flush)."""
+        """The one way an index is kept, never destroying the version already there: ``blobs`` (raw bytes) and
+        ``arrays`` (``.npy``) written into a new ``data-<version>/`` sub-folder (built as ``.data-<version>.partial``
+        and renamed when complete), each with its size and sha256 in the manifest; then the manifest — the common
+        fields, ``fields``, the files and their folder — replaced atomically: the one moment the new version takes
+        over.  A crash before it leaves the previous manifest naming the previous files, untouched; after it, the new
+        version.  Only then are the previous version's files removed.  ``prepare`` runs first (e.g. a remote
+        backend's flush).  One writer per folder at a time."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / MANIFEST_NAME).unlink(missing_ok=True)
+        previous = _previous_files(directory)
         if prepare is not None:
             prepare()
         files: dict[str, dict[str, Any]] = {}
-        for name, data in (blobs or {}).items():
-            files[name] = _write_file(directory / name, memoryview(data))
-        for name, array in (arrays or {}).items():
-            buffer = io.BytesIO()
-            np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-            files[name] = _write_file(directory / name, buffer.getbuffer())
+        version = None
+        if blobs or arrays:
+            version = f"{DATA_PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
+            staging = directory / f".{version}{PARTIAL_SUFFIX}"
+            staging.mkdir()
+            try:
+                for name, data in (blobs or {}).items():
+                    files[name] = _write_file(staging / name, memoryview(data))
+                for name, array in (arrays or {}).items():
+                    buffer = io.BytesIO()
+                    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+                    files[name] = _write_file(staging / name, buffer.getbuffer())
+                os.rename(staging, directory / version)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
         manifest = {**self._manifest_fields(), **(fields or {})}
         if files:
             manifest["files"] = files
-        write_manifest(directory, kind=self.manifest_kind, fields=manifest)
+            manifest["data"] = version
+        write_manifest(directory, kind=self.manifest_kind, fields=manifest)  # the commit
+        _remove_superseded(directory, previous, keep=version)
         return directory
+
+    @staticmethod
+    def _files_folder(directory: Path, manifest: Mapping[str, Any]) -> Path:
+        """Where a saved index's files are: its version's ``data-…`` sub-folder, or the folder itself (older saves)."""
+        data = manifest.get("data")
+        if data is None:
+            return directory
+        if not isinstance(data, str) or not data.startswith(DATA_PREFIX) or "/" in data or "\\" in data or data in (".", ".."):
+            raise ValueError(f"{directory / MANIFEST_NAME} is malformed: data folder {data!r}")
+        return directory / data
 
     @classmethod
     def _open_folder(cls, directory: str | os.PathLike, expect_space: Space | None = None) -> tuple[Path, dict[str, Any], Space]:
@@ -352,12 +385,14 @@ class GalleryIndexBase(ABC):
             raise ValueError(f"{directory / MANIFEST_NAME} is malformed: count {count}")
         return directory, manifest, space
 
-    @staticmethod
-    def _check_files(directory: Path, manifest: Mapping[str, Any], names: tuple[str, ...], verify_hashes: bool = True) -> None:
-        """Each of ``names`` is there, of the size and (``verify_hashes``) sha256 the manifest lists."""
+    @classmethod
+    def _check_files(cls, directory: Path, manifest: Mapping[str, Any], names: tuple[str, ...], verify_hashes: bool = True) -> Path:
+        """Each of ``names`` is there, of the size and (``verify_hashes``) sha256 the manifest lists; returns the folder
+        they are in (:meth:`_files_folder`)."""
         files = manifest.get("files", {})
+        folder = cls._files_folder(directory, manifest)
         for name in names:
-            path = directory / name
+            path = folder / name
             if not path.is_file():
                 raise FileNotFoundError(f"gallery index {directory} is missing {name} (listed in its manifest)")
             info = files.get(name, {})
@@ -368,6 +403,7 @@ class GalleryIndexBase(ABC):
                 digest = hash_file(path, length=len(info["sha256"]))
                 if digest != info["sha256"]:
                     raise ValueError(f"{path} is corrupted: sha256 {digest} != {info['sha256']} in the manifest")
+        return folder
 
     @staticmethod
     def _validate_k(k: int) -> int:
@@ -471,6 +507,30 @@ class GalleryIndexBase(ABC):
                     "duplicate ids are refused (remove/update is not supported)"
                 )
         return vectors, ids, unc
+
+
+def _previous_files(directory: Path) -> tuple[str | None, list[str]]:
+    """The version a folder holds now: its data sub-folder and, for an older save, its files at the top; nothing when
+    there is no readable manifest."""
+    try:
+        manifest = read_manifest(directory)
+    except (FileNotFoundError, ValueError, OSError):
+        return None, []
+    data = manifest.get("data")
+    names = [] if data else [name for name in manifest.get("files", {}) if "/" not in name and name != MANIFEST_NAME]
+    return (data if isinstance(data, str) and data.startswith(DATA_PREFIX) else None), names
+
+
+def _remove_superseded(directory: Path, previous: tuple[str | None, list[str]], keep: str | None) -> None:
+    """After the commit: the previous version's files, and sub-folders of saves that never finished (best effort: a
+    file left behind costs space, never correctness)."""
+    data, names = previous
+    if data and data != keep:
+        shutil.rmtree(directory / data, ignore_errors=True)
+    for name in names:
+        (directory / name).unlink(missing_ok=True)
+    for leftover in directory.glob(f".{DATA_PREFIX}*{PARTIAL_SUFFIX}"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _write_file(path: Path, data: memoryview) -> dict[str, Any]:

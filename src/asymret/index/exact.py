@@ -119,14 +119,15 @@ class ExactIndex(GalleryIndexBase):
         return "exact (numpy)"
 
     def save(self, directory: str | os.PathLike) -> None:
-        """``vectors.npy``, ``ids.npy``, ``uncertainty.npy`` and, last, the manifest (an interrupted save is never loaded)."""
+        """``vectors.npy``, ``ids.npy``, ``uncertainty.npy`` in a new version sub-folder and, last, the manifest (an
+        interrupted save leaves the index that was there, whole)."""
         self._save_folder(directory, arrays={VECTORS_FILE: self._vectors, IDS_FILE: self._ids, UNCERTAINTY_FILE: self._uncertainty})
 
     @classmethod
     def load(cls, directory: str | os.PathLike, expect_space: Space | None = None) -> "ExactIndex":
         directory, manifest, space = cls._open_folder(directory, expect_space)
-        cls._check_files(directory, manifest, (VECTORS_FILE, IDS_FILE, UNCERTAINTY_FILE))
-        arrays = {name: np.load(directory / name, allow_pickle=False) for name in (VECTORS_FILE, IDS_FILE, UNCERTAINTY_FILE)}
+        folder = cls._check_files(directory, manifest, (VECTORS_FILE, IDS_FILE, UNCERTAINTY_FILE))
+        arrays = {name: np.load(folder / name, allow_pickle=False) for name in (VECTORS_FILE, IDS_FILE, UNCERTAINTY_FILE)}
         index = cls(space)
         index._vectors = np.ascontiguousarray(arrays[VECTORS_FILE], dtype=np.float32)
         index._ids = arrays[IDS_FILE].astype(str)

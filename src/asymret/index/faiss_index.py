@@ -328,9 +328,9 @@ class FaissGalleryIndex(GalleryIndexBase):
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> None:
-        """Write ``index.faiss``, ``ids.npy``, ``uncertainty.npy`` (and ``vectors.npy`` with exact re-ranking) and,
-        last, ``manifest.json`` to ``directory`` (:meth:`GalleryIndexBase._save_folder`: a folder whose save was
-        interrupted has no manifest and cannot be loaded)."""
+        """Write ``index.faiss``, ``ids.npy``, ``uncertainty.npy`` (and ``vectors.npy`` with exact re-ranking) into a new
+        version sub-folder of ``directory`` and, last, its ``manifest.json`` (:meth:`GalleryIndexBase._save_folder`: a
+        save interrupted at any point leaves the index that was there, whole)."""
         index_bytes = faiss.serialize_index(self._index)  # uint8 numpy array
         arrays = {IDS_FILE: self._ids, UNCERTAINTY_FILE: self._uncertainty}
         if self._exact_rerank:
@@ -359,35 +359,35 @@ class FaissGalleryIndex(GalleryIndexBase):
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{directory / 'manifest.json'} is incomplete or malformed: {error!r}") from None
         exact_rerank = int(manifest.get("exact_rerank", 0))
-        cls._check_files(directory, manifest, (INDEX_FILE, IDS_FILE, UNCERTAINTY_FILE) + ((VECTORS_FILE,) if exact_rerank else ()),
-                         verify_hashes=verify_hashes)
+        folder = cls._check_files(directory, manifest, (INDEX_FILE, IDS_FILE, UNCERTAINTY_FILE) + ((VECTORS_FILE,) if exact_rerank else ()),
+                                  verify_hashes=verify_hashes)
         try:
-            index = faiss.read_index(str(directory / INDEX_FILE))
+            index = faiss.read_index(str(folder / INDEX_FILE))
         except RuntimeError as error:
-            raise ValueError(f"{directory / INDEX_FILE} is not a readable FAISS index: {_faiss_message(error)}") from None
+            raise ValueError(f"{folder / INDEX_FILE} is not a readable FAISS index: {_faiss_message(error)}") from None
         try:
-            ids = np.load(directory / IDS_FILE, allow_pickle=False)
-            uncertainty = np.load(directory / UNCERTAINTY_FILE, allow_pickle=False)
+            ids = np.load(folder / IDS_FILE, allow_pickle=False)
+            uncertainty = np.load(folder / UNCERTAINTY_FILE, allow_pickle=False)
         except (ValueError, OSError, EOFError) as error:
-            raise ValueError(f"{directory}: cannot read ids/uncertainty arrays: {error}") from None
+            raise ValueError(f"{folder}: cannot read ids/uncertainty arrays: {error}") from None
         if ids.dtype.kind != "U" or ids.ndim != 1:
-            raise ValueError(f"{directory / IDS_FILE} must hold a 1-D string array, got {ids.dtype} {ids.shape}")
+            raise ValueError(f"{folder / IDS_FILE} must hold a 1-D string array, got {ids.dtype} {ids.shape}")
         uncertainty = np.asarray(uncertainty, dtype=np.float32)
         counts = {"manifest": count, "index.faiss": int(index.ntotal), "ids.npy": len(ids), "uncertainty.npy": uncertainty.size}
         if len(set(counts.values())) != 1:
             raise ValueError(f"gallery index {directory} is inconsistent: item counts {counts}")
         if index.d != dim:
-            raise ValueError(f"{directory / INDEX_FILE} has dimension {index.d}, manifest says {dim}")
+            raise ValueError(f"{folder / INDEX_FILE} has dimension {index.d}, manifest says {dim}")
         if _metric_name(index.metric_type) != metric:
-            raise ValueError(f"{directory / INDEX_FILE} uses metric {_metric_name(index.metric_type)}, manifest says {metric}")
+            raise ValueError(f"{folder / INDEX_FILE} uses metric {_metric_name(index.metric_type)}, manifest says {metric}")
 
         self = cls.__new__(cls)
         self._metric = metric
         self._init_state(space, index, factory, ids, uncertainty.reshape(-1))
         if exact_rerank:
-            vectors = np.load(directory / VECTORS_FILE, mmap_mode="r", allow_pickle=False)  # on disk, paged in per query
+            vectors = np.load(folder / VECTORS_FILE, mmap_mode="r", allow_pickle=False)  # on disk, paged in per query
             if vectors.shape != (count, dim) or vectors.dtype != np.float32:
-                raise ValueError(f"{directory / VECTORS_FILE} holds {vectors.dtype} {vectors.shape}, expected float32 ({count}, {dim})")
+                raise ValueError(f"{folder / VECTORS_FILE} holds {vectors.dtype} {vectors.shape}, expected float32 ({count}, {dim})")
             self._vectors, self._exact_rerank = vectors, exact_rerank
         return self
 
