@@ -3,6 +3,7 @@ and the seed override, command line and results printout written once."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import os
 import shlex
@@ -49,6 +50,7 @@ class _OneLineErrors(typer.Typer):
 
 
 _debug_requested = False  # set by --debug for the current invocation
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
 def _debugging() -> bool:
@@ -65,6 +67,8 @@ def _one_line(error: BaseException) -> str:
     if isinstance(error, (ValueError, FileNotFoundError, SpaceMismatchError, ImageLoadError, KeyError, TypeError, ImportError,
                           ConnectionError)):
         return message
+    if isinstance(error, OSError) and error.errno in _DISK_ERRNOS:  # a full disk is the machine's, not a bug: no traceback
+        return message
     return f"{type(error).__name__}: {message} (run with --debug for the traceback)"
 
 
@@ -72,8 +76,18 @@ app = _OneLineErrors(add_completion=False, no_args_is_help=True, pretty_exceptio
                      help="asymret — asymmetric image retrieval: a light query model, a heavy (ensemble) gallery, one space.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from ..core.version import __version__
+
+        out.print(f"asymret {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _global_options(debug: bool = typer.Option(False, "--debug", help="show the full traceback when a command fails")) -> None:
+def _global_options(debug: bool = typer.Option(False, "--debug", help="show the full traceback when a command fails"),
+                    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                                 help="print asymret's version and exit")) -> None:
     global _debug_requested
     _debug_requested = debug
 
@@ -130,8 +144,14 @@ def setup() -> None:
 def load_data(kind: str, root: Optional[str], split: Optional[str], size: Optional[int], seed: int = 0, role: Optional[str] = None):
     """The dataset the options name (``folder:class-half`` = a flat folder split by classes), sampled to ``size``."""
     from ..data import load_dataset
+    from ..data.loaders import DATASET_LOADERS, canonical_kind
 
+    given = kind
     kind, _, split_by = kind.partition(":")
+    meta = DATASET_LOADERS.meta[canonical_kind(kind)]
+    if root is None and not meta.get("builds_itself") and meta.get("default_root") is None:  # said in the flags' words
+        what = "the CSV file" if canonical_kind(kind) == "csv" else "the dataset folder"
+        fail(f"--dataset {given} needs --root PATH ({what})")
     dataset = load_dataset(kind, root, **({"split_by": split_by} if split_by else {}))
     if split or role:
         dataset = dataset.select(split=split, role=role)

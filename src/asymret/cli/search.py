@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -127,9 +128,13 @@ def evaluate_cmd(
     q_model = load_query_model_at(query_model)
     index = load_index(index_dir)
     index.space.check_compatible(q_model.space(), "the query model's embeddings")
+    if len(index) == 0:
+        fail(f"the index {index_dir} holds no items: nothing to measure (build it again from a gallery with readable images)")
     data = load_data(dataset, root, split, size)
     queries = query_embeddings(open_store(store, runtime=runtime, device=device, precision=precision, workers=workers), q_model,
                                data.select(role="query"))
+    if len(queries) == 0:
+        fail(f"no readable query image in {data.name}: nothing to measure")
     label_of = dict(zip(data.ids.tolist(), data.labels.tolist()))
     missing = [i for i in index.ids.tolist() if i not in label_of]
     if missing:
@@ -137,6 +142,10 @@ def evaluate_cmd(
     metrics = evaluate(queries, index=index, gallery_labels=label_of, ks=[int(k) for k in ks.split(",")], reject_fraction=reject_fraction)
     table = Table(title=f"{q_model.name} → {index_dir}")
     table.add_column("metric"), table.add_column("value", justify="right")
-    for name, value in metrics.items():
-        table.add_row(name, f"{100 * value:.2f}" if not name.startswith("num_") else str(int(value)))
+    undefined = [name for name, value in metrics.items() if not math.isfinite(float(value))]
+    for name, value in metrics.items():  # a metric no query defines is said so, never printed as nan
+        text = "n/a" if name in undefined else f"{100 * value:.2f}" if not name.startswith("num_") else str(int(value))
+        table.add_row(name, text)
     out.print(table)
+    if undefined:
+        out.print(f"n/a: no query of {data.name} defines {', '.join(undefined)} (e.g. none has a relevant gallery item)")

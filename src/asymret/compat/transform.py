@@ -23,7 +23,7 @@ from torch import nn
 
 from ..core.device import on_device, resolve_device
 from ..encoders.heads import CosineClassifier
-from ..core.manifest import SpaceMismatchError, atomic_torch_save, hash_arrays, read_manifest, stable_hash, write_manifest
+from ..core.manifest import SpaceMismatchError, atomic_torch_save, hash_arrays, load_checkpoint, read_manifest, stable_hash, write_manifest
 from ..core.space import Embeddings, Space
 from ..training import TrainConfig, TrainHistory, batch_indices, seeded, train
 from .config import PsiConfig
@@ -220,7 +220,7 @@ class CMCETransform:
         """A saved ψ (on the CPU; ``device``: where its :meth:`transform` and a refit compute, default auto)."""
         directory = Path(directory)
         manifest = read_manifest(directory, kind="transformation")
-        payload = torch.load(directory / "transform.pt", map_location="cpu", weights_only=True)  # never runs code
+        payload = load_checkpoint(directory / "transform.pt")  # never runs code
         config = payload["config"]
         head = None
         if payload.get("head"):  # the shared head travels with ψ, so a loaded ψ can be refitted with dual-ce/kl

@@ -7,10 +7,12 @@ combined silently.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import platform
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -23,6 +25,10 @@ FORMAT_VERSION = 1
 
 class SpaceMismatchError(ValueError):
     """Raised when artifacts or embeddings from different embedding spaces are combined."""
+
+
+class CheckpointError(ValueError):
+    """A torch checkpoint that cannot be loaded: truncated or not a checkpoint, or refused because it holds code."""
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -87,11 +93,22 @@ def _current_umask() -> int:
     return mask
 
 
+#: errors of a write that the disk (not the program) refused: a message names the file and says what happened
+_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EROFS: "the file system is read-only", errno.EFBIG: "file too large for the file system"}
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never half.
+
+    A full disk (or quota, or read-only file system) raises an ``OSError`` whose message names ``path`` and how many
+    bytes it needed, the half-written temporary file removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _storage_error(error, path, data) from error
     try:
         # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask).
         os.fchmod(fd, 0o666 & ~_current_umask())
@@ -100,10 +117,49 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise _storage_error(error, path, data) from error
         raise
+
+
+def _storage_error(error: OSError, path: Path, data: bytes) -> OSError:
+    """``error`` with a message naming the file being written (the OS names none, or only the temporary file)."""
+    reason = _STORAGE_ERRNOS.get(error.errno or 0)
+    if reason is None:
+        if str(path) in str(error):
+            return error
+        reason = error.strerror or str(error)
+    size = memoryview(data).nbytes
+    return type(error)(error.errno, f"cannot write {path} ({size:,} bytes): {reason}")
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """A torch checkpoint of tensors and plain data (``weights_only``: loading never runs code).
+
+    Raises :class:`CheckpointError` naming the file when it is missing, truncated or not a checkpoint, or when it holds
+    anything but tensors and plain data (a pickled function or object: refused, never run)."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing checkpoint {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message advises weights_only=False — running the file's code: never the advice to give
+        found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(f"{path} is refused: it holds code or objects{what}, not only tensors and plain data — "
+                              "loading it could run that code; asymret never loads such a file") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError) as error:
+        first = str(error).split(". ")[0].strip() or type(error).__name__
+        raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({first}): save it again, or copy it again "
+                              "from where it was written") from None
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

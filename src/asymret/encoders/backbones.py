@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..core.manifest import load_checkpoint
 from ..core.registry import Registry
 from .preprocess import Preprocess
 
@@ -250,7 +251,7 @@ def _load_state_dict(path: str) -> dict:
         from safetensors.torch import load_file
 
         return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)  # tensors and plain data only
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

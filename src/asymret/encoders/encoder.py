@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.device import module_device, to_device
-from ..core.manifest import atomic_torch_save, hash_arrays, read_manifest, stable_hash, write_manifest
+from ..core.manifest import atomic_torch_save, hash_arrays, load_checkpoint, read_manifest, stable_hash, write_manifest
 from ..core.space import Space
 from ..training import seeded
 from .backbones import BackboneSpec, build_backbone
@@ -247,7 +247,7 @@ def load_encoder(directory: str | os.PathLike) -> Encoder:
     """Load an encoder saved with :meth:`Encoder.save`; verifies the fingerprint in the manifest."""
     directory = Path(directory)
     manifest = read_manifest(directory, kind="encoder")
-    payload = torch.load(directory / "encoder.pt", map_location="cpu", weights_only=True)  # tensors and plain data only: a checkpoint never runs code
+    payload = load_checkpoint(directory / "encoder.pt")  # tensors and plain data only: a checkpoint never runs code
     config = payload["config"]
     # the architecture is rebuilt without pretrained weights: the checkpoint holds every weight already
     spec = build_backbone(config["arch"], input_size=config["input_size"], in_chans=config["in_chans"], pretrained=False)

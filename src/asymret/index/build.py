@@ -68,6 +68,9 @@ def build_index(spec: str | IndexSpec, gallery: Embeddings, uncertainty: np.ndar
     own, see :func:`asymret.index.backends.create_index`) holding ``gallery``; with ``target_recall``, its search
     parameter tuned on gallery vectors (:func:`asymret.index.tuning.tune_on_gallery`: ``None`` where there is
     nothing to tune).  Returns the index and the tuning's choice."""
+    if len(gallery) == 0:  # an index of nothing answers every query with nothing, and its metrics are NaN
+        raise ValueError("the gallery holds no images to index (every image unreadable, or none in the gallery role): "
+                         "refusing to build an index of 0 items")
     index = create_index(spec, gallery.space, **options)
     index.add(gallery, uncertainty)
     tuning = None

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..core.device import resolve_device
-from ..core.manifest import SpaceMismatchError, atomic_torch_save, read_manifest, stable_hash, write_manifest
+from ..core.manifest import SpaceMismatchError, atomic_torch_save, load_checkpoint, read_manifest, stable_hash, write_manifest
 from ..core.progress import log
 from ..core.space import Embeddings, Space, l2_normalize
 from ..training import TrainHistory
@@ -181,7 +181,7 @@ class LearnedReranker(Reranker):
         # "dims" since the list-wise re-ranker; earlier AMES manifests name the two descriptor dims at the top level
         dims = manifest.get("dims") or {"query_dim": manifest["query_dim"], "database_dim": manifest["database_dim"]}
         reranker.model = reranker._build_model({k: int(v) for k, v in dims.items()})
-        state = torch.load(directory / "reranker.pt", map_location="cpu", weights_only=True)  # never runs code
+        state = load_checkpoint(directory / "reranker.pt")  # never runs code
         reranker.model.load_state_dict(state)
         reranker.model.eval()
         reranker.fusion = {k: float(v) for k, v in manifest["fusion"].items()}
