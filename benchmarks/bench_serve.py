@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import secrets
 import socket
@@ -50,6 +51,9 @@ from asymret.service.server import free_port
 from asymret.service.state import png_bytes
 
 HOSTILE_SLOW_CONNECTIONS = 32
+#: --attacks: short name → the hostile kind's label in the report
+ATTACKS = {"vectors": "20,000 vectors k=100", "bomb": "9400x9400 PNG", "heavy": "4000x4000 PNG (allowed)", "chunked": "300 MB chunked body",
+           "deep": "JSON nested 100,000 deep", "ids": '"ids": 5', "slow": "slow-header connections"}
 
 
 class HealthProbe:
@@ -138,6 +142,8 @@ def main() -> None:
     parser.add_argument("--mixed", action="store_true", help="valid + hostile requests at concurrency 8 (instead of the load test)")
     parser.add_argument("--fixture", type=Path, default=None, help="build (or reuse) a stand-in index + ONNX query model here")
     parser.add_argument("--request-timeout", type=float, default=5.0, help="the server's --request-timeout (--mixed)")
+    parser.add_argument("--valid", default="embedding,image", help="the valid query kinds (--mixed)")
+    parser.add_argument("--attacks", default=",".join(ATTACKS), help="the hostile kinds (--mixed), of: " + ",".join(ATTACKS))
     args = parser.parse_args()
     start = time.perf_counter()
     if args.fixture is not None:
@@ -272,12 +278,13 @@ def server_memory_mb(pid: int) -> dict:
     return {"rss_mb": fields.get("VmRSS"), "peak_rss_mb": fields.get("VmHWM")}
 
 
-def hostile_requests(fingerprint: str, dim: int) -> dict:
-    """Each hostile kind: ``(http) -> status`` (or the transport error's name when the server cut the connection)."""
+def hostile_requests(fingerprint: str, dim: int, chosen: list[str]) -> dict:
+    """Each chosen hostile kind: ``(http) -> response``."""
     vector = [1.0] + [0.0] * (dim - 1)
     amplification = json.dumps({"embedding": [vector] * 20_000, "fingerprint": fingerprint, "k": 100}).encode()
     deep = b"[" * 100_000 + b"]" * 100_000
-    bomb, heavy = big_png(9400), big_png(4000)
+    bomb = big_png(9400) if "bomb" in chosen else b""
+    heavy = big_png(4000) if "heavy" in chosen else b""
 
     def chunked_300mb():
         block = b" " * 65536
@@ -285,7 +292,7 @@ def hostile_requests(fingerprint: str, dim: int) -> dict:
         for _ in range(300 * 16):
             yield block
 
-    return {
+    requests = {
         "20,000 vectors k=100": lambda http: http.post("/search", content=amplification, headers={"content-type": "application/json"}),
         "9400x9400 PNG": lambda http: http.post("/search", files={"image": ("bomb.png", bomb, "image/png")}),
         "4000x4000 PNG (allowed)": lambda http: http.post("/search", files={"image": ("heavy.png", heavy, "image/png")}),
@@ -293,20 +300,21 @@ def hostile_requests(fingerprint: str, dim: int) -> dict:
         "JSON nested 100,000 deep": lambda http: http.post("/search", content=deep, headers={"content-type": "application/json"}),
         '"ids": 5': lambda http: http.post("/search", json={"embedding": vector, "fingerprint": fingerprint, "ids": 5}),
     }
+    return {ATTACKS[name]: requests[ATTACKS[name]] for name in chosen if name != "slow"}
 
 
 class Hostile:
     """One thread per hostile kind, each looping on its request; plus connections that trickle their headers."""
 
-    def __init__(self, url: str, requests: dict) -> None:
-        self.url, self.requests = url, requests
+    def __init__(self, url: str, requests: dict, slow_connections: int) -> None:
+        self.url, self.requests, self.slow_connections = url, requests, slow_connections
         self._lock = threading.Lock()
         self.outcomes: dict[str, dict[str, int]] = {kind: {} for kind in self.requests}
         self.latencies: dict[str, list[float]] = {kind: [] for kind in self.requests}
         self.slow_closed = 0
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, args=(kind,), daemon=True) for kind in self.requests]
-        self._threads += [threading.Thread(target=self._slow_headers, daemon=True) for _ in range(HOSTILE_SLOW_CONNECTIONS)]
+        self._threads += [threading.Thread(target=self._slow_headers, daemon=True) for _ in range(slow_connections)]
         for thread in self._threads:
             thread.start()
 
@@ -341,7 +349,15 @@ class Hostile:
         for thread in self._threads:
             thread.join(90)
         return {kind: {"answers": self.outcomes[kind], **_percentiles(self.latencies[kind])} for kind in self.requests} | \
-            {"slow-header connections": {"connections": HOSTILE_SLOW_CONNECTIONS, "closed by the server": self.slow_closed}}
+            ({"slow-header connections": {"connections": self.slow_connections, "closed by the server": self.slow_closed}}
+             if self.slow_connections else {})
+
+
+def attack(url: str, attacks: dict, slow_connections: int, stop, reports) -> None:
+    """The hostile clients until ``stop`` is set (in a forked process); their report goes to ``reports``."""
+    hostile = Hostile(url, attacks, slow_connections)
+    stop.wait()
+    reports.put(hostile.stop())
 
 
 def mixed_load(url: str, pid: int, images: list[bytes], embeddings: list, fingerprint: str, args) -> dict:
@@ -350,17 +366,29 @@ def mixed_load(url: str, pid: int, images: list[bytes], embeddings: list, finger
         "embedding": lambda http, i: http.post("/search", json={"embedding": embeddings[i % len(embeddings)], "fingerprint": fingerprint, "k": args.k}),
         "image": lambda http, i: http.post("/search", files={"image": (f"q{i}.png", images[i % len(images)], "image/png")}, data={"k": str(args.k)}),
     }
-    attacks = hostile_requests(fingerprint, len(embeddings[0]))
+    chosen = [name.strip() for name in args.attacks.split(",") if name.strip()]
+    unknown = set(chosen) - set(ATTACKS)
+    if unknown:
+        raise SystemExit(f"--attacks: unknown {sorted(unknown)}; known: {', '.join(ATTACKS)}")
+    attacks = hostile_requests(fingerprint, len(embeddings[0]), chosen)
+    slow_connections = HOSTILE_SLOW_CONNECTIONS if "slow" in chosen else 0
     out = {"memory_at_start": server_memory_mb(pid)}
-    for kind, make_request in kinds.items():
+    for kind in args.valid.split(","):
+        make_request = kinds[kind]
         load(url, make_request, 1, 20, 10)  # warm-up
         alone = load(url, make_request, 8, args.requests, args.seconds)
         print(json.dumps({"valid": kind, "alone": {k: v for k, v in alone.items() if k != "first_failures"}}), flush=True)
-        hostile = Hostile(url, attacks)
+        # the attackers in a process of their own: their threads do not compete with the valid clients' for one GIL
+        context = multiprocessing.get_context("fork")
+        stop, reports = context.Event(), context.Queue()
+        attackers = context.Process(target=attack, args=(url, attacks, slow_connections, stop, reports), daemon=True)
+        attackers.start()
         probe = HealthProbe(url)
         time.sleep(1.0)  # the attacks under way
         attacked = load(url, make_request, 8, args.requests, args.seconds)
-        attacked.update(health=probe.stop(), hostile=hostile.stop(), memory=server_memory_mb(pid))
+        stop.set()
+        attacked.update(health=probe.stop(), hostile=reports.get(timeout=180), memory=server_memory_mb(pid))
+        attackers.join(30)
         print(json.dumps({"valid": kind, "under attack": {k: v for k, v in attacked.items() if k != "first_failures"}}), flush=True)
         out[kind] = {"alone": alone, "under_attack": attacked}
     return out

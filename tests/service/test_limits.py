@@ -68,6 +68,17 @@ def test_queries_per_request_and_k_times_queries_are_capped_with_the_cap_named(c
     assert (info["max_queries"], info["max_results"]) == (8, 60)
 
 
+def test_a_json_body_larger_than_max_queries_vectors_can_need_is_refused_unparsed(service_files, space):
+    # 8 vectors of 16 numbers need far less than 8 × 16 × 48 bytes + 64 KiB: a bigger body is refused from its size,
+    # before the interpreter spends its time parsing what the caps would refuse anyway
+    with TestClient(create_app(config_for(service_files, max_upload_bytes=10 * 1024 * 1024))) as client:
+        body = json.dumps({"embedding": unit_vectors(space, 1)[0], "fingerprint": space.fingerprint, "pad": " " * 80_000})
+        response = client.post("/search", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 413 and "--max-queries" in response.json()["detail"]
+        assert response.headers["connection"] == "close"  # the rest of an unread body is not drained
+        still_answers(client, space)
+
+
 # ------------------------------------------------------------------------------------------------ item 8: JSON shapes
 def _deep(depth: int) -> bytes:
     return b'{"embedding": ' + b"[" * depth + b"1" + b"]" * depth + b', "fingerprint": "x"}'
@@ -117,7 +128,7 @@ def test_every_bad_json_shape_is_a_4xx_and_the_server_keeps_answering(client, sp
 
 
 def test_a_body_nested_100000_deep_is_a_422_under_the_default_limits(service_files, space):
-    with TestClient(create_app(config_for(service_files, max_upload_bytes=10 * 1024 * 1024))) as client:
+    with TestClient(create_app(config_for(service_files, max_upload_bytes=10 * 1024 * 1024, max_queries=256))) as client:
         response = client.post("/search", content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"})
         assert response.status_code == 422 and "nested too deep" in response.json()["detail"]
         still_answers(client, space)
@@ -168,15 +179,16 @@ def run_asgi(app, headers: list[tuple[bytes, bytes]], chunks, counter: list[int]
 
 @pytest.mark.parametrize("kind", ["application/json", "multipart/form-data; boundary=xyz"])
 def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(service_files, kind):
-    app = create_app(config_for(service_files))  # 20,000 bytes + 64 KiB of multipart framing
-    limit = 20_000 + 64 * 1024
+    app = create_app(config_for(service_files))
+    # an upload: 20,000 bytes + 64 KiB of multipart framing; JSON: no more than 8 vectors of 16 numbers can need
+    limit = 20_000 if kind == "application/json" else 20_000 + 64 * 1024
     chunk = 16 * 1024
     pulled = [0]
     opening = b"[" if kind == "application/json" else \
         b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n\r\n\x89PNG'
     chunks = iter([opening + b" " * (chunk - len(opening))] + [b" " * chunk] * 6400)  # 100 MB if read whole
     status, body = run_asgi(app, [(b"content-type", kind.encode()), (b"transfer-encoding", b"chunked")], chunks, pulled)
-    assert status == 413 and "while streaming" in body["detail"]
+    assert status == 413 and "is over" in body["detail"] and f"{limit:,} bytes" in body["detail"]
     assert limit < pulled[0] <= limit + chunk  # refused at the first chunk past the limit, the rest never read
 
 

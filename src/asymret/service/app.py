@@ -104,7 +104,9 @@ def create_app(config: ServiceConfig):
 
     @app.exception_handler(BadRequest)
     async def _bad_request(_request: Request, error: BadRequest):
-        return JSONResponse({"detail": error.detail}, status_code=error.status)
+        # a 413 may leave a body unread: close the connection rather than let uvicorn drain the rest of it
+        headers = {"connection": "close"} if error.status == 413 else None
+        return JSONResponse({"detail": error.detail}, status_code=error.status, headers=headers)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -147,10 +149,8 @@ def create_app(config: ServiceConfig):
             served = slot.current  # one snapshot for the whole request
             return await run_in_threadpool(_answer, served, np.asarray(vector, np.float32)[None], [name], options)
         if kind == "application/json":
-            body = await request.body()
-            if len(body) > config.max_upload_bytes:
-                raise BadRequest(413, f"body is over the limit of {config.max_upload_bytes:,} bytes")
-            return await run_in_threadpool(_search_embedding, body)  # parsing 10 MB of JSON is no work for the event loop
+            body = await _read_json_body(request, _json_limit(config, slot.current.index.space.dim))
+            return await run_in_threadpool(_search_embedding, body)  # parsing JSON is no work for the event loop
         raise BadRequest(415, "send multipart/form-data with an 'image' file, or application/json with 'embedding' and 'fingerprint'")
 
     def _search_embedding(body: bytes) -> dict[str, Any]:
@@ -254,6 +254,31 @@ def create_app(config: ServiceConfig):
         return {"loading": str(directory), "serving": slot.current.describe()}
 
     return app
+
+
+#: bytes a JSON number may take with its separator and some indentation ("-1.2345678901234567e-05, " is 25)
+JSON_BYTES_PER_NUMBER = 48
+
+
+def _json_limit(config: ServiceConfig, dim: int) -> int:
+    """The largest JSON body worth parsing: ``max_queries`` vectors of ``dim`` numbers (and 64 KiB for the rest).
+    Parsing holds the interpreter, so a body that could only be refused by the caps is refused by its size."""
+    return min(config.max_upload_bytes, config.max_queries * dim * JSON_BYTES_PER_NUMBER + 64 * 1024)
+
+
+async def _read_json_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) from its Content-Length or as soon as it streams past ``limit``."""
+    why = f"the limit of {limit:,} bytes for a JSON body (at most --max-queries vectors of this index's dimension)"
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"JSON body of {int(declared):,} bytes is over {why}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"JSON body is over {why}")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
