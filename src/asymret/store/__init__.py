@@ -1,4 +1,5 @@
-"""Embedding store: sharded, resumable, manifest-carrying embeddings on disk."""
+"""Embedding store: sharded, resumable, manifest-carrying embeddings on disk, keyed on what the pixels are."""
 from .embeddings import EmbeddingStore, ExtractionReport
+from .freshness import CorruptStoreError, StaleEmbeddingsError
 
-__all__ = ["EmbeddingStore", "ExtractionReport"]
+__all__ = ["CorruptStoreError", "EmbeddingStore", "ExtractionReport", "StaleEmbeddingsError"]
