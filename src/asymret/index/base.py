@@ -513,7 +513,7 @@ def _previous_files(directory: Path) -> tuple[str | None, list[str]]:
     """The version a folder holds now: its data sub-folder and, for an older save, its files at the top; nothing when
     there is no readable manifest."""
     try:
-        manifest = read_manifest(directory)
+        manifest = read_manifest(directory, kind=GalleryIndexBase.manifest_kind)  # only an index's own files are removed
     except (FileNotFoundError, ValueError, OSError):
         return None, []
     data = manifest.get("data")
