@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="the hostile kinds (--mixed), of: " + ",".join(ATTACKS))
     args = parser.parse_args()
     start = time.perf_counter()
+    load_at_start = os.getloadavg()  # the machine is shared: its load goes into the results
     if args.fixture is not None:
         args.index, args.query_model = build_fixture(args.fixture, args.dataset, args.split)
     dataset = load_dataset(args.dataset).select(split=args.split, role="query").sample(64, seed=0, stratified=False)
@@ -189,7 +190,7 @@ def main() -> None:
                                  "closed_by_request_deadline": sum(": no whole" in line for line in logged),
                                  "first_lines": logged[:5]}
         print(json.dumps(results["server_log"]), flush=True)
-    finish(args, start, info, results)
+    finish(args, start, info, {**results, "load_average_at_start": load_at_start})
 
 
 def plain_load(url: str, token: str, images: list[bytes], embeddings: list, fingerprint: str, args) -> dict:
@@ -231,7 +232,7 @@ def plain_load(url: str, token: str, images: list[bytes], embeddings: list, fing
 def finish(args, start: float, info: dict, results: dict) -> None:
     meta = run_metadata(command_line(args), [0], start, index_items=info["index"]["items"], dim=info["space"]["dim"],
                         query_model=info["query_model"], client="httpx threads, one connection each, same machine",
-                        load_average=os.getloadavg())
+                        load_average_at_end=os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, {"meta": meta, **results})
 
