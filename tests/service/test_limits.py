@@ -85,7 +85,7 @@ def _deep(depth: int) -> bytes:
 
 
 @pytest.mark.parametrize("case", [
-    "ids a number", "ids null", "ids too short", "ids of objects", "ids a string", "nested 100,000 deep", "nested 900 deep",
+    "ids a number", "ids null", "ids too short", "ids of objects", "ids a string", "nested 9,000 deep", "nested 900 deep",
     "embedding an object", "embedding a string", "embedding ragged", "embedding empty", "embedding of nulls", "embedding a huge int",
     "k a huge int", "k a list", "reject_fraction a huge int", "reject_threshold a string", "body a list", "body a number",
     "body null", "fingerprint an object", "integer of 5,000 digits",
@@ -113,7 +113,7 @@ def test_every_bad_json_shape_is_a_4xx_and_the_server_keeps_answering(client, sp
     }
     tail = b', "fingerprint": "' + space.fingerprint.encode() + b'"}'
     raw = {
-        "nested 100,000 deep": b"[" * 19_000 + b"]" * 19_000,  # 38 KB: under this body limit, far past the parser's depth
+        "nested 9,000 deep": b"[" * 9_000 + b"]" * 9_000,  # 18 KB: under this body limit, far past the parser's depth
         "nested 900 deep": _deep(900),
         "embedding a huge int": b'{"embedding": [' + b"9" * 400 + b"]" + tail,
         "k a huge int": b'{"k": 1' + b"0" * 400 + b', "embedding": ' + json.dumps(vector).encode() + tail,
@@ -122,7 +122,7 @@ def test_every_bad_json_shape_is_a_4xx_and_the_server_keeps_answering(client, sp
     }
     body = raw[case] if case in raw else json.dumps(bodies[case]).encode()
     response = client.post("/search", content=body, headers={"content-type": "application/json"})
-    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert response.status_code == 422, (response.status_code, response.text)  # the shape, not a size, is refused
     assert response.json()["detail"]
     still_answers(client, space)
 
