@@ -1,6 +1,7 @@
 """The Milvus backend on Milvus Lite (a local file, started by pymilvus in-process): the same top-k as the FAISS flat
 index, rejection as a filter equal to the one rejection rule, ids round-trip, the space checked on every search,
-idempotent re-runs of an interrupted build."""
+idempotent re-runs of an interrupted build, in-place rebuilds that cannot lose the old index
+(test_milvus_rebuild.py)."""
 from __future__ import annotations
 
 import importlib
@@ -81,11 +82,24 @@ def test_foreign_queries_and_a_collection_replaced_in_another_space_are_refused(
     with pytest.raises(SpaceMismatchError):
         load_index(tmp_path, expect_space=OTHER)
     opened = load_index(tmp_path)
-    # someone rebuilds the collection in another space under the running client: its next search is refused
+    # the folder rebuilt in place in another space: the folder now refuses the old space, and a client that opened
+    # the old index is refused too (its collection, superseded, is dropped), never answered from the new collection
     rebuilt = MilvusGalleryIndex(OTHER, tmp_path / "milvus.db", collection="swapped")
     rebuilt.add(Embeddings(gallery.vectors, gallery.ids, OTHER), uncertainty)
-    with pytest.raises(SpaceMismatchError, match="now holds space"):
+    rebuilt.save(tmp_path)
+    with pytest.raises(SpaceMismatchError):
+        load_index(tmp_path, expect_space=SPACE)
+    with pytest.raises(FileNotFoundError, match="no longer exists"):
         opened.search(queries, k=3)
+    # a collection replaced under its very name by one in another space (outside asymret, under a running client):
+    # the next search is refused
+    reopened = load_index(tmp_path, expect_space=OTHER)
+    impostor = MilvusGalleryIndex(SPACE, tmp_path / "milvus.db", collection=reopened.collection, _create=False)
+    impostor._milvus.drop_collection(reopened.collection)
+    impostor._create_collection()
+    impostor.add(gallery, uncertainty)
+    with pytest.raises(SpaceMismatchError, match="now holds space"):
+        reopened.search(Embeddings(queries.vectors, queries.ids, OTHER), k=3)
 
 
 def test_an_interrupted_build_run_again_leaves_no_duplicate_rows(tmp_path, data, monkeypatch):

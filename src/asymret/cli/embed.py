@@ -94,7 +94,8 @@ def build_index_cmd(
     backend: str = typer.Option("faiss", "--backend", help="faiss (in-process, saved in the folder) or milvus"),
     milvus_uri: Optional[str] = typer.Option(None, "--milvus-uri", help="with --backend milvus: a server/cluster "
                                              "(http://host:19530); default Milvus Lite in the index folder"),
-    collection: str = typer.Option("asymret_gallery", "--collection", help="with --backend milvus: the collection (replaced)"),
+    collection: str = typer.Option("asymret_gallery", "--collection", help="with --backend milvus: the collection's name (each build writes "
+                                   "<name>_v<version>; the folder's previous one is dropped once the new one is saved)"),
     milvus_index: str = typer.Option("FLAT", "--milvus-index", help="with --backend milvus: FLAT (exact), HNSW or IVF_FLAT"),
     exact_rerank: int = typer.Option(0, "--exact-rerank", min=0, help="FAISS: rescore each query's top R·k of a compressed "
                                      "index with the float vectors (kept on disk beside it); 0 = off"),

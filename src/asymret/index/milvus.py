@@ -9,19 +9,31 @@ collection replaced or rebuilt in another space under a running client is refuse
 Rejection runs in Milvus as a filter expression equivalent to :func:`asymret.core.uncertainty.rejection_mask`
 (the fraction rule's boundary item ``(u*, p*)``: kept = ``uncertainty < u*`` or ``uncertainty == u* and pos >
 p*``; the threshold rule: ``uncertainty <= t``; ``exclude``: ``pos not in [...]``).  Rows are written with
-*upsert* on ``pos``, and a new index replaces an existing collection of the same name, so a build that was
-interrupted and run again leaves no duplicate rows.  The saved index folder holds only a manifest naming the
-uri, the collection and the space (plus the Milvus Lite file when the uri points into the folder).
+*upsert* on ``pos``, so a retried batch leaves no duplicate rows.
+
+A build never touches the collection an index already saved uses (issue 23, item 7): each new index writes into
+a collection of its own, the given name plus a version (``asymret_gallery_v20261204153000a1b2c3d4``), and
+:meth:`MilvusGalleryIndex.save` names it in the folder's manifest, replaced atomically — the one moment the new
+version takes over.  Only then is the collection the previous manifest named dropped (and, in a Milvus Lite file
+inside the folder, the collections of builds that never reached their manifest).  A crash at any point before
+leaves the previous manifest naming the previous, untouched collection.  The saved index folder holds only a
+manifest naming the uri, the collection and the space (plus the Milvus Lite file when the uri points into the
+folder).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.manifest import read_manifest
 from ..core.space import Embeddings, Space
 from .base import GalleryIndexBase, SearchResult, SpaceMismatchError, describe_space
 
@@ -34,6 +46,10 @@ FORMAT_VERSION = 1
 #: rows per insert call (Milvus caps a request's size; 64-d float vectors: ≈ 2.5 MB per call)
 BATCH = 10_000
 _INDEX_TYPES = {"FLAT": {}, "IVF_FLAT": {"nlist": 1024}, "HNSW": {"M": 16, "efConstruction": 200}}
+#: a build's collection: the given name, ``_v``, a UTC time and 8 hex digits (Milvus names: letters, digits, ``_``)
+_VERSION = r"_v\d{14}[0-9a-f]{8}"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}")
+_log = logging.getLogger(__name__)
 
 
 def _client(uri: str):
@@ -47,8 +63,9 @@ class MilvusGalleryIndex(GalleryIndexBase):
 
     ``uri``: a local ``.db`` file (Milvus Lite, started in-process by pymilvus) or ``http://host:19530`` (a
     server or cluster).  ``index_type``: ``FLAT`` (exact), ``IVF_FLAT`` or ``HNSW`` (with ``index_params`` and
-    ``search_params`` such as ``{"nprobe": 32}`` / ``{"ef": 64}``).  Creating one replaces a collection of the
-    same name.
+    ``search_params`` such as ``{"nprobe": 32}`` / ``{"ef": 64}``).  Creating one makes a new collection named
+    ``collection`` plus a version (:attr:`collection`; :attr:`name` is the name given): an index saved under
+    that name before stays whole until this one's :meth:`save` replaces it.
     """
 
     backend = "milvus"
@@ -60,7 +77,11 @@ class MilvusGalleryIndex(GalleryIndexBase):
             raise TypeError(f"space must be an asymret.core.space.Space, got {type(space).__name__}")
         if index_type not in _INDEX_TYPES:
             raise ValueError(f"index_type must be one of {', '.join(_INDEX_TYPES)}, not {index_type!r}")
-        self._space, self.uri, self.collection = space, str(uri), collection
+        if _create and (not isinstance(collection, str) or not _NAME.fullmatch(collection)):
+            raise ValueError(f"a Milvus collection name is a letter or _ then letters, digits or _ (at most 201), not {collection!r}")
+        # ``name``: what the caller calls it; ``collection``: this build's own, versioned (a loaded index: the saved one)
+        self._space, self.uri, self.name = space, str(uri), collection
+        self.collection = f"{collection}_v{time.strftime('%Y%m%d%H%M%S', time.gmtime())}{secrets.token_hex(4)}" if _create else collection
         self.index_type = index_type
         self.index_params = {**_INDEX_TYPES[index_type], **(index_params or {})}
         self.search_params = dict(search_params or {})
@@ -76,8 +97,6 @@ class MilvusGalleryIndex(GalleryIndexBase):
     def _create_collection(self) -> None:
         from pymilvus import DataType
 
-        if self._milvus.has_collection(self.collection):
-            self._milvus.drop_collection(self.collection)  # a fresh build: no rows of an earlier, interrupted one
         schema = self._milvus.create_schema(auto_id=False, enable_dynamic_field=False, description="asymret gallery index")
         schema.add_field("pos", DataType.INT64, is_primary=True)
         schema.add_field("item", DataType.VARCHAR, max_length=1024)
@@ -89,7 +108,15 @@ class MilvusGalleryIndex(GalleryIndexBase):
                                        properties={SPACE_PROPERTY: json.dumps(self._space.to_dict(), sort_keys=True)})
 
     def _stored_space(self) -> Space:
-        properties = self._milvus.describe_collection(self.collection).get("properties", {})
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            properties = self._milvus.describe_collection(self.collection).get("properties", {})
+        except MilvusException:
+            if self._milvus.has_collection(self.collection):
+                raise
+            raise FileNotFoundError(f"Milvus collection {self.collection!r} at {self.uri} no longer exists (the index was "
+                                    "rebuilt in its folder, which drops the superseded collection, or removed): load it again") from None
         if SPACE_PROPERTY not in properties:
             raise SpaceMismatchError(f"Milvus collection {self.collection!r} at {self.uri} does not name its embedding space")
         return Space.from_dict(json.loads(properties[SPACE_PROPERTY]))
@@ -174,15 +201,48 @@ class MilvusGalleryIndex(GalleryIndexBase):
             if stored != len(self):
                 raise RuntimeError(f"Milvus collection {self.collection!r} holds {stored} rows, the index added {len(self)}")
 
-        uri = self.uri
+        uri, inside = self.uri, False
         try:  # a Milvus Lite file inside the folder is stored relative to it: the folder can move
-            uri = str(Path(self.uri).resolve().relative_to(directory.resolve())) if uri.endswith(".db") else uri
+            if uri.endswith(".db"):
+                uri, inside = str(Path(self.uri).resolve().relative_to(directory.resolve())), True
         except ValueError:
             pass
+        superseded = self._saved_collection(directory)
         self._save_folder(directory, fields={
-            "format_version_milvus": FORMAT_VERSION, "uri": uri, "collection": self.collection, "index_type": self.index_type,
-            "index_params": self.index_params, "search_params": self.search_params,
-        }, prepare=flush)
+            "format_version_milvus": FORMAT_VERSION, "uri": uri, "collection": self.collection, "name": self.name,
+            "index_type": self.index_type, "index_params": self.index_params, "search_params": self.search_params,
+        }, prepare=flush)  # the manifest's replacement: from here on the folder names this collection
+        stale = {superseded} - {None, self.collection}
+        if inside:  # a Milvus Lite file in the folder is the folder's: builds that never got here go too
+            stale |= {name for name in self._milvus.list_collections()
+                      if re.fullmatch(_NAME.pattern + _VERSION, name) and name != self.collection}
+        for name in sorted(stale):
+            self._drop(name)
+
+    def _saved_collection(self, directory: Path) -> str | None:
+        """The collection the index saved in ``directory`` now uses, if it is in this index's Milvus (then this save
+        supersedes it)."""
+        try:
+            manifest = read_manifest(directory, kind=self.manifest_kind)
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+        uri, collection = manifest.get("uri"), manifest.get("collection")
+        if manifest.get("backend") != self.backend or not isinstance(uri, str) or not isinstance(collection, str):
+            return None
+        if uri.endswith(".db") and self.uri.endswith(".db"):
+            same = Path(directory, uri).resolve() == Path(self.uri).resolve()  # an absolute uri stays itself
+        else:
+            same = uri == self.uri
+        return collection if same else None
+
+    def _drop(self, name: str) -> None:
+        """Drop a superseded collection (best effort: one left behind costs space, never correctness)."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            self._milvus.drop_collection(name)
+        except MilvusException as error:
+            _log.warning("could not drop the superseded Milvus collection %r at %s: %s", name, self.uri, error)
 
     def _count(self) -> int:
         result = self._milvus.query(self.collection, filter="", output_fields=["count(*)"])
@@ -198,6 +258,7 @@ class MilvusGalleryIndex(GalleryIndexBase):
                 raise FileNotFoundError(f"gallery index {directory} is missing its Milvus Lite file {manifest['uri']}")
         self = cls(space, uri, manifest["collection"], manifest["index_type"], manifest.get("index_params"),
                    manifest.get("search_params"), _create=False)
+        self.name = str(manifest.get("name", self.collection))  # saves before versioned collections: one name
         if not self._milvus.has_collection(self.collection):
             raise FileNotFoundError(f"Milvus at {uri} has no collection {self.collection!r} (named by {directory})")
         stored = self._stored_space()
@@ -213,8 +274,6 @@ class MilvusGalleryIndex(GalleryIndexBase):
         return self
 
     def _read_rows(self) -> dict[str, np.ndarray]:
-        import logging
-
         logging.getLogger("pymilvus").setLevel(logging.ERROR)  # Milvus Lite has no server timestamp: pymilvus warns, harmlessly
         iterator = self._milvus.query_iterator(self.collection, batch_size=BATCH, filter="", output_fields=["pos", "item", "uncertainty"])
         rows: list[dict[str, Any]] = []
