@@ -124,7 +124,7 @@ def build_index_cmd(
         fail("several --gallery-model without --transform: an ensemble needs one ψ per gallery model")
     spec = _index_spec(index_spec, backend, factory, milvus_index)
     check_device(device, precision)
-    q_model = load_query_model_at(query_model)
+    q_model = load_query_model_at(query_model, device)
     data = load_data(dataset, root, split, size, role="gallery")
     gallery, uncertainty, space = assemble_gallery(open_store(store, runtime=runtime, device=device, precision=precision, workers=workers),
                                                    data, q_model, [load_encoder_at(g) for g in gallery_model],
@@ -147,7 +147,8 @@ def _tuned(choice: Optional[dict]) -> str:
 
 @app.command("upgrade-query")
 def upgrade_query_cmd(
-    query_model: Path = typer.Option(..., "--query-model", "-q", help="the NEW query encoder folder"),
+    query_model: Path = typer.Option(..., "--query-model", "-q", help="the NEW query model folder, torch or exported by "
+                                     "export-query (the kl and dual-ce losses of a ψ need a torch one's classifier)"),
     transform: List[Path] = typer.Option(..., "--transform", "-t", help="the current ψ folder(s), one per gallery model"),
     output: Path = typer.Option(..., "--out", "-o", help="folder for the new index"),
     transforms_out: Path = typer.Option(..., "--transforms-out", help="folder for the new ψ's (one sub-folder each)"),
@@ -167,12 +168,12 @@ def upgrade_query_cmd(
     from ..compat import CMCETransform
     from ..pipeline.upgrade import upgrade_query
 
-    q_enc = load_encoder_at(query_model)  # torch: the upgrade embeds the training images through the store
+    q_model = load_query_model_at(query_model)
     train = load_data(dataset, root, train_split, train_size)
     gallery = load_data(dataset, root, split, size, role="gallery")
     report = upgrade_query(open_store(store, runtime=runtime, device=device, precision=precision, workers=workers),
-                           [CMCETransform.load(t, device=device) for t in transform], q_enc, train, gallery,
+                           [CMCETransform.load(t, device=device) for t in transform], q_model, train, gallery,
                            factory=factory, transforms_out=transforms_out, index_out=output)
     timings = ", ".join(f"{name.replace('_', ' ')} {value:.1f} s" for name, value in report.seconds.items())
-    out.print(f"upgraded to {q_enc.name}: {len(report.transforms)} ψ refitted → {transforms_out}; "
+    out.print(f"upgraded to {q_model.name}: {len(report.transforms)} ψ refitted → {transforms_out}; "
               f"indexed {len(report.index)} gallery images from the store → {output} ({timings})")

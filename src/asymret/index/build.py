@@ -19,7 +19,7 @@ from ..store.query import query_embeddings
 from .backends import IndexSpec, create_index
 from .base import GalleryIndexBase
 
-__all__ = ["assemble_gallery", "build_index"]
+__all__ = ["assemble_gallery", "build_index", "gallery_from_store"]
 
 
 def assemble_gallery(
@@ -48,18 +48,32 @@ def assemble_gallery(
         single = gallery_models[0]
         single.space().check_compatible(query_space, f"{single.name}'s embeddings (no transformation given)")
         gallery, space = store.get(single, data), single.space()
-    elif transforms:
+    elif gallery_models:  # one ψ per gallery model: the CMCE ensemble of their mapped embeddings
         ensemble = CMCEEnsemble(list(transforms))
-        if gallery_models:
-            ensemble.space.check_compatible(query_space, "the query model's embeddings")
-            gallery, uncertainty = ensemble.transform([store.get(model, data) for model in gallery_models])
-        else:  # no forward pass: each ψ names its source space, the store holds that space's embeddings
-            gallery, uncertainty = ensemble.transform([store.find(psi.source_space.fingerprint, data) for psi in ensemble.transforms])
-            ensemble.space.check_compatible(query_space, "the query model's embeddings")
+        ensemble.space.check_compatible(query_space, "the query model's embeddings")
+        gallery, uncertainty = ensemble.transform([store.get(model, data) for model in gallery_models])
         space = ensemble.space
+    elif transforms:  # no forward pass: each ψ names its source space, the store holds that space's embeddings
+        gallery, uncertainty, space = gallery_from_store(store, transforms, data)
+        space.check_compatible(query_space, "the query model's embeddings")
     else:
         gallery, space = query_embeddings(store, query_model, data), query_space
     return gallery, uncertainty, space
+
+
+def gallery_from_store(
+    store: EmbeddingStore, transforms: Sequence[CMCETransform], data: ImageDataset
+) -> tuple[Embeddings, np.ndarray | None, Space]:
+    """The CMCE gallery of ``data``'s images from the stored embeddings of each ψ's source model — no gallery model
+    runs, none is needed (a query-model upgrade, adding or dropping one gallery model).
+
+    Returns the ensemble embeddings, their uncertainty (None for one ψ) and the ensemble's space.  Raises
+    ``FileNotFoundError`` naming what to embed when a ψ's source embeddings are not in the store.
+    """
+    ensemble = CMCEEnsemble(list(transforms))
+    stored = [store.find(psi.source_space.fingerprint, data) for psi in ensemble.transforms]
+    vectors, uncertainty = ensemble.transform(stored)
+    return vectors, uncertainty, ensemble.space
 
 
 def build_index(spec: str | IndexSpec, gallery: Embeddings, uncertainty: np.ndarray | None = None,
