@@ -172,12 +172,13 @@ def load_encoder_at(path: Path):
         fail(f"cannot load encoder from {path}: {error}")
 
 
-def load_query_model_at(path: Path):
-    """A query model folder: a torch encoder or one exported by ``asymret export-query`` (run by onnxruntime)."""
+def load_query_model_at(path: Path, device: str = "auto"):
+    """A query model folder: a torch encoder or one exported by ``asymret export-query`` (run by onnxruntime on
+    ``device``'s provider)."""
     from ..encoders.onnx import load_query_model
 
     try:
-        return load_query_model(path)
+        return load_query_model(path, device)
     except (FileNotFoundError, ValueError) as error:
         fail(f"cannot load query model {path}: {error}")
 

@@ -168,7 +168,7 @@ def upgrade_query_cmd(
     from ..compat import CMCETransform
     from ..pipeline.upgrade import upgrade_query
 
-    q_model = load_query_model_at(query_model)
+    q_model = load_query_model_at(query_model, device)
     train = load_data(dataset, root, train_split, train_size)
     gallery = load_data(dataset, root, split, size, role="gallery")
     report = upgrade_query(open_store(store, runtime=runtime, device=device, precision=precision, workers=workers),

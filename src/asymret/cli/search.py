@@ -54,7 +54,7 @@ def search_cmd(
     from ..index import load_index
     from ..store.query import embed_images
 
-    q_model = load_query_model_at(query_model)
+    q_model = load_query_model_at(query_model, device)
     embedding_store = open_store(store, runtime=runtime, device=device)
     try:
         index = load_index(index_dir)
@@ -125,7 +125,7 @@ def evaluate_cmd(
     from ..index import load_index
     from ..store.query import query_embeddings
 
-    q_model = load_query_model_at(query_model)
+    q_model = load_query_model_at(query_model, device)
     index = load_index(index_dir)
     index.space.check_compatible(q_model.space(), "the query model's embeddings")
     if len(index) == 0:

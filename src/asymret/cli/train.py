@@ -113,7 +113,7 @@ def fit_transform_cmd(
     from ..compat import CMCETransform
     from ..store.query import query_embeddings
 
-    g_enc, q_model = load_encoder_at(gallery_model), load_query_model_at(query_model)
+    g_enc, q_model = load_encoder_at(gallery_model), load_query_model_at(query_model, device)
     data = load_data(dataset, root, split, size, seed)
     embedding_store = open_store(store, runtime=runtime, device=device, precision=precision, workers=workers)
     settings = dataclasses.replace(PSI, kind=kind, hidden_dim=hidden, losses=parse_weights(losses), epochs=epochs, lr=lr,

@@ -70,7 +70,7 @@ class ServiceConfig:
     max_pending_images: int = 64  # uploads waiting to be decoded; more are answered 503
     max_batch: int = 32
     max_wait: float = 0.002
-    device: str = "auto"  # where a torch query model runs (auto|cpu|cuda|cuda:N); an ONNX one runs on onnxruntime's CPU provider
+    device: str = "auto"  # where the query model runs (auto|cpu|cuda|cuda:N); an ONNX one on that device's onnxruntime provider
 
 
 class BadRequest(Exception):
@@ -85,7 +85,7 @@ def create_app(config: ServiceConfig):
     from ..encoders.onnx import load_query_model
 
     device = resolve_device(config.device)  # a device that is not there: refused before anything loads
-    model = load_query_model(config.query_model)
+    model = load_query_model(config.query_model, config.device)  # an ONNX one: its provider chosen (or refused) here
     if hasattr(model, "to"):  # a torch encoder: it stays on the device while the service runs (micro-batches go there)
         model.to(device)
     space = model.space()

@@ -4,7 +4,7 @@ compute the same numbers from the same batches."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -22,10 +22,11 @@ __all__ = ["BatchResult", "make_forward", "embed_batch", "local_batches"]
 BatchResult = tuple[np.ndarray, list[int], list[tuple[str, str]]]
 
 
-def make_forward(encoder: Encoder, output: str, runtime: str, onnx_cache: Path):
-    """The batch function of one store output: preprocessed tensor → vectors tensor."""
+def make_forward(encoder: Encoder, output: str, runtime: str, onnx_cache: Path, onnx_device: Any = "cpu"):
+    """The batch function of one store output: preprocessed tensor → vectors tensor (``onnx_device``: where the onnx
+    runtime runs the model; its batches stay CPU tensors)."""
     if output == "embedding":
-        return onnx_forward(encoder, onnx_cache) if runtime == "onnx" else encoder
+        return onnx_forward(encoder, onnx_cache, onnx_device) if runtime == "onnx" else encoder
     if output == "pooled":
         return encoder.pooled
     spec = LocalSpec.from_output(output)
@@ -51,11 +52,12 @@ def embed_batch(encoder: Encoder, forward, dataset: ImageDataset, rows: np.ndarr
 
 def local_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: str, onnx_cache: Path,
                   batches: list[np.ndarray], device: torch.device | None = None, precision: str = "fp32",
-                  workers: int | None = 0) -> Iterator[BatchResult]:
-    """The local engine: the batches in this process, in order (the encoder already on ``device``); ``workers``
-    threads decode and preprocess the images ahead of the model (the same tensors as this thread makes)."""
+                  workers: int | None = 0, onnx_device: Any = "cpu") -> Iterator[BatchResult]:
+    """The local engine: the batches in this process, in order (the encoder already on ``device``; the onnx runtime
+    on ``onnx_device``); ``workers`` threads decode and preprocess the images ahead of the model (the same tensors as
+    this thread makes)."""
     encoder.eval()
-    forward = make_forward(encoder, output, runtime, onnx_cache)
+    forward = make_forward(encoder, output, runtime, onnx_cache, onnx_device)
     for tensor, kept, bad in preprocessed_batches(dataset, batches, encoder.preprocess, workers):
         if tensor is None:
             yield np.zeros((0, 0), np.float32), [], bad

@@ -39,7 +39,7 @@ from ..core.manifest import MANIFEST_NAME, atomic_write_bytes, atomic_write_json
 from ..core.progress import log, progress_bar
 from ..core.space import Embeddings, Space
 from ..encoders.local import LocalSpec, local_space
-from ..encoders.onnx import RUNTIMES
+from ..encoders.onnx import RUNTIMES, onnx_providers
 from .batches import BatchResult, local_batches
 from .freshness import (
     CHECKSUM_DIGITS,
@@ -86,8 +86,9 @@ class EmbeddingStore:
         folders either way: the embeddings agree within float tolerance, and each shard records its runtime.
 
         ``device`` (``auto|cpu|cuda|cuda:N``): where the torch runtime runs the model (moved there for an
-        extraction and back); onnxruntime runs on the CPU.  ``precision`` (``fp32|bf16|fp16``): the forward pass's
-        autocast; vectors are stored as float32 whatever it is, each shard and the manifest record it, and a folder
+        extraction and back); the onnx runtime on that device's onnxruntime provider
+        (:func:`asymret.encoders.onnx.onnx_providers`: CUDA when onnxruntime has it, else the CPU).  ``precision``
+        (``fp32|bf16|fp16``): the forward pass's autocast; vectors are stored as float32 whatever it is, each shard and the manifest record it, and a folder
         holding shards of one precision refuses to be continued in another.  ``workers``: image-decoding threads
         (None: from the cores; 0: the main thread) — the same shards, byte for byte, whatever their number.
 
@@ -102,8 +103,10 @@ class EmbeddingStore:
         self.precision = resolve_precision(precision, self.device)
         if runtime == "onnx" and self.precision != "fp32":
             raise ValueError(f"runtime onnx computes in fp32: use --precision fp32 (or --runtime torch for {self.precision})")
-        if runtime == "onnx" and self.device.type != "cpu" and str(device) != "auto":
-            raise ValueError(f"runtime onnx runs on the CPU (onnxruntime's CPU provider): use --runtime torch for device {self.device}")
+        #: the device setting onnxruntime gets (:func:`onnx_providers` reads it: ``auto`` may fall back to the CPU)
+        self.onnx_device = device if runtime == "onnx" else "cpu"
+        if runtime == "onnx":
+            onnx_providers(device)  # an explicit CUDA device without onnxruntime's CUDA provider: refused here
         self.workers = resolve_workers(workers)
         self.change_detection = check_change_detection(change_detection)
         self.root = Path(root)
@@ -204,7 +207,7 @@ class EmbeddingStore:
                 device = self.device if runtime == "torch" else resolve_device("cpu")
                 with on_device(encoder, device=device):  # and back where it was, whatever happens
                     results = local_batches(encoder, dataset, output, runtime, self.root / ONNX_CACHE, [rows for _, rows in batches],
-                                            device, precision, self.workers)
+                                            device, precision, self.workers, onnx_device=self.onnx_device)
                     failed = self._write_shards(directory, dataset, space, batches, results, runtime,
                                                 f"embed {dataset.name} with {encoder.name}", precision, stamps, keep, size)
             finished.update(todo)

@@ -28,7 +28,7 @@ def embed_images(store: EmbeddingStore, model: Encoder | OnnxEncoder, images: li
     if store.runtime == "torch":
         with on_device(model, device=store.device), autocast(store.device, store.precision):
             return model.embed_images(images, batch_size)
-    forward = onnx_forward(model, store.root / ONNX_CACHE)
+    forward = onnx_forward(model, store.root / ONNX_CACHE, store.onnx_device)
     out = [forward(model.preprocess(images[i : i + batch_size])).numpy() for i in range(0, len(images), batch_size)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.embedding_dim), np.float32)
 
