@@ -11,10 +11,10 @@ the config's:
 
 - ``the preset's recipe``: the config's epochs (glyphs.toml's numbers, chosen for 8–10 images per class on 3,755
   classes: a few hundred optimiser steps on a benchmark of ~1,300 images);
-- ``≈ N images seen``: epochs measured in images seen rather than passes (``--images-seen``, default 60,000), so a
-  small training set gets as many optimiser steps as a large one;
+- ``≈ N images seen``: epochs measured in images seen rather than passes (``--images-seen``, default 60,000; several
+  budgets comma-separated), so a small training set gets as many optimiser steps as a large one;
 - the same with class-balanced batches (``m_per_class`` = 4: every class in a batch has positives for the
-  normalised softmax's neighbours to be pulled by).
+  normalised softmax's neighbours to be pulled by; ``--balanced no`` leaves it out).
 
 Models come from (and go to) the run's cache (``--workdir``): the preset's recipe is the model ``asymret run``
 trains.  Writes after each model; an interrupted run resumes.
@@ -37,15 +37,16 @@ from asymret.core.manifest import atomic_write_json  # noqa: E402
 from asymret.eval.metrics import evaluate  # noqa: E402
 
 
-def recipes(spec, train_images: int, images_seen: int) -> dict:
+def recipes(spec, train_images: int, images_seen: list[int], balanced: bool) -> dict:
     """name → the spec under that recipe (the config's own first)."""
-    epochs = max(spec.epochs, int(round(images_seen / train_images)))
-    return {
-        "the preset's recipe": spec,
-        f"≈ {images_seen:,} images seen ({epochs} epochs)": replace(spec, epochs=epochs, warmup_epochs=max(spec.warmup_epochs, 1.0)),
-        f"≈ {images_seen:,} images seen ({epochs} epochs), 4 per class": replace(spec, epochs=epochs, warmup_epochs=max(spec.warmup_epochs, 1.0),
-                                                                               m_per_class=4),
-    }
+    out = {"the preset's recipe": spec}
+    for budget in images_seen:
+        epochs = max(spec.epochs, int(round(budget / train_images)))
+        longer = replace(spec, epochs=epochs, warmup_epochs=max(spec.warmup_epochs, 1.0))
+        out[f"≈ {budget:,} images seen ({epochs} epochs)"] = longer
+        if balanced:
+            out[f"≈ {budget:,} images seen ({epochs} epochs), 4 per class"] = replace(longer, m_per_class=4)
+    return out
 
 
 def main() -> None:
@@ -53,7 +54,8 @@ def main() -> None:
     parser.add_argument("--config", default="icons")
     parser.add_argument("--workdir", type=Path, default=Path("runs/icons"))
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--images-seen", type=int, default=60_000)
+    parser.add_argument("--images-seen", default="60000", help="comma-separated budgets of images seen")
+    parser.add_argument("--balanced", choices=("yes", "no"), default="yes", help="also each budget with 4 images per class in a batch")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     start = time.perf_counter()
@@ -79,7 +81,8 @@ def main() -> None:
                                      "summary (mean over seeds)": summary, "runs": results})
     for position, seed in enumerate(seeds):
         for spec in scratch:
-            for name, variant in recipes(spec, len(experiment.train), args.images_seen).items():
+            budgets = [int(b) for b in args.images_seen.split(",")]
+            for name, variant in recipes(spec, len(experiment.train), budgets, args.balanced == "yes").items():
                 runs = results.setdefault(spec.name, {}).setdefault(name, [])
                 if len(runs) > position:
                     continue

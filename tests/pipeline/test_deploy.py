@@ -13,7 +13,7 @@ CONFIG = {
     "name": "deploy-toy",
     "dataset": {"kind": "glyphs", "options": {"size": 32, "max_classes": 40}},
     "experiment": {
-        "train_size": 0, "test_size": 0, "seeds": [0], "embedding_dim": 16, "kd_epochs": 1, "validation_classes": 6,
+        "train_size": 0, "test_size": 0, "seeds": [0, 1], "embedding_dim": 16, "kd_epochs": 1, "validation_classes": 6,
         "instance_ks": [], "robust_ensemble": True, "psi": {"epochs": 3, "hidden_dim": 32},
         "query": {"name": "query:convnet-xs", "arch": "convnet-xs", "epochs": 2, "center": True},
         "gallery": [{"name": "gallery:convnet-s", "arch": "convnet-s", "epochs": 2, "center": True},
@@ -48,6 +48,16 @@ def test_the_robust_ensemble_is_never_below_its_best_member_on_validation(deploy
     robust = next(v for s, v in validation.items() if s.startswith("CMCE robust ensemble"))
     singles = [v for s, v in validation.items() if s.startswith("CMCE single ψ")]
     assert len(singles) == 2 and robust >= max(singles)
+
+
+def test_the_robust_ensemble_is_one_row_whatever_members_each_seed_keeps(deployed):
+    """Seeds may keep different members: one row (its values one per seed, the members of each in ``members``),
+    so that its validation mean is over every seed as the other rows' are."""
+    _, rows, _, _ = deployed
+    robust = [row for row in rows if row.setting.startswith("CMCE robust ensemble (members chosen on validation)")]
+    assert len(robust) == 1 and robust[0].setting.endswith("mean of the kept ψ's")
+    assert len(robust[0].metrics["recall@1"]) == 2 and len(robust[0].extra["members"]) == 2
+    assert all(set(kept.split("+")) <= {"convnet-s", "resnet-tiny"} for kept in robust[0].extra["members"])
 
 
 def test_the_deployment_folder_serves_the_same_top_k_as_the_experiments_index(deployed):

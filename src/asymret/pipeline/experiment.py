@@ -169,12 +169,13 @@ class Experiment(ExperimentArtifacts):
         kept = "+".join(encoders[i].name.split(":")[-1] for i in ensemble.members)
         index = GalleryIndex(ensemble.space)
         index.add(gallery, uncertainty)
-        self.record_asymmetric(record, seed, f"{labels[0]}: {query.name} → mean ψ({kept})", "cmce", query, f"{short}({kept})", gallery,
+        # one row whatever the members: seeds may keep different ones (each seed's are in the row's ``members``)
+        self.record_asymmetric(record, seed, f"{labels[0]}: {query.name} → mean of the kept ψ's", "cmce", query, short, gallery,
                                self._ensemble_gallery(ensemble, encoders), index=index, uncertainty=uncertainty,
                                train_seconds=psi_seconds(members), members=kept, subset_validation_recall=scores)
         if uncertainty is not None:
             pct = int(round(100 * self.config.reject_fraction))
-            record(f"{labels[1]}, reject {pct}% most uncertain gallery", "cmce-reject", query.name, f"{short}({kept})",
+            record(f"{labels[1]}, reject {pct}% most uncertain gallery", "cmce-reject", query.name, short,
                    self.measure_query_model(query, gallery, index=index, reject_fraction=self.config.reject_fraction))
 
     def _record_transductive(self, record: RowRecorder, models: SeedModels, query: Encoder, transforms: list[CMCETransform],
