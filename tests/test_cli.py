@@ -17,16 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from asymret.cli import app
+from asymret.cli.testing import invoke, ok, fails_cleanly
 from asymret.index import GalleryIndex
 
 NUM_CLASSES, PER_CLASS, SIZE = 6, 20, 28
 DIM = "16"
-
-runner = CliRunner()
-
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _pattern(label: int) -> np.ndarray:
@@ -61,24 +57,7 @@ def write_folder_dataset(root: Path) -> Path:
     return root
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
-
-def ok(*args) -> str:
-    result = invoke(*args)
-    assert result.exit_code == 0, f"asymret {' '.join(map(str, args))} failed ({result.exit_code}):\n{result.output}\n{result.exception!r}"
-    return result.output
-
-
-def fails_cleanly(*args) -> str:
-    """Exit code 2, an ``error:`` line, no traceback; returns the output with whitespace collapsed."""
-    result = invoke(*args)
-    assert result.exit_code == 2, f"expected exit code 2, got {result.exit_code}:\n{result.output}\n{result.exception!r}"
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "error:" in result.output
-    assert "Traceback" not in result.output
-    return " ".join(result.output.split())
 
 
 def metric_value(output: str, name: str) -> float:

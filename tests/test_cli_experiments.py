@@ -7,19 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from asymret.cli import app
+from asymret.cli.testing import ok
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-runner = CliRunner()
-
-
-def ok(*args) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, f"asymret {' '.join(map(str, args))} failed ({result.exit_code}):\n{result.output}\n{result.exception!r}"
-    return result.output
-
 
 def _check_rows(rows: dict, n_seeds: int) -> None:
     """What every row of a results.json holds: one value per seed and their mean, Recall@K rising with K,

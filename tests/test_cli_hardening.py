@@ -7,25 +7,12 @@ import os
 import numpy as np
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from asymret.cli import app
+from asymret.cli.testing import invoke, fails_cleanly
 from asymret.core.version import __version__
 from asymret.encoders import create_encoder
 from asymret.index import create_index
 
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def fails_cleanly(*args) -> str:
-    result = invoke(*args)
-    assert result.exit_code == 2, f"exit {result.exit_code}:\n{result.output}\n{result.exception!r}"
-    assert "error:" in result.output and "Traceback" not in result.output
-    return " ".join(result.output.split())
 
 
 def test_version():

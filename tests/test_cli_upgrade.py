@@ -12,34 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from asymret.cli import app
+from asymret.cli.testing import ok, fails_cleanly
 from asymret.data import load_dataset
 from asymret.encoders import create_encoder, train_encoder
 from asymret.training import TrainConfig
 
 CLASSES, PER_CLASS, SIZE, DIM = 4, 10, 28, 8
 
-runner = CliRunner()
 
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok(*args) -> str:
-    result = invoke(*args)
-    assert result.exit_code == 0, f"asymret {' '.join(map(str, args))} failed ({result.exit_code}):\n{result.output}\n{result.exception!r}"
-    return result.output
-
-
-def fails_cleanly(*args) -> str:
-    """Exit code 2, one ``error:`` line, no traceback; returns the output with whitespace collapsed."""
-    result = invoke(*args)
-    assert result.exit_code == 2, f"expected exit code 2, got {result.exit_code}:\n{result.output}\n{result.exception!r}"
-    assert "error:" in result.output and "Traceback" not in result.output
-    return " ".join(result.output.split())
 
 
 def write_stripes(root: Path, unreadable_classes: tuple[int, ...] = ()) -> Path:
