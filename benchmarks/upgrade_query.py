@@ -40,7 +40,8 @@ from asymret.pipeline import Experiment
 from asymret.eval.metrics import evaluate
 from asymret.pipeline.experiment import mixed_spaces
 from asymret.pipeline.runner import load_run_config
-from asymret.pipeline.upgrade import gallery_from_store, upgrade_query
+from asymret.index.build import gallery_from_store
+from asymret.pipeline.upgrade import upgrade_query
 from asymret.store import EmbeddingStore
 
 

@@ -24,13 +24,11 @@ from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder
 from ..encoders.onnx import OnnxEncoder
 from ..index.base import GalleryIndexBase
-from ..index.build import assemble_gallery, build_index, gallery_from_store
+from ..index.build import assemble_gallery, build_index
 from ..store.embeddings import EmbeddingStore
 from ..store.query import query_embeddings
 
-# gallery_from_store lives in index.build (build-index's ψ-alone gallery); named here too for the callers that
-# imported it from this module (benchmarks/upgrade_query.py)
-__all__ = ["UpgradeReport", "gallery_from_store", "refit_transform", "upgrade_query"]
+__all__ = ["UpgradeReport", "refit_transform", "upgrade_query"]
 
 _HEAD_LOSSES = ("kl", "dual-ce")  # the ψ losses that go through the query model's classifier
 
