@@ -241,7 +241,8 @@ class ViewSource(ImageSource):
         from ..core.seeds import derive_seed
 
         pixels = self.base.load(key)
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float() / 255.0
+        # a read-only array (e.g. a memory-mapped source) is copied once: torch refuses to wrap it writable
+        x = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).permute(2, 0, 1)[None].float() / 255.0
         generator = torch.Generator().manual_seed(derive_seed(self.seed, "view", str(key)))
         view = augment_batch(x, self.config, generator)[0].permute(1, 2, 0)
         return (view.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).numpy()
