@@ -28,9 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import open_run, run_meta  # noqa: E402
 
-from asymret.compat.transform import CMCETransform  # noqa: E402
 from asymret.core.manifest import atomic_write_json  # noqa: E402
-from asymret.core.seeds import derive_seed  # noqa: E402
 from asymret.eval.metrics import evaluate
 from asymret.pipeline.experiment import mixed_spaces  # noqa: E402
 
@@ -135,13 +133,7 @@ def main() -> None:
                 try:
                     scores = []
                     for model in models.gallery_models:
-                        if source == "embedding":
-                            psi = experiment.fit_psi(model, query, seed)
-                        else:  # the run's ψ recipe on another input (not a run artifact: fitted here, not cached)
-                            psi = CMCETransform(experiment.config.psi, head=query.classifier, name=f"ψ[{model.name}:{source}]",
-                                                seed=derive_seed(seed, "psi", model.name, query.name, source))
-                            train = experiment.psi_train
-                            psi.fit(experiment.store.get(model, train, output=source), experiment.store.get(query, train))
+                        psi = experiment.fit_psi(model, query, seed, source=source)
                         scores.append(recall_at_1(q_val, psi.transform(experiment.store.get(model, validation, output=source))))
                 finally:
                     experiment.config = base

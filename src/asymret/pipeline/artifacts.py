@@ -238,30 +238,33 @@ class ExperimentArtifacts:
         return self.train_compatible(self.config.kd_method, teacher, seed, init=init)
 
     def fit_psi(self, gallery_model: Encoder, query_model: Encoder, seed: int, psi: PsiConfig | None = None,
-                unlabelled: ImageDataset | None = None) -> CMCETransform:
+                unlabelled: ImageDataset | None = None, source: str = "embedding") -> CMCETransform:
         """ψ: ``gallery_model``'s space → ``query_model``'s, fitted on the training images (cached by recipe).
 
         With ``unlabelled`` (e.g. the gallery being indexed) ψ is fitted label-free — the similarity loss alone —
-        on the training images and those images together, both embedded by both models."""
+        on the training images and those images together, both embedded by both models.  ``source``: what ψ reads
+        of the gallery model — its embedding, or its pooled backbone features (``"pooled"``, the store's output)."""
         settings = psi or self.config.psi
         train = self.psi_train
         psi_seed = derive_seed(seed, "psi", gallery_model.name, query_model.name)
         if unlabelled is not None:
             settings = replace(settings, losses={"similarity": 1.0})
         recipe = {"g": gallery_model.fingerprint(), "q": query_model.fingerprint(), "psi": recipe_of(settings), "seed": psi_seed,
-                  "data": train.fingerprint(), **({"unlabelled": unlabelled.fingerprint()} if unlabelled is not None else {})}
+                  "data": train.fingerprint(), **({"unlabelled": unlabelled.fingerprint()} if unlabelled is not None else {}),
+                  **({"source": source} if source != "embedding" else {})}
 
         def build() -> CMCETransform:
             transform = CMCETransform(settings, head=query_model.classifier, name=f"ψ[{gallery_model.name}]", seed=psi_seed,
                                       device=self.execution["device"])
             parts = [train] if unlabelled is None else [train, unlabelled]
-            g = [self.store.get(gallery_model, part) for part in parts]
+            g = [self.store.get(gallery_model, part, output=source) for part in parts]
             q = [self.store.get(query_model, part) for part in parts]
             if unlabelled is None:
                 return transform.fit(g[0], q[0])
             return transform.fit(unlabelled_union(g), unlabelled_union(q))
 
-        name = f"seed{seed}/{gallery_model.name}-to-{query_model.name}" + ("-transductive" if unlabelled is not None else "")
+        name = (f"seed{seed}/{gallery_model.name}" + (f":{source}" if source != "embedding" else "") + f"-to-{query_model.name}"
+                + ("-transductive" if unlabelled is not None else ""))
         return self.cache.get_or_build("transformation", name, recipe, build)[0]
 
     @property
