@@ -13,6 +13,11 @@ here, so nothing below can be tuned on them.  Models, views and ψ's come from t
   more views; and the untrained teacher at the query's resolution as the reference.
 - ψ: its capacity (Procrustes, linear, the 2-layer MLP, with weight decay), its data (1 view vs a bank of views) and
   its input (the gallery model's embedding vs its pooled backbone features).
+- KD data (``--groups kd-data``): the preset's student regressing the teacher on the training images alone vs also on
+  unlabelled images — the indexed gallery (the validation classes split into held-out queries and an indexed
+  part, as the transductive protocol does on test classes; the student never sees a query), or, for glyph configs,
+  ``--extra-characters`` characters outside every split of the config.  Measured on validation: every validation
+  image against the rest (``asymmetric``) and the held-out queries against the indexed part (``held-out``).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from _common import open_run, run_meta  # noqa: E402
 
 from asymret.core.manifest import atomic_write_json  # noqa: E402
 from asymret.eval.metrics import evaluate
+from asymret.pipeline.artifacts import TEST_SAMPLE_SEED, heldout_split  # noqa: E402
 from asymret.pipeline.experiment import mixed_spaces  # noqa: E402
 
 #: name → (ExperimentConfig overrides, query-spec overrides) of a KD student
@@ -58,6 +64,21 @@ PSI_VARIANTS = {
 }
 
 
+def extra_characters(run_config, count: int):
+    """``count`` glyph characters after the config's own (GB2312 order), rendered alike, as unlabelled images; None
+    for other datasets."""
+    if run_config.dataset_kind != "glyphs" or count <= 0:
+        return None
+    from asymret.data.glyphs import gb2312_level1, load_glyphs
+
+    options = dict(run_config.dataset_options)
+    first = options.pop("max_classes", None)
+    if first is None:
+        return None  # the config uses every character: none is left outside it
+    extra = load_glyphs(size=options.get("size", 64), characters=gb2312_level1()[first:first + count])
+    return extra.subset(np.arange(len(extra)), name=f"glyphs-outside-{first}-{first + count}")
+
+
 def recall_at_1(queries, gallery) -> float:
     return float(evaluate(queries, gallery, ks=(1,))["recall@1"])
 
@@ -67,7 +88,9 @@ def main() -> None:
     parser.add_argument("--config", default="glyphs-pretrained-quick")
     parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-pretrained-quick"))
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--groups", default="kd,psi")
+    parser.add_argument("--groups", default="kd,psi", help="any of kd, psi, kd-data")
+    parser.add_argument("--extra-characters", type=int, default=1000,
+                        help="kd-data, glyph configs: unlabelled characters from outside the config's character set")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     start = time.perf_counter()
@@ -78,21 +101,24 @@ def main() -> None:
     validation = experiment.validation
     if validation is None:
         raise SystemExit("the config has no validation classes (validation_classes = 0)")
-    results: dict = {"kd": {}, "psi": {}, "reference": {}}
+    results: dict = {"kd": {}, "psi": {}, "kd-data": {}, "reference": {}}
     if args.out.is_file():  # resume: variants measured by an interrupted run of the same command are kept
-        results = json.loads(args.out.read_text())["runs"]
-    done = {(group, name, seed) for group in ("kd", "psi") for name, runs in results[group].items() for seed, _ in enumerate(runs)}
+        results = {**results, **json.loads(args.out.read_text())["runs"]}
+    done = {(group, name, seed) for group in ("kd", "psi", "kd-data") for name, runs in results[group].items() for seed, _ in enumerate(runs)}
 
     def write() -> None:
         summary = {
             "kd": {name: {key: float(np.mean([r[key] for r in runs])) for key in ("symmetric", "asymmetric")}
                    for name, runs in results["kd"].items()},
             "psi": {name: float(np.mean([np.mean(list(r.values())) for r in runs])) for name, runs in results["psi"].items()},
+            "kd-data": {name: {key: float(np.mean([r[key] for r in runs])) for key in ("symmetric", "asymmetric", "held-out")}
+                        for name, runs in results["kd-data"].items()},
             "reference": {name: float(np.mean(values)) for name, values in results["reference"].items()},
         }
         atomic_write_json(args.out, {"meta": {**run_meta(args, seeds, start), "config": run_config.name,
                                               "measured_on": f"validation classes ({len(np.unique(validation.labels))} classes, {len(validation)} images)"},
                                      "summary (mean over seeds; ψ: mean over gallery models)": summary, "runs": results})
+    val_queries, val_gallery = heldout_split(validation, base.transductive_query_fraction, seed=TEST_SAMPLE_SEED)
     for position, seed in enumerate(seeds):
         models = experiment.models(seed)
         query = models.query
@@ -139,6 +165,23 @@ def main() -> None:
                     experiment.config = base
                 results["psi"].setdefault(name, []).append(dict(zip([m.name for m in models.gallery_models], scores)))
                 print(f"seed {seed} ψ {name}: {results['psi'][name][-1]}", flush=True)
+                write()
+        if "kd-data" in groups:
+            variants = {"training images only (the preset's student)": None,
+                        "+ the indexed validation gallery, unlabelled (held-out queries never seen)": val_gallery}
+            extra = extra_characters(run_config, args.extra_characters)
+            if extra is not None:
+                variants[f"+ {args.extra_characters} characters outside the config, unlabelled"] = extra
+            for name, unlabelled in variants.items():
+                if ("kd-data", name, position) in done:
+                    continue
+                student, seconds = experiment.train_kd(teacher, seed, query if base.kd_init == "query" else None, unlabelled=unlabelled)
+                s_val = experiment.store.get(student, validation)
+                results["kd-data"].setdefault(name, []).append({
+                    "symmetric": recall_at_1(s_val, s_val), "asymmetric": recall_at_1(s_val, t_val),
+                    "held-out": recall_at_1(experiment.store.get(student, val_queries), experiment.store.get(teacher, val_gallery)),
+                    "train_seconds": seconds, "unlabelled_images": 0 if unlabelled is None else len(unlabelled)})
+                print(f"seed {seed} KD data {name}: {results['kd-data'][name][-1]}", flush=True)
                 write()
     write()
     print(json.dumps(json.loads(args.out.read_text())["summary (mean over seeds; ψ: mean over gallery models)"], indent=1))

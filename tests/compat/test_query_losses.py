@@ -498,3 +498,18 @@ def test_weighted_sum_with_query_losses():
                 + 0.1 * loss.losses["bct"](student, teacher, labels, bank))
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert loss.weights == {"csd": 1.0, "raml": 0.5, "bct": 0.1}
+
+
+def test_metric_distillation_regresses_unlabelled_rows_without_a_class_term():
+    """Label −1 (an unlabelled image): the regression counts it, the student's own classification does not."""
+    from asymret.compat.losses import create_loss
+
+    torch.manual_seed(0)
+    loss = create_loss("distill-metric", num_classes=3, dim=8)
+    student, teacher = torch.randn(6, 8), torch.randn(6, 8)
+    labels = torch.tensor([0, 1, 2, -1, -1, -1])
+    regression = lambda rows: (1 - torch.nn.functional.cosine_similarity(student[rows], teacher[rows])).mean()  # noqa: E731
+    labelled_only = loss(student[:3], teacher[:3], labels[:3]) - regression(slice(0, 3))
+    mixed = loss(student, teacher, labels)
+    assert torch.allclose(mixed, regression(slice(None)) + labelled_only, atol=1e-6)
+    assert torch.allclose(loss(student[3:], teacher[3:], labels[3:]), regression(slice(3, None)), atol=1e-6)

@@ -80,6 +80,18 @@ def test_instance_recall_from_new_views_of_the_images(tmp_path, tiny_dataset):
     assert on_itself["instance_recall@1"] == 1.0  # the image itself finds its own copy
     assert on_views["instance_recall@1"] < on_itself["instance_recall@1"]
     assert "new 'strong' view" in views.instance_protocol() and "itself" in same.instance_protocol()
+    # a symmetric row carries the model's own instance recall from the new views (the ceiling for the asymmetric
+    # rows); without new views the query *is* the image, so the row has none
+    from asymret.eval.report import RowRecorder
+
+    queries = same.store.get(query, same.test_queries)
+    rows_views, rows_same = {}, {}
+    views._record_symmetric(RowRecorder(rows_views), query, queries, gallery, 0.0)
+    same._record_symmetric(RowRecorder(rows_same), query, queries, gallery, 0.0)
+    (row_views,), (row_same,) = rows_views.values(), rows_same.values()
+    assert row_views.metrics["instance_recall@1"] == [on_views["instance_recall@1"]]
+    assert row_views.metrics["recall@1"] == row_same.metrics["recall@1"] == [on_itself["recall@1"]]
+    assert "instance_recall@1" not in row_same.metrics
 
 
 def test_validation_classes_are_held_out_of_training(tmp_path, tiny_dataset):
@@ -196,3 +208,33 @@ def test_the_execution_settings_reach_every_training_and_the_store_but_no_recipe
     seen.clear()
     again, _ = Experiment(config, tiny_dataset, tmp_path).train_model(config.query, 0)  # default execution: the cache
     assert "train" not in seen and again.fingerprint() == query.fingerprint()
+
+
+def test_distillation_also_regresses_unlabelled_images_of_the_indexed_gallery(tmp_path, tiny_dataset):
+    """``train_kd(unlabelled=)``: the student regresses the teacher on the training images and, label-free, on the
+    indexed gallery; it lands nearer the teacher on that gallery than the student trained on training images alone
+    (same start, same epochs); methods needing a label for every image refuse."""
+    import dataclasses
+
+    import numpy as np
+
+    from asymret.pipeline import Experiment, ModelSpec
+
+    config = dataclasses.replace(PROFILES["tiny"], train_size=None, test_size=None, seeds=(0,), kd_epochs=20,
+                                 kd_method="distill-metric", query=ModelSpec("query:convnet-xs", "convnet-xs", epochs=1),
+                                 gallery=(ModelSpec("gallery:convnet-s", "convnet-s", epochs=2),))
+    experiment = Experiment(config, tiny_dataset, tmp_path)
+    teacher = experiment.models(0).gallery_models[0]
+    gallery_part = experiment.heldout_gallery
+    plain, _ = experiment.train_kd(teacher, 0)
+    with_gallery, _ = experiment.train_kd(teacher, 0, unlabelled=gallery_part)
+    assert with_gallery.name == plain.name + "+unlabelled"
+    assert with_gallery.config["compat_training"]["dataset_fingerprint"] != plain.config["compat_training"]["dataset_fingerprint"]
+    target = experiment.store.get(teacher, gallery_part)
+
+    def mean_cos(student):
+        return float(np.mean(np.sum(experiment.store.get(student, gallery_part).align(target.ids).vectors * target.vectors, axis=1)))
+
+    assert mean_cos(with_gallery) > mean_cos(plain) + 0.05
+    with pytest.raises(ValueError, match="needs a label for every image"):
+        experiment.train_compatible("bct", teacher, 0, unlabelled=gallery_part)

@@ -1,5 +1,5 @@
 """Datasets: one abstraction (:class:`ImageDataset`) and loaders for folders, CSV manifests and benchmarks."""
-from .dataset import ArraySource, CroppedSource, FileSource, ImageDataset, ImageLoadError, ImageSource
+from .dataset import ArraySource, ConcatSource, CroppedSource, FileSource, ImageDataset, ImageLoadError, ImageSource, concat_datasets
 from .loaders import (
     DATASET_LOADERS,
     DatasetFormatError,
@@ -26,7 +26,9 @@ from .safe_pickle import UnsafePickleError, safe_load_pickle
 
 __all__ = [
     "ArraySource",
+    "ConcatSource",
     "CroppedSource",
+    "concat_datasets",
     "FileSource",
     "ImageDataset",
     "ImageLoadError",

@@ -311,6 +311,32 @@ class CroppedSource(ImageSource):
         }
 
 
+class ConcatSource(ImageSource):
+    """Several datasets' sources as one; keys are ``"<part>|<that part's key>"``."""
+
+    def __init__(self, parts: Sequence[ImageSource], integer_keys: Sequence[bool]) -> None:
+        self.parts, self.integer_keys = list(parts), list(integer_keys)
+
+    def _split(self, key: str | int) -> tuple[ImageSource, str | int]:
+        part, inner = str(key).split("|", 1)
+        return self.parts[int(part)], int(inner) if self.integer_keys[int(part)] else inner
+
+    def load(self, key: str | int) -> np.ndarray:
+        source, inner = self._split(key)
+        return source.load(inner)
+
+    def stamps(self, keys: Sequence[str | int], content: bool = False) -> list[str] | None:
+        stamps = []
+        for key in keys:
+            source, inner = self._split(key)
+            stamp = source.stamps([inner], content)
+            stamps.append("" if stamp is None else stamp[0])
+        return stamps if any(stamps) else None
+
+    def describe(self) -> dict:
+        return {"type": "concat", "parts": [part.describe() for part in self.parts]}
+
+
 @dataclass
 class ImageDataset:
     """Items of one dataset.  All per-item columns are numpy arrays of equal length.
@@ -430,3 +456,19 @@ class ImageDataset:
             f"{self.name}: {len(self)} images, {len(np.unique(self.labels))} classes, splits {split_counts}, "
             f"{int(self.is_query.sum())} queries, {int(self.is_gallery.sum())} gallery"
         )
+
+
+def concat_datasets(parts: Sequence[ImageDataset], name: str | None = None) -> ImageDataset:
+    """The rows of ``parts`` as one dataset (e.g. labelled training images and unlabelled ones, label −1), whatever
+    their sources; item ids must stay unique across the parts."""
+    if not parts:
+        raise ValueError("concat_datasets needs at least one dataset")
+    if len(parts) == 1:
+        return parts[0]
+    integer = [np.issubdtype(part.keys.dtype, np.integer) for part in parts]
+    keys = np.concatenate([np.array([f"{i}|{key}" for key in part.keys.tolist()]) for i, part in enumerate(parts)])
+    column = lambda attribute: np.concatenate([getattr(part, attribute) for part in parts])  # noqa: E731
+    return ImageDataset(name=name or "+".join(part.name for part in parts),
+                        source=ConcatSource([part.source for part in parts], integer), ids=column("ids"), keys=keys,
+                        labels=column("labels"), splits=column("splits"), is_query=column("is_query"),
+                        is_gallery=column("is_gallery"))

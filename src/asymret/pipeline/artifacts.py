@@ -21,7 +21,7 @@ from ..compat.transform import CMCETransform
 from ..core.seeds import derive_seed
 from ..core.space import Embeddings
 from ..data.augment import camera_views, view_bank
-from ..data.dataset import ImageDataset
+from ..data.dataset import ImageDataset, concat_datasets
 from ..encoders.encoder import Encoder, create_encoder
 from ..encoders.train import train_encoder
 from ..gallery.ensemble import CMCEEnsemble
@@ -37,6 +37,8 @@ __all__ = ["ExperimentArtifacts", "SeedModels", "heldout_split", "unlabelled_uni
 #: the test sample is the same for every run of a config (it is the benchmark, not a random draw per seed)
 TEST_SAMPLE_SEED = 12345
 VALIDATION_CLASS_SEED = 101
+#: compatibility methods that can also regress the teacher on unlabelled images (label −1: no class term for them)
+LABEL_FREE_METHODS = frozenset({"distill-cos", "distill-l2", "distill-metric"})
 
 
 @dataclass
@@ -179,7 +181,7 @@ class ExperimentArtifacts:
 
     def train_compatible(self, method: str, teacher: Encoder, seed: int, epochs: int | None = None,
                          student_resolution: int | None = None, init: Encoder | None = None,
-                         student_spec: ModelSpec | None = None) -> tuple[Encoder, float]:
+                         student_spec: ModelSpec | None = None, unlabelled: ImageDataset | None = None) -> tuple[Encoder, float]:
         """A query model trained against the frozen ``teacher`` with a compatibility ``method`` (distill-cos = KD).
 
         The student is the query spec's architecture and initialisation (from scratch, or its pretrained weights
@@ -187,18 +189,26 @@ class ExperimentArtifacts:
         with ``student_resolution`` (RAML) — the teacher's own architecture and weights at a lower input
         resolution.  With ``kd_views`` > 1 it trains on that many fixed views of each training image.
         ``student_spec`` (with ``init``): the student follows that spec's recipe instead of the query's (a gallery
-        model trained into the query space: its tail blocks, batch size, learning rate).
+        model trained into the query space: its tail blocks, batch size, learning rate).  ``unlabelled`` (e.g. the
+        gallery being indexed, never the queries): images the student also regresses the teacher on, without labels
+        (distillation methods only).
         """
         cfg_all, spec = self.config, student_spec or self.config.query
         epochs = epochs or cfg_all.kd_epochs
         data = self.train
+        if unlabelled is not None:
+            if method not in LABEL_FREE_METHODS:
+                raise ValueError(f"{method} needs a label for every image; unlabelled images train only {sorted(LABEL_FREE_METHODS)}")
+            data = concat_datasets([data, replace(unlabelled, labels=np.full(len(unlabelled), -1))], name=f"{data.name}+unlabelled")
         self.store.get(teacher, data)  # the teacher's embeddings are extracted (or read) outside the training time
         base = teacher.name.split(":")[-1]
         if student_resolution:
             name = f"{method}:{base}@{student_resolution}←{base}@{teacher.preprocess.input_size}"
         else:
             name = f"{method}:{(init.name.split(':')[-1] + '-init') if init is not None else spec.arch}←{base}"
-        student_seed = derive_seed(seed, name)
+        student_seed = derive_seed(seed, name)  # with unlabelled images too: the same start, only the data differs
+        if unlabelled is not None:
+            name += "+unlabelled"
         tail_blocks = spec.tail_blocks if not student_resolution else 0
         recipe = {"method": method, "query": recipe_of(spec), "teacher": teacher.fingerprint(), "epochs": epochs, "seed": student_seed,
                   "data": data.fingerprint(), "student_resolution": student_resolution,
@@ -224,10 +234,12 @@ class ExperimentArtifacts:
 
         return self.cache.get_or_build("encoder", f"seed{seed}/{name}", recipe, build)
 
-    def train_kd(self, teacher: Encoder, seed: int, query: Encoder | None = None) -> tuple[Encoder, float]:
+    def train_kd(self, teacher: Encoder, seed: int, query: Encoder | None = None,
+                 unlabelled: ImageDataset | None = None) -> tuple[Encoder, float]:
         """The distillation baseline of the CMCE paper: the query architecture regressing the teacher (cosine; or
         the config's ``kd_method``), started as ``kd_init`` says: ``query`` from the trained ``query`` model,
-        ``teacher`` from the teacher's own weights at the query's resolution (RAML's student: same architecture)."""
+        ``teacher`` from the teacher's own weights at the query's resolution (RAML's student: same architecture).
+        ``unlabelled``: images regressed on too, label-free (e.g. the indexed gallery)."""
         choice = self.config.kd_init
         if choice not in ("spec", "query", "teacher"):
             raise ValueError(f"kd_init must be 'spec', 'query' or 'teacher' (got {choice!r})")
@@ -235,7 +247,7 @@ class ExperimentArtifacts:
         if choice == "teacher":
             size = self.config.query.input_size or teacher.preprocess.input_size
             init = teacher.at_resolution(size, name=f"{teacher.name}@{size}")
-        return self.train_compatible(self.config.kd_method, teacher, seed, init=init)
+        return self.train_compatible(self.config.kd_method, teacher, seed, init=init, unlabelled=unlabelled)
 
     def fit_psi(self, gallery_model: Encoder, query_model: Encoder, seed: int, psi: PsiConfig | None = None,
                 unlabelled: ImageDataset | None = None, source: str = "embedding") -> CMCETransform:

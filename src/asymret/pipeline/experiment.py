@@ -223,7 +223,10 @@ class Experiment(ExperimentArtifacts):
     def _record_symmetric(self, record: RowRecorder, model: Encoder, queries: Embeddings, gallery: Embeddings, seconds: float,
                           validation: float | None = None, label: str = "") -> None:
         info = self.complexity.setdefault(model.name, model.complexity())
-        metrics = evaluate(queries, gallery, ks=self.config.ks)
+        cfg = self.config
+        # the model finding its own image from a new view: the ceiling every asymmetric row's instance recall is read against
+        views = self.store.get(model, self.test_query_views) if cfg.instance_ks and self.test_query_views is not None else None
+        metrics = evaluate(queries, gallery, ks=cfg.ks, instance_ks=cfg.instance_ks if views is not None else (), instance_queries=views)
         if validation is not None:
             metrics["validation_recall@1"] = validation
         record(label or f"symmetric: {model.name}", "symmetric", model.name, model.name, metrics,

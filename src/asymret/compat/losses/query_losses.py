@@ -76,7 +76,8 @@ class MetricDistillLoss(CompatLoss):
     """Feature distillation plus the student's own metric loss (as AML and D3still pair an alignment term with a
     discriminative one): L = (1 − cos(φ_q(x), φ_g(x))) + λ · CE(W_q · φ_q(x) / τ, y) with a trainable
     normalised-softmax head ``W_q`` owned by the loss and smoothed targets.  Regression alone teaches the student
-    where the *training* classes' images land; the metric term keeps it separating images it has not seen."""
+    where the *training* classes' images land; the metric term keeps it separating images it has not seen.
+    Rows labelled −1 (unlabelled images, e.g. the gallery being indexed) get the regression term only."""
 
     uses_labels = True
 
@@ -92,7 +93,10 @@ class MetricDistillLoss(CompatLoss):
         regression = (1.0 - (F.normalize(student, dim=1) * F.normalize(teacher.detach(), dim=1)).sum(dim=1)).mean()
         if not self.metric_weight:
             return regression
-        own = F.cross_entropy(self.own_head(student), labels, label_smoothing=self.label_smoothing)
+        labelled = labels >= 0  # unlabelled images (label −1) are regressed onto the teacher only
+        if not bool(labelled.any()):
+            return regression
+        own = F.cross_entropy(self.own_head(student[labelled]), labels[labelled], label_smoothing=self.label_smoothing)
         return regression + self.metric_weight * own
 
 
