@@ -14,7 +14,9 @@ the config's:
 - ``≈ N images seen``: epochs measured in images seen rather than passes (``--images-seen``, default 60,000; several
   budgets comma-separated), so a small training set gets as many optimiser steps as a large one;
 - the same with class-balanced batches (``m_per_class`` = 4: every class in a batch has positives for the
-  normalised softmax's neighbours to be pulled by; ``--balanced no`` leaves it out).
+  normalised softmax's neighbours to be pulled by; ``--balanced no`` leaves it out);
+- the same under other augmentation presets (``--augments light,strong``): how much the views a model trains on
+  decide what it learns from a few images.
 
 Models come from (and go to) the run's cache (``--workdir``): the preset's recipe is the model ``asymret run``
 trains.  Writes after each model; an interrupted run resumes.
@@ -37,7 +39,7 @@ from asymret.core.manifest import atomic_write_json  # noqa: E402
 from asymret.eval.metrics import evaluate  # noqa: E402
 
 
-def recipes(spec, train_images: int, images_seen: list[int], balanced: bool) -> dict:
+def recipes(spec, train_images: int, images_seen: list[int], balanced: bool, augments: list[str] = ()) -> dict:
     """name → the spec under that recipe (the config's own first)."""
     out = {"the preset's recipe": spec}
     for budget in images_seen:
@@ -46,6 +48,9 @@ def recipes(spec, train_images: int, images_seen: list[int], balanced: bool) -> 
         out[f"≈ {budget:,} images seen ({epochs} epochs)"] = longer
         if balanced:
             out[f"≈ {budget:,} images seen ({epochs} epochs), 4 per class"] = replace(longer, m_per_class=4)
+        for augment in augments:
+            if augment != spec.augment:
+                out[f"≈ {budget:,} images seen ({epochs} epochs), '{augment}' augmentation"] = replace(longer, augment=augment)
     return out
 
 
@@ -56,6 +61,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--images-seen", default="60000", help="comma-separated budgets of images seen")
     parser.add_argument("--balanced", choices=("yes", "no"), default="yes", help="also each budget with 4 images per class in a batch")
+    parser.add_argument("--augments", default="", help="also each budget under these augmentation presets (comma-separated)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     start = time.perf_counter()
@@ -82,7 +88,8 @@ def main() -> None:
     for position, seed in enumerate(seeds):
         for spec in scratch:
             budgets = [int(b) for b in args.images_seen.split(",")]
-            for name, variant in recipes(spec, len(experiment.train), budgets, args.balanced == "yes").items():
+            for name, variant in recipes(spec, len(experiment.train), budgets, args.balanced == "yes",
+                                         [a for a in args.augments.split(",") if a]).items():
                 runs = results.setdefault(spec.name, {}).setdefault(name, [])
                 if len(runs) > position:
                     continue
