@@ -64,7 +64,10 @@ def seeded(seed: int) -> Iterator[None]:
     Training is reproducible from its seed, and a caller's own random streams are left where they were.
     """
     python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    # torch.manual_seed reseeds the GPUs' generators too: keep theirs as well once CUDA is up (forking them would
+    # otherwise start CUDA in a CPU-only run)
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=gpus):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -127,6 +130,7 @@ def train(
 
 
 def _train(parameters, compute_loss, epoch_batches, config: TrainConfig, modules, description: str) -> TrainHistory:
+    # a CPU generator on every device: the batches (row indices) are the same on a GPU; callers move them
     generator = torch.Generator().manual_seed(config.seed)
     params = [p for p in parameters if p.requires_grad]
     if not params:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.device import on_device, resolve_device
+from ..core.device import autocast, on_device, resolve_device, resolve_precision
 from ..encoders.heads import CosineClassifier
 from ..core.manifest import SpaceMismatchError, atomic_torch_save, hash_arrays, load_checkpoint, read_manifest, stable_hash, write_manifest
 from ..core.space import Embeddings, Space
@@ -63,7 +63,8 @@ class TransformationNet(nn.Module):
         out = self.body(x)
         if getattr(self, "skip", None) is not None:
             out = out + self.skip(x)
-        return F.normalize(out, dim=1)
+        # normalised in float32 (a no-op without autocast): a bf16/fp16 norm leaves vectors off unit length
+        return F.normalize(out.float(), dim=1)
 
 
 def build_cmce_loss(weights: Mapping[str, float], head: CosineClassifier | None, similarity: str = "cos",
@@ -149,6 +150,7 @@ class CMCETransform:
         if loss.uses_labels and labels is None:
             raise ValueError("the dual-ce loss needs labels (none given and none attached to the embeddings)")
         device = resolve_device(self.device)
+        resolve_precision(self.train_config.precision, device)  # a precision the device lacks: refused before any work
         net = self.net
         with on_device(net, loss, device=device):
             source = torch.from_numpy(gallery.vectors).to(device)
@@ -172,10 +174,13 @@ class CMCETransform:
         self.source_space.check_compatible(gallery.space, what=f"embeddings given to ψ {self.name!r}")
         self.net.eval()
         device = resolve_device(self.device)
-        with on_device(self.net, device=device):
-            out = torch.cat([self.net(torch.from_numpy(gallery.vectors[i : i + 8192]).to(device)).cpu()
-                             for i in range(0, len(gallery), 8192)]) if len(gallery) else torch.zeros(0, self.target_space.dim)
-        return Embeddings(out.numpy(), gallery.ids, self.output_space(), gallery.labels)
+        precision = resolve_precision(self.train_config.precision, device)
+        with on_device(self.net, device=device), autocast(device, precision):
+            # float32 out under any precision: stored embeddings stay float32
+            out = [self.net(torch.from_numpy(gallery.vectors[i : i + 8192]).to(device)).float().cpu().numpy()
+                   for i in range(0, len(gallery), 8192)]
+        vectors = np.concatenate(out) if out else np.zeros((0, self.target_space.dim), np.float32)
+        return Embeddings(vectors, gallery.ids, self.output_space(), gallery.labels)
 
     def fit_transform(self, gallery: Embeddings, query: Embeddings, labels: np.ndarray | None = None) -> Embeddings:
         return self.fit(gallery, query, labels).transform(gallery)
@@ -216,8 +221,9 @@ class CMCETransform:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | None = None) -> "CMCETransform":
-        """A saved ψ (on the CPU; ``device``: where its :meth:`transform` and a refit compute, default auto)."""
+    def load(cls, directory: str | os.PathLike, device: str | None = None, precision: str | None = None) -> "CMCETransform":
+        """A saved ψ (on the CPU; ``device`` / ``precision``: where and how its :meth:`transform` and a refit compute,
+        default auto / fp32)."""
         directory = Path(directory)
         manifest = read_manifest(directory, kind="transformation")
         payload = load_checkpoint(directory / "transform.pt")  # never runs code
@@ -229,7 +235,8 @@ class CMCETransform:
             head.frozen()
         settings = PsiConfig(kind=config["kind"], hidden_dim=config["hidden_dim"], num_layers=config["num_layers"],
                              losses=config["losses"], similarity=config["similarity"])
-        psi = cls(settings, head=head, name=config["name"], train=TrainConfig(**config["train"]), device=device)
+        psi = cls(settings, head=head, name=config["name"], train=TrainConfig(**config["train"]), device=device,
+                  precision=precision)
         psi.net = TransformationNet(payload["in_dim"], payload["out_dim"], config["kind"], config["hidden_dim"], config["num_layers"])
         psi.net.load_state_dict(payload["state_dict"])
         psi.net.eval()

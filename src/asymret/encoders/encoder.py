@@ -102,17 +102,22 @@ class Encoder(nn.Module):
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         # normalised in float32 (a no-op without autocast): a bf16/fp16 norm leaves vectors off unit length
         embedding = F.normalize(self.neck(pooled).float(), dim=1)
-        center = self.center
-        return embedding if center is None else F.normalize(embedding - center.to(embedding.device), dim=1)
+        center = self._center_on(embedding.device)
+        return embedding if center is None else F.normalize(embedding - center, dim=1)
 
     @property
     def center(self) -> torch.Tensor | None:
+        """The mean training embedding (a CPU tensor), or None for an uncentred encoder."""
+        return self._center_on(torch.device("cpu"))
+
+    def _center_on(self, device: torch.device) -> torch.Tensor | None:
         values = self.config.get("center")
         if values is None:
             return None
         cached = self.__dict__.get("_center_tensor")
-        if cached is None or cached[0] is not values:  # rebuilt when the config's list is replaced
-            cached = (values, torch.tensor(values, dtype=torch.float32))
+        # made on the device once, not copied there on every forward; rebuilt when the config's list is replaced
+        if cached is None or cached[0] is not values or cached[1].device != device:
+            cached = (values, torch.tensor(values, dtype=torch.float32, device=device))
             self.__dict__["_center_tensor"] = cached
         return cached[1]
 

@@ -209,7 +209,7 @@ class LOCOREReranker(LearnedReranker):
             lists = np.take_along_axis(candidates[rows], shuffle, axis=1)
             labels = np.take_along_axis(targets[rows], shuffle, axis=1)
             logits = self._lists(queries, rows, database, lists)
-            _, _, c_valid = database.rows(np.maximum(lists, 0), device)
+            c_valid = torch.from_numpy(database.valid[np.maximum(lists, 0)]).to(device)  # validity only: no second descriptor copy
             ones = torch.ones(*lists.shape, 1, dtype=torch.bool, device=device)
             counted = torch.cat([ones, c_valid, ones], dim=2)
             counted &= torch.from_numpy(lists >= 0).to(device)[..., None]
