@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.device import module_device, on_device
+from ..core.device import autocast, module_device, on_device
 from ..core.manifest import SpaceMismatchError
 from ..core.settings import strict_settings
 from ..training import TrainConfig, train
@@ -137,11 +137,12 @@ class MaxSimReranker(Reranker):
         pair_q = np.repeat(np.arange(len(candidates)), candidates.shape[1])
         pair_d = candidates.reshape(-1)
         out = np.empty(len(pair_q), dtype=np.float32)
-        device = self.torch_device()
-        for start in range(0, len(pair_q), batch_size):
-            q, _, q_valid = queries.rows(pair_q[start : start + batch_size], device)
-            d, _, d_valid = database.rows(pair_d[start : start + batch_size], device)
-            out[start : start + batch_size] = 10.0 * maxsim(q, q_valid, d, d_valid).cpu().numpy()
+        device, precision = self.compute()
+        with autocast(device, precision):
+            for start in range(0, len(pair_q), batch_size):
+                q, _, q_valid = queries.rows(pair_q[start : start + batch_size], device)
+                d, _, d_valid = database.rows(pair_d[start : start + batch_size], device)
+                out[start : start + batch_size] = 10.0 * maxsim(q, q_valid, d, d_valid).float().cpu().numpy()
         return out.reshape(candidates.shape)
 
 
@@ -178,11 +179,11 @@ class AMESReranker(LearnedReranker):
         positive_share = float(targets.mean())
         if positive_share in (0.0, 1.0):
             raise ValueError(f"the training shortlists hold {'no' if positive_share == 0 else 'only'} positive pairs: nothing to learn")
-        device = self.torch_device()
+        device, precision = self.compute()
         pos_weight = torch.tensor((1.0 - positive_share) / positive_share, device=device)  # the classes weigh equally
         per_epoch = min(cfg.pairs_per_epoch, len(pair_q))
         train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                seed=cfg.seed, warmup_epochs=min(0.5, cfg.epochs / 4), device=str(device))
+                                seed=cfg.seed, warmup_epochs=min(0.5, cfg.epochs / 4), device=str(device), precision=precision)
 
         def batches(epoch: int, generator: torch.Generator) -> list[tuple[torch.Tensor, tuple[int, int]]]:
             chosen = torch.randperm(len(pair_q), generator=generator)[:per_epoch]
@@ -198,7 +199,7 @@ class AMESReranker(LearnedReranker):
             pairs, (kq, kd) = batch
             pairs = pairs.numpy()
             logits = self._logits(queries, pair_q[pairs], database, pair_d[pairs], kq, kd)
-            return F.binary_cross_entropy_with_logits(logits, torch.from_numpy(targets[pairs]).to(device), pos_weight=pos_weight)
+            return F.binary_cross_entropy_with_logits(logits.float(), torch.from_numpy(targets[pairs]).to(device), pos_weight=pos_weight)
 
         with on_device(self.model, device=device):  # the model is kept on the CPU afterwards
             self.history = train(self.model.parameters(), loss, batches, train_cfg, modules=[self.model], description="train AMES re-ranker")
@@ -224,8 +225,9 @@ class AMESReranker(LearnedReranker):
         pair_q = np.repeat(np.arange(len(candidates)), candidates.shape[1])
         pair_d = candidates.reshape(-1)
         out = np.empty(len(pair_q), dtype=np.float32)
-        with on_device(self.model, device=self.torch_device()):
+        device, precision = self.compute()
+        with on_device(self.model, device=device), autocast(device, precision):
             for start in range(0, len(pair_q), batch_size):
                 stop = start + batch_size
-                out[start:stop] = self._logits(queries, pair_q[start:stop], database, pair_d[start:stop]).cpu().numpy()
+                out[start:stop] = self._logits(queries, pair_q[start:stop], database, pair_d[start:stop]).float().cpu().numpy()
         return out.reshape(candidates.shape)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.device import resolve_device
+from ..core.device import resolve_device, resolve_precision
 from ..core.manifest import SpaceMismatchError, atomic_torch_save, load_checkpoint, read_manifest, stable_hash, write_manifest
 from ..core.progress import log
 from ..core.space import Embeddings, Space, l2_normalize
@@ -97,14 +97,21 @@ class Reranker:
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, device: str = "auto") -> None:
+    def __init__(self, device: str = "auto", precision: str = "fp32") -> None:
         """``device`` (auto|cpu|cuda|cuda:N): where training and scoring compute; a learned model is kept on the CPU
-        between calls (saved and loaded from there) and the scores come back as numpy."""
+        between calls (saved and loaded from there) and the scores come back as numpy float32.  ``precision``
+        (fp32|bf16|fp16): the autocast of training and scoring — a runtime setting, not saved with the model."""
         self.fusion: dict[str, float] = {"lambda": 0.5, "gamma": 1.0}
         self.device = device
+        self.precision = precision
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)
+
+    def compute(self) -> tuple[torch.device, str]:
+        """(device, precision) resolved: one the machine lacks is refused in one line, before any work."""
+        device = self.torch_device()
+        return device, resolve_precision(self.precision, device)
 
     def score(self, queries: PairSide, database: PairSide, candidates: np.ndarray) -> np.ndarray:
         """Logits (Nq, S) of every query against its candidate database rows (positions into ``database``)."""
@@ -136,8 +143,8 @@ class LearnedReranker(Reranker):
         if cls.__dict__.get("kind"):  # a class of its own method, not a variant inheriting one
             RERANKERS[cls.kind] = cls
 
-    def __init__(self, config: Any = None, device: str = "auto") -> None:
-        super().__init__(device)
+    def __init__(self, config: Any = None, device: str = "auto", precision: str = "fp32") -> None:
+        super().__init__(device, precision)
         self.config = config or self.config_class()
         self.model: nn.Module | None = None
         self.query_space: Space | None = None
@@ -172,12 +179,13 @@ class LearnedReranker(Reranker):
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "LearnedReranker":
+    def load(cls, directory: str | os.PathLike, device: str = "auto", precision: str = "fp32") -> "LearnedReranker":
+        """A saved re-ranker (on the CPU; ``device`` / ``precision``: where and how it scores)."""
         directory = Path(directory)
         manifest = read_manifest(directory, kind="reranker")
         if manifest["method"] != cls.kind:
             raise ValueError(f"{directory} holds a {manifest['method']} re-ranker, not {cls.kind}")
-        reranker = cls(cls.config_class.from_dict(manifest["config"]))
+        reranker = cls(cls.config_class.from_dict(manifest["config"]), device=device, precision=precision)
         # "dims" since the list-wise re-ranker; earlier AMES manifests name the two descriptor dims at the top level
         dims = manifest.get("dims") or {"query_dim": manifest["query_dim"], "database_dim": manifest["database_dim"]}
         reranker.model = reranker._build_model({k: int(v) for k, v in dims.items()})
@@ -191,9 +199,10 @@ class LearnedReranker(Reranker):
         return reranker
 
 
-def load_reranker(directory: str | os.PathLike) -> LearnedReranker:
-    """Any saved re-ranker, by the method its manifest names (a class of :data:`RERANKERS`)."""
+def load_reranker(directory: str | os.PathLike, device: str = "auto", precision: str = "fp32") -> LearnedReranker:
+    """Any saved re-ranker, by the method its manifest names (a class of :data:`RERANKERS`), scoring on ``device``
+    in ``precision``."""
     method = read_manifest(directory, kind="reranker")["method"]
     if method not in RERANKERS:
         raise ValueError(f"{directory}: unknown re-ranker method {method!r}; known: {', '.join(RERANKERS)}")
-    return RERANKERS[method].load(directory)
+    return RERANKERS[method].load(directory, device=device, precision=precision)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.device import module_device, on_device
+from ..core.device import autocast, module_device, on_device
 from ..core.settings import strict_settings
 from ..training import TrainConfig, train
 from .base import LearnedReranker, PairSide
@@ -192,11 +192,11 @@ class LOCOREReranker(LearnedReranker):
                                         "query_global_dim": queries.global_rows(np.arange(1)).shape[1],
                                         "database_global_dim": database.global_rows(np.arange(1)).shape[1]})
         self.query_space, self.database_space = queries.space, database.space
-        device = self.torch_device()
+        device, precision = self.compute()
         pos_weight = torch.tensor((1.0 - positive_share) / positive_share, device=device)
         per_epoch = min(cfg.lists_per_epoch, len(candidates))
         train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                seed=cfg.seed, warmup_epochs=min(0.5, cfg.epochs / 4), device=str(device))
+                                seed=cfg.seed, warmup_epochs=min(0.5, cfg.epochs / 4), device=str(device), precision=precision)
 
         def batches(epoch: int, generator: torch.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
             chosen = torch.randperm(len(candidates), generator=generator)[:per_epoch].numpy()
@@ -208,7 +208,7 @@ class LOCOREReranker(LearnedReranker):
             rows, shuffle = batch
             lists = np.take_along_axis(candidates[rows], shuffle, axis=1)
             labels = np.take_along_axis(targets[rows], shuffle, axis=1)
-            logits = self._lists(queries, rows, database, lists)
+            logits = self._lists(queries, rows, database, lists).float()
             c_valid = torch.from_numpy(database.valid[np.maximum(lists, 0)]).to(device)  # validity only: no second descriptor copy
             ones = torch.ones(*lists.shape, 1, dtype=torch.bool, device=device)
             counted = torch.cat([ones, c_valid, ones], dim=2)
@@ -227,10 +227,11 @@ class LOCOREReranker(LearnedReranker):
         self._check(queries, database)
         self.model.eval()
         out = np.empty(candidates.shape, dtype=np.float32)
-        with on_device(self.model, device=self.torch_device()):
+        device, precision = self.compute()
+        with on_device(self.model, device=device), autocast(device, precision):
             for start in range(0, len(candidates), batch_size):
                 rows = np.arange(start, min(start + batch_size, len(candidates)))
-                out[rows] = self._lists(queries, rows, database, candidates[rows])[..., -1].cpu().numpy()
+                out[rows] = self._lists(queries, rows, database, candidates[rows])[..., -1].float().cpu().numpy()
         return np.where(candidates >= 0, out, -np.inf).astype(np.float32)
 
     def fusion_logits(self, queries: PairSide, database: PairSide, shortlist: Shortlist) -> tuple[Shortlist, np.ndarray]:
