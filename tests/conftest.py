@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -23,6 +24,18 @@ os.environ.setdefault("ASYMRET_NO_PROGRESS", "1")
 # The models here are tiny: one intra-op thread is faster than two fighting over a shared CPU, and results do not
 # depend on the machine's core count.
 torch.set_num_threads(int(os.environ.get("ASYMRET_TEST_THREADS", "1")))
+
+@pytest.fixture(autouse=True)
+def _package_logger_restored():
+    """The package logger as it was before the test: a CLI test's ``setup_logging`` gives it a handler of its own and stops
+    it propagating, which would hide its warnings from ``caplog`` in every test after (which ones pass would depend on
+    the order tests run in)."""
+    logger = logging.getLogger("asymret")
+    propagate, level, handlers = logger.propagate, logger.level, list(logger.handlers)
+    yield
+    logger.propagate, logger.handlers[:] = propagate, handlers
+    logger.setLevel(level)
+
 
 TINY_CLASSES = 4
 TINY_PER_CLASS = 50

@@ -1,5 +1,7 @@
 """The command line's smaller hardening (issue 23, item 10): --version, a missing --root said in the flag's words, an
-index of 0 items refused at build time, evaluate never printing nan, a refused checkpoint without torch's advice."""
+index of 0 items refused at build time, evaluate never printing nan, a refused checkpoint without torch's advice, a
+full disk one line naming the file; and item 4's probe as it was run, through ``asymret embed``: an image edited in
+place is re-embedded, the rest reused."""
 from __future__ import annotations
 
 import os
@@ -8,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from asymret.cli.testing import invoke, fails_cleanly
+from asymret.cli.testing import fails_cleanly, invoke, ok
 from asymret.core.version import __version__
 from asymret.encoders import create_encoder
 from asymret.index import create_index
@@ -74,3 +76,37 @@ def test_a_malicious_checkpoint_is_refused_in_one_line_without_torchs_advice(tmp
                             "--store", tmp_path / "store")
     assert "encoder.pt is refused" in message
     assert "weights_only" not in message and "trusted source" not in message
+
+
+def test_embed_again_after_an_image_is_edited_in_place_re_embeds_it(tmp_path):
+    """The probe: it printed '1 reused' and kept the old vector."""
+    query = _query_model(tmp_path)
+    folder = tmp_path / "data" / "cls"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / f"{i}.png")
+        os.utime(folder / f"{i}.png", (1_700_000_000, 1_700_000_000))
+    embed = ("embed", "--model", query, "--dataset", "folder", "--root", tmp_path / "data", "--store", tmp_path / "store")
+    assert "1 shards computed, 0 reused" in " ".join(ok(*embed).split())
+    assert "0 shards computed, 1 reused, 0 unreadable" in " ".join(ok(*embed).split())  # nothing changed: nothing read
+    Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / "1.png")  # other pixels, same name
+    assert "1 changed images re-embedded" in " ".join(ok(*embed).split())
+    assert "0 shards computed, 1 reused, 0 unreadable" in " ".join(ok(*embed).split())
+
+
+def test_a_full_disk_during_embed_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    import errno
+
+    query = _query_model(tmp_path)
+    (tmp_path / "data" / "cls").mkdir(parents=True)
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "data" / "cls" / "0.png")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    message = fails_cleanly("embed", "--model", query, "--dataset", "folder", "--root", tmp_path / "data",
+                            "--store", tmp_path / "store")
+    assert "no space left on the device" in message and "--debug" not in message  # one line, no traceback offered
+    assert f"cannot write {tmp_path / 'store'}".replace(" ", "") in message.replace(" ", "")  # the file is named (however wrapped)

@@ -68,6 +68,16 @@ def test_queries_per_request_and_k_times_queries_are_capped_with_the_cap_named(c
     assert (info["max_queries"], info["max_results"]) == (8, 60)
 
 
+def test_an_image_query_obeys_max_results_too_where_it_is_below_max_k(service_files):
+    # one query: k × 1 results, refused over --max-results as the same k with one JSON vector is
+    with TestClient(create_app(config_for(service_files, max_results=5))) as client:
+        image = png_bytes(service_files.gallery.load(0))
+        over = client.post("/search", files={"image": ("q.png", image, "image/png")}, data={"k": "6"})
+        assert over.status_code == 413 and "6 × 1 = 6 results" in over.json()["detail"] and "(--max-results)" in over.json()["detail"]
+        served = client.post("/search", files={"image": ("q.png", image, "image/png")}, data={"k": "5"})
+        assert served.status_code == 200 and len(served.json()["queries"][0]["results"]) == 5
+
+
 def test_a_json_body_larger_than_max_queries_vectors_can_need_is_refused_unparsed(service_files, space):
     # 8 vectors of 16 numbers need far less than 8 × 16 × 48 bytes + 64 KiB: a bigger body is refused from its size,
     # before the interpreter spends its time parsing what the caps would refuse anyway
@@ -200,6 +210,40 @@ def test_a_declared_content_length_over_the_limit_is_refused_before_the_body_is_
     assert status == 413 and "300,000,000 bytes" in body["detail"] and pulled[0] == 0
 
 
+def test_a_body_refused_from_its_content_length_closes_the_connection(service_files):
+    # timeouts far past the socket's: only the 413's own close can end this connection in time (kept alive, the
+    # server would go on receiving and discarding the 300 MB)
+    with BackgroundServer(create_app(config_for(service_files)), limits=ServerLimits(request_timeout=60, keep_alive_timeout=60)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
+                        b"Content-Length: 300000000\r\n\r\n")
+            answer = b""
+            while chunk := raw.recv(4096):  # b"": closed by the server (a timeout would raise instead)
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower()
+        assert b"300,000,000 bytes" in answer and b"(--max-upload-mb" in answer  # the detail names the flag
+        assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+
+
+def test_connections_past_max_connections_are_answered_503(service_files):
+    limits = ServerLimits(max_connections=2, request_timeout=60, keep_alive_timeout=60)
+    with BackgroundServer(create_app(config_for(service_files)), limits=limits) as server:
+        assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:  # a kept-alive connection: 1 of 2
+            held.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while b'"ok"' not in answer:
+                answer += held.recv(4096)
+            busy = httpx.get(server.url + "/healthz", timeout=10)  # its own connection is the 2nd: at the limit
+            assert busy.status_code == 503
+        for _ in range(200):  # the held connection gone, the server answers again
+            if httpx.get(server.url + "/healthz", timeout=10).status_code == 200:
+                break
+            threading.Event().wait(0.05)
+        else:
+            pytest.fail("still 503 after the held connection closed")
+
+
 # ------------------------------------------------------------------------------------------------ items 2 and 9: pixels
 def test_an_upload_over_the_service_pixel_limit_is_a_413_naming_the_limit(service_files):
     with TestClient(create_app(config_for(service_files, max_image_pixels=700))) as client:
@@ -284,16 +328,22 @@ def test_uploads_waiting_to_be_decoded_are_bounded(service_files):
 
 
 # ------------------------------------------------------------------------------------------------ item 10
-def test_a_dropped_upload_logs_one_line_and_no_traceback(service_files, make_live_server, caplog):
+DROPPED = {  # headers promising 15,000 bytes, then 1,000 of them and the connection closed
+    "multipart": b"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 15000\r\n\r\n--xyz\r\n"
+                 b"Content-Disposition: form-data; name=\"image\"; filename=\"q.png\"\r\n\r\n\x89PNG" + bytes(1000),
+    "json": b"Content-Type: application/json\r\nContent-Length: 15000\r\n\r\n{\"embedding\": [" + b"0, " * 330,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DROPPED))
+def test_a_dropped_upload_logs_one_line_and_no_traceback(service_files, make_live_server, caplog, kind):
     server = make_live_server(create_app(config_for(service_files)))
     uvicorn_errors = logging.getLogger("uvicorn.error")
     uvicorn_errors.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.WARNING):
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
-                raw.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
-                            b"Content-Length: 15000\r\n\r\n--xyz\r\nContent-Disposition: form-data; name=\"image\"; "
-                            b"filename=\"q.png\"\r\n\r\n" + b"\x89PNG" + bytes(1000))
+                raw.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\n" + DROPPED[kind])
             for _ in range(200):  # until the server noticed (it answers other requests meanwhile)
                 if any("dropped" in r.getMessage() for r in caplog.records):
                     break

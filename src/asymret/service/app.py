@@ -100,7 +100,8 @@ def create_app(config: ServiceConfig):
 
     app = FastAPI(title="asymret search", docs_url="/docs", redoc_url=None)
     app.state.slot, app.state.batcher, app.state.model, app.state.images = slot, batcher, model, workers
-    app.add_middleware(BodyLimit, limit=config.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(BodyLimit, limit=config.max_upload_bytes + MULTIPART_OVERHEAD,
+                       setting="--max-upload-mb, and 64 KiB of multipart framing")
 
     @app.exception_handler(BadRequest)
     async def _bad_request(_request: Request, error: BadRequest):
@@ -138,8 +139,9 @@ def create_app(config: ServiceConfig):
                 raise BadRequest(422, "multipart body needs an 'image' file field")
             data = await upload.read(config.max_upload_bytes + 1)
             if len(data) > config.max_upload_bytes:
-                raise BadRequest(413, f"upload is over the limit of {config.max_upload_bytes:,} bytes")
+                raise BadRequest(413, f"upload is over the limit of {config.max_upload_bytes:,} bytes (--max-upload-mb)")
             options = _options(dict(form), config.max_k)
+            _check_caps(None, options["k"], config)  # one query: k alone may pass --max-results when it is under --max-k
             name = upload.filename or "upload"
             try:  # the header is checked here; decoding and preprocessing run in the bounded pools
                 prepared = await asyncio.wrap_future(workers.submit(data, name))
@@ -319,7 +321,7 @@ def _check_length(request, limit: int) -> None:
     if length is not None:
         try:
             if int(length) > limit + 64 * 1024:  # multipart framing on top of the file itself
-                raise BadRequest(413, f"upload of {int(length):,} bytes is over the limit of {limit:,} bytes")
+                raise BadRequest(413, f"upload of {int(length):,} bytes is over the limit of {limit:,} bytes (--max-upload-mb)")
         except ValueError:
             raise BadRequest(400, "Content-Length is not a number") from None
 
@@ -340,7 +342,7 @@ def _options(fields: dict[str, Any], max_k: int) -> dict[str, Any]:
 
     k = number("k", _integer, 10)
     if not 1 <= k <= max_k:
-        raise BadRequest(422, f"k must be between 1 and {max_k}, got {k}")
+        raise BadRequest(422, f"k must be between 1 and {max_k} (--max-k), got {k}")
     fraction = number("reject_fraction", float, None)
     if fraction is not None and not 0.0 <= fraction < 1.0:
         raise BadRequest(422, f"reject_fraction must be in [0, 1), got {fraction}")

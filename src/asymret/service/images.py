@@ -80,7 +80,7 @@ class ImageWorkers:
             raise ImageRefused(413, str(error)) from None
         except ImageLoadError as error:
             if _is_bomb(error.__cause__):  # over Pillow's own limit (when the service's is set above it)
-                raise ImageRefused(413, str(error)) from None
+                raise ImageRefused(413, f"{error} (Pillow's own pixel limit, which --max-image-pixels does not raise)") from None
             raise ImageRefused(422, str(error)) from None
         return self._preprocess()([pixels])  # (1, C, S, S): the batcher only stacks these
 

@@ -32,10 +32,12 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    """ASGI middleware: at most ``limit`` body bytes per request, counted as they arrive."""
+    """ASGI middleware: at most ``limit`` body bytes per request, counted as they arrive; ``setting`` names what sets
+    the limit in the 413's detail."""
 
-    def __init__(self, app: Callable, limit: int) -> None:
+    def __init__(self, app: Callable, limit: int, setting: str = "") -> None:
         self.app, self.limit = app, int(limit)
+        self.setting = f" ({setting})" if setting else ""
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -43,7 +45,9 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:  # refused from the header: the body is never read
-            await _send_json(send, 413, f"body of {declared:,} bytes is over the limit of {self.limit:,} bytes")
+            # ... and the connection closed: kept alive, the server would go on receiving (and discarding) it
+            await _send_json(send, 413, f"body of {declared:,} bytes is over the limit of {self.limit:,} bytes{self.setting}",
+                             close=True)
             return
         received = 0
         response_started = False
@@ -68,8 +72,8 @@ class BodyLimit:
             if response_started:
                 raise
             # the connection is closed after this answer: the rest of the body is never read
-            await _send_json(send, 413, f"body is over the limit of {self.limit:,} bytes (refused after "
-                                        f"{received:,} bytes, while streaming)", close=True)
+            await _send_json(send, 413, f"body is over the limit of {self.limit:,} bytes{self.setting} (refused "
+                                        f"after {received:,} bytes, while streaming)", close=True)
         except Exception as error:
             if not _is_disconnect(error):
                 raise
