@@ -1,6 +1,5 @@
 """The library's pixel limit, ``ASYMRET_MAX_IMAGE_PIXELS`` (issue 23, item 9): it lowers the limit, refused from the
-header with the variable named — and it should raise it past Pillow's own (89.5 M, its error at 179 M), which it does
-not yet (marked xfail, strict: the fix belongs in ``read_image``, which leaves Pillow's limit in force)."""
+header with the variable named — and raises it past Pillow's own (89.5 M, its error at 179 M)."""
 from __future__ import annotations
 
 import io
@@ -27,8 +26,6 @@ def test_the_variable_lowers_the_limit_and_is_named_in_the_refusal(monkeypatch):
     assert read_image(_png(), name="q.png").shape == (28, 28, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23 item 9, library side: read_image leaves Pillow's own limit in force, "
-                                       "so ASYMRET_MAX_IMAGE_PIXELS cannot raise the limit past it")
 @pytest.mark.parametrize("pillow_limit", [300, 500])  # 784 pixels: past twice Pillow's limit (its error), past once (its warning)
 def test_the_variable_raises_the_limit_past_pillows_own(monkeypatch, pillow_limit):
     monkeypatch.setenv("ASYMRET_MAX_IMAGE_PIXELS", "1000")

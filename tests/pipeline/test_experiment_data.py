@@ -204,7 +204,7 @@ def test_the_execution_settings_reach_every_training_and_the_store_but_no_recipe
     query, _ = on_cpu.train_model(config.query, 0)
     assert (seen["train"].device, seen["train"].precision, seen["train"].workers) == ("cpu", "bf16", 0)
     psi = on_cpu.fit_psi(query, query, 0)
-    assert psi.device == "cpu"
+    assert psi.device == "cpu" and psi.train_config.precision == "bf16"
     seen.clear()
     again, _ = Experiment(config, tiny_dataset, tmp_path).train_model(config.query, 0)  # default execution: the cache
     assert "train" not in seen and again.fingerprint() == query.fingerprint()

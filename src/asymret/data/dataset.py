@@ -171,6 +171,10 @@ def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str
 
     name = name or str(path)
     limit = max_image_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        # the header check below is the limit; Pillow's own (lower) one would refuse first. Raised only, never lowered:
+        # a process-wide setting other threads may be reading under
+        Image.MAX_IMAGE_PIXELS = limit
     colour = parse_colour(background) if background is not None else default_background()
     try:
         with warnings.catch_warnings():

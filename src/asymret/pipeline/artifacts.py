@@ -267,7 +267,7 @@ class ExperimentArtifacts:
 
         def build() -> CMCETransform:
             transform = CMCETransform(settings, head=query_model.classifier, name=f"ψ[{gallery_model.name}]", seed=psi_seed,
-                                      device=self.execution["device"])
+                                      device=self.execution["device"], precision=self.execution["precision"])
             parts = [train] if unlabelled is None else [train, unlabelled]
             g = [self.store.get(gallery_model, part, output=source) for part in parts]
             q = [self.store.get(query_model, part) for part in parts]

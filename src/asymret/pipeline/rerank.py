@@ -182,7 +182,7 @@ class _SeedRerank:
                 continue
             settings = cfg.locore if method == "locore" else cfg.ames
             if method == "maxsim":
-                reranker, train_seconds, label = MaxSimReranker(device=exp.execution["device"]), 0.0, "MaxSim (training-free)"
+                reranker, train_seconds, label = MaxSimReranker(device=exp.execution["device"], precision=exp.execution["precision"]), 0.0, "MaxSim (training-free)"
             else:
                 reranker, train_seconds, label = self._learned(method, mode, storage, tag, train, sides)
             val_q, val_db = sides(validation, settings)
@@ -229,9 +229,10 @@ class _SeedRerank:
                   "data": exp.train.fingerprint()}
         kind_tag = tag if method == "ames" else f"{tag}-{method}"  # AMES's entries keep their earlier names
         reranker, seconds = exp.cache.get_or_build("reranker", kind_tag, recipe,
-                                                   lambda: reranker_class(settings, device=exp.execution["device"]).fit(
+                                                   lambda: reranker_class(settings, device=exp.execution["device"], precision=exp.execution["precision"]).fit(
                                                        train_q, train_db, train_short.candidates))
-        reranker.device = exp.execution["device"]  # one read from the cache scores where this run computes
+        # one read from the cache scores where, and at the precision, this run computes
+        reranker.device, reranker.precision = exp.execution["device"], exp.execution["precision"]
         label = name + (" + MaxSim prior" if settings.maxsim_prior else "")
         if method == "locore":
             label += f", window {settings.window}"
