@@ -358,8 +358,13 @@ def by_torch_failed(root, encoder, data):
     return read_manifest(EmbeddingStore(root).directory(encoder, data), kind="embedding-set")["failed_ids"]
 
 
-def test_onnx_runtime_refuses_what_it_cannot_compute(tmp_path, tiny_dataset):
+def test_onnx_runtime_refuses_an_unknown_runtime_and_runs_other_outputs_through_torch(tmp_path, tiny_dataset):
     with pytest.raises(ValueError, match="runtime must be one of torch, onnx"):
         EmbeddingStore(tmp_path, runtime="tensorrt")
-    with pytest.raises(ValueError, match="embeddings only"):
-        EmbeddingStore(tmp_path, runtime="onnx").extract(_encoder(), tiny_dataset.subset(np.arange(4)), output="pooled")
+    # the exported model holds the embedding only: pooled features come from torch, the same as a torch store's
+    data, encoder = tiny_dataset.subset(np.arange(4)), _encoder()
+    pooled = EmbeddingStore(tmp_path / "onnx", runtime="onnx").get(encoder, data, output="pooled")
+    by_torch = EmbeddingStore(tmp_path / "torch").get(encoder, data, output="pooled")
+    assert pooled.space == by_torch.space and pooled.ids.tolist() == by_torch.ids.tolist()
+    np.testing.assert_array_equal(pooled.vectors, by_torch.vectors)
+    assert not (tmp_path / "onnx" / "_onnx").exists()  # nothing exported for it
