@@ -151,6 +151,16 @@ def upright(image):
     return ImageOps.exif_transpose(image)
 
 
+def allow_pillow_pixels(limit: int) -> None:
+    """Let Pillow open images up to ``limit`` pixels: asymret's check from the header is the limit, and Pillow's own
+    (lower by default: 89.5 M) would refuse first.  Raised only, never lowered: a process-wide setting other threads
+    may be reading under."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str | None = None,
                background: str | Sequence[int] | None = None) -> np.ndarray:
     """An image file (a path or an open binary file, e.g. an upload) as an HxWxC uint8 array — the one place images
@@ -171,10 +181,7 @@ def read_image(path: str | os.PathLike | IO[bytes], mode: str = "RGB", name: str
 
     name = name or str(path)
     limit = max_image_pixels()
-    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
-        # the header check below is the limit; Pillow's own (lower) one would refuse first. Raised only, never lowered:
-        # a process-wide setting other threads may be reading under
-        Image.MAX_IMAGE_PIXELS = limit
+    allow_pillow_pixels(limit)
     colour = parse_colour(background) if background is not None else default_background()
     try:
         with warnings.catch_warnings():

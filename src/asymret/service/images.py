@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data.dataset import ImageLoadError, ImageTooLargeError, max_image_pixels, read_image
+from ..data.dataset import ImageLoadError, ImageTooLargeError, allow_pillow_pixels, max_image_pixels, read_image
 
 __all__ = ["DEFAULT_SERVICE_MAX_PIXELS", "ImageRefused", "ImageWorkers", "preprocessed_forward"]
 
@@ -80,7 +80,7 @@ class ImageWorkers:
             raise ImageRefused(413, str(error)) from None
         except ImageLoadError as error:
             if _is_bomb(error.__cause__):  # over Pillow's own limit (when the service's is set above it)
-                raise ImageRefused(413, f"{error} (Pillow's own pixel limit, which --max-image-pixels does not raise)") from None
+                raise ImageRefused(413, f"{error} (Pillow's own pixel limit: ASYMRET_MAX_IMAGE_PIXELS raises it)") from None
             raise ImageRefused(422, str(error)) from None
         return self._preprocess()([pixels])  # (1, C, S, S): the batcher only stacks these
 
@@ -95,6 +95,7 @@ def image_size(data: bytes, name: str) -> tuple[int, int]:
 
     from PIL import Image
 
+    allow_pillow_pixels(max_image_pixels())  # as read_image does: the header is judged against our limit, not Pillow's
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is judged here, against our limit
