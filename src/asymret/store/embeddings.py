@@ -199,7 +199,8 @@ class EmbeddingStore:
                 from .ray_engine import ray_batches
 
                 results = ray_batches(encoder, dataset, output, runtime, self.root / ONNX_CACHE, [rows for _, rows in batches], address,
-                                      device=self.device if runtime == "torch" else None, precision=precision)
+                                      device=self.device if runtime == "torch" else None, precision=precision,
+                                      onnx_device=self.onnx_device)
                 failed = self._write_shards(directory, dataset, space, batches, results, runtime,
                                             f"embed {dataset.name} with {encoder.name}", precision, stamps, keep, size)
             else:

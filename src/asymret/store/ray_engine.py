@@ -18,6 +18,7 @@ import numpy as np
 
 from ..data.dataset import ImageDataset
 from ..encoders.encoder import Encoder
+from ..encoders.onnx import onnx_providers
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class EmbedActor:
     """A Ray Data actor: loads the model once (from the object store), then embeds the batches it is given."""
 
     def __init__(self, encoder_ref, dataset_ref, output: str, runtime: str, onnx_cache: str, threads: int,
-                 device: str = "cpu", precision: str = "fp32") -> None:
+                 device: str = "cpu", precision: str = "fp32", onnx_device: str = "cpu") -> None:
         import ray
         import torch
 
@@ -39,12 +40,14 @@ class EmbedActor:
         torch.set_num_threads(threads)
         # Ray may hand the references over resolved already (top-level ObjectRef arguments are)
         resolve = lambda value: ray.get(value) if isinstance(value, ray.ObjectRef) else value  # noqa: E731
-        # a GPU actor sees the GPU Ray gave it as its first one: "cuda" means that one
-        self.device = resolve_device("cuda" if device.startswith("cuda") else device)
+        # a GPU actor sees the GPU Ray gave it as its first one: "cuda" means that one.  The onnx runtime's batches
+        # stay on the CPU whatever ``onnx_device`` is (onnxruntime takes numpy; its CUDA provider copies them itself)
+        self.device = resolve_device("cuda" if device.startswith("cuda") and runtime == "torch" else "cpu")
         self.precision = precision
         self.encoder = resolve(encoder_ref).eval().to(self.device)
         self.dataset = resolve(dataset_ref)
-        self.forward = make_forward(self.encoder, output, runtime, Path(onnx_cache))
+        self.forward = make_forward(self.encoder, output, runtime, Path(onnx_cache),
+                                    "cuda" if onnx_device.startswith("cuda") else "cpu")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .batches import embed_batch
@@ -64,7 +67,7 @@ class EmbedActor:
 
 def ray_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: str, onnx_cache: Path, batches: list[np.ndarray],
                 address: str | None = None, threads_per_actor: int | None = None, device=None,
-                precision: str = "fp32") -> Iterator[tuple[np.ndarray, list[int], list[tuple[str, str]]]]:
+                precision: str = "fp32", onnx_device="cpu") -> Iterator[tuple[np.ndarray, list[int], list[tuple[str, str]]]]:
     """The store's batches computed by Ray Data actors, yielded in batch order as ``(vectors, kept rows, bad)``.
 
     Each actor runs the model with ``threads_per_actor`` intra-op threads (default: this process's torch threads)
@@ -75,6 +78,9 @@ def ray_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: s
 
     ``device`` a GPU (a :class:`torch.device` of type cuda): each actor asks Ray for one GPU (``num_gpus=1``), so
     the cluster runs one actor per GPU (at most its CPUs // threads); ``precision`` is the actors' autocast.
+    ``onnx_device`` (the onnx runtime; ``auto|cpu|cuda|cuda:N``) likewise: when :func:`onnx_providers` chooses the
+    CUDA provider for it, each actor asks for one GPU and runs onnxruntime's CUDA provider there (its batches stay
+    on the CPU); otherwise the CPU provider, as before.
     """
     import ray
     import torch
@@ -89,12 +95,16 @@ def ray_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: s
     context.enable_progress_bars = False
     threads = int(threads_per_actor or torch.get_num_threads())
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    gpu = device is not None and getattr(device, "type", str(device)) == "cuda"
+    torch_gpu = device is not None and getattr(device, "type", str(device)) == "cuda"
+    # the CUDA provider chosen (a (name, options) pair; the CPU provider is a plain name)
+    onnx_gpu = runtime == "onnx" and not isinstance(onnx_providers(onnx_device)[0], str)
+    gpu = torch_gpu or onnx_gpu
     actors = max(1, cpus // threads)
     if gpu:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         if gpus < 1:
-            raise ValueError(f"the Ray cluster has no GPU for device {device}: use device cpu (or a cluster with GPUs)")
+            raise ValueError(f"the Ray cluster has no GPU for device {device if torch_gpu else onnx_device}: "
+                             "use device cpu (or a cluster with GPUs)")
         actors = min(actors, gpus)
     encoder.eval()
     work = ray.data.from_items([{"index": i, "rows": np.asarray(rows, dtype=np.int64).tobytes()} for i, rows in enumerate(batches)],
@@ -104,7 +114,8 @@ def ray_batches(encoder: Encoder, dataset: ImageDataset, output: str, runtime: s
         **({"num_gpus": 1} if gpu else {}),
         fn_constructor_kwargs={"encoder_ref": ray.put(encoder), "dataset_ref": ray.put(dataset), "output": output,
                                "runtime": runtime, "onnx_cache": str(onnx_cache), "threads": threads,
-                               "device": "cuda" if gpu else "cpu", "precision": precision})
+                               "device": "cuda" if torch_gpu else "cpu", "precision": precision,
+                               "onnx_device": "cuda" if onnx_gpu else "cpu"})
     expected = 0
     for row in results.iter_rows():
         if int(row["index"]) != expected:
