@@ -10,7 +10,8 @@ here, so nothing below can be tuned on them.  Models, views and ψ's come from t
 - KD students: the query spec's start (pretrained weights, last blocks fine-tuned) vs the teacher's own weights at
   the query's resolution (RAML's student; needs one architecture) vs a copy of the trained query model; regression
   alone (distill-cos) vs regression + the student's own metric loss (distill-metric); more fine-tuned blocks;
-  more views; and the untrained teacher at the query's resolution as the reference.
+  more views; the student at 48 px and at the teacher's own 72 px (how much of the gap is the resolution); and the
+  untrained teacher at the query's resolution as the reference.
 - ψ: its capacity (Procrustes, linear, the 2-layer MLP, with weight decay), its data (1 view vs a bank of views) and
   its input (the gallery model's embedding vs its pooled backbone features).
 - KD data (``--groups kd-data``): the preset's student regressing the teacher on the training images alone vs also on
@@ -47,6 +48,9 @@ KD_VARIANTS = {
     "teacher init, distill-cos": ({"kd_init": "teacher", "kd_method": "distill-cos"}, {}),
     "teacher init, distill-metric": ({"kd_init": "teacher", "kd_method": "distill-metric"}, {}),
     "teacher init, distill-metric, 8 views": ({"kd_init": "teacher", "kd_method": "distill-metric", "kd_views": 8}, {}),
+    # the resolution gap: the same student at 48 px, and at the teacher's own 72 px (no gap at all, only unseen classes)
+    "spec init, distill-metric, student at 48 px": ({"kd_init": "spec", "kd_method": "distill-metric"}, {"input_size": 48}),
+    "spec init, distill-metric, student at 72 px": ({"kd_init": "spec", "kd_method": "distill-metric"}, {"input_size": 72}),
 }
 
 #: name → ψ settings overrides (PsiConfig fields), the number of views ψ is fitted on, and its input: the gallery
@@ -148,7 +152,7 @@ def main() -> None:
                     experiment.config = base
                 s_val = experiment.store.get(student, validation)
                 results["kd"].setdefault(name, []).append({"symmetric": recall_at_1(s_val, s_val), "asymmetric": recall_at_1(s_val, t_val),
-                                                          "train_seconds": seconds})
+                                                          "train_seconds": seconds, "flops": student.complexity()["flops"]})
                 print(f"seed {seed} KD {name}: {results['kd'][name][-1]}", flush=True)
                 write()
         if "psi" in groups:
