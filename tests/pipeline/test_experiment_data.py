@@ -131,7 +131,7 @@ def test_transductive_psi_is_label_free_fits_the_indexed_gallery_and_adds_rows(t
     from asymret.pipeline import Experiment, ModelSpec
 
     config = dataclasses.replace(PROFILES["tiny"], train_size=None, test_size=None, seeds=(0,), transductive_psi=True,
-                                 query=ModelSpec("query:convnet-xs", "convnet-xs", epochs=2),
+                                 transductive_kd=True, query=ModelSpec("query:convnet-xs", "convnet-xs", epochs=2),
                                  gallery=(ModelSpec("gallery:convnet-s", "convnet-s", epochs=2),))
     experiment = Experiment(config, tiny_dataset, tmp_path)
     models = experiment.models(0)
@@ -156,6 +156,10 @@ def test_transductive_psi_is_label_free_fits_the_indexed_gallery_and_adds_rows(t
     assert any("CMCE single ψ, transductive" in s for s in heldout)
     assert any(s.endswith(": CMCE ensemble") for s in heldout)  # the usual ψ's under the same protocol, beside them
     assert not any(s.startswith("CMCE ensemble, transductive") for s in settings)  # the optimistic rows are gone
+    # the KD student too, distilled also on the indexed gallery (label-free), beside the usual one, same protocol
+    kd_rows = {s: row for s, row in zip(settings, rows) if s.startswith("held-out queries") and "KD baseline" in s}
+    assert len(kd_rows) == 2 and any(s.endswith("distilled also on the indexed gallery → gallery:convnet-s") for s in kd_rows)
+    assert sorted(row.query_model.endswith("+unlabelled") for row in kd_rows.values()) == [False, True]
 
 
 def test_the_held_out_split_never_shares_an_image_and_keeps_every_class_on_both_sides():

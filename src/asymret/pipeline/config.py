@@ -69,6 +69,9 @@ class ExperimentConfig:
     # the transductive protocol that never sees the queries: this share of each test class's images (seeded) are
     # the held-out queries; the rest is the gallery that is indexed and that the label-free ψ may see
     transductive_query_fraction: float = 0.5
+    # also distil the KD student on the training images plus the indexed gallery (label-free: regression only) and
+    # report it under the held-out protocol, beside the usual student under the same protocol
+    transductive_kd: bool = False
     # the store's engine for every frozen forward pass: "onnx" = onnxruntime (embeddings equal torch's within 1e-5)
     runtime: str = "torch"
     # fixed banks of augmented views (asymret.data.augment.view_bank, view 0 = the image): ψ fitted on psi_views

@@ -90,7 +90,7 @@ class Experiment(ExperimentArtifacts):
             self._record_rejection(record, curves, query, q_test, gallery, uncertainty, index, names, seed)
         if cfg.robust_ensemble:
             self._record_robust(record, models, query, transforms, g_tests, seed)
-        if cfg.transductive_psi:
+        if cfg.transductive_psi or cfg.transductive_kd:
             self._record_transductive(record, models, query, transforms, seed)
         if cfg.gallery_compat:
             record_compatible_gallery(self, record, models, query, seed)
@@ -180,9 +180,10 @@ class Experiment(ExperimentArtifacts):
 
     def _record_transductive(self, record: RowRecorder, models: SeedModels, query: Encoder, transforms: list[CMCETransform],
                              seed: int) -> None:
-        """The transductive rows under the protocol that never sees a query: ψ fitted label-free on the training
-        images plus the *held-out gallery* (part of each test class), searched with the held-out queries; beside
-        them the usual ψ's and the query model alone under the same protocol."""
+        """The transductive rows under the protocol that never sees a query: ψ fitted (``transductive_psi``) and the
+        KD student distilled (``transductive_kd``) label-free on the training images plus the *held-out gallery*
+        (part of each test class), searched with the held-out queries; beside them the usual ψ's and student and the
+        query model alone under the same protocol."""
         queries, gallery_part = self.heldout_queries, self.heldout_gallery
         q_queries = self.store.get(query, queries)
         g_parts = [self.store.get(model, gallery_part) for model in models.gallery_models]
@@ -193,6 +194,15 @@ class Experiment(ExperimentArtifacts):
 
         record(f"{protocol}: query model alone {query.name}", "symmetric", query.name, query.name,
                measured(self.store.get(query, gallery_part)))
+        if self.config.transductive_kd:
+            teacher = models.gallery_model(self.config.kd_teacher_name)
+            t_part = g_parts[models.gallery_models.index(teacher)]
+            for label, kind, unlabelled in (("", "baseline", None), (", distilled also on the indexed gallery", "baseline-transductive", gallery_part)):
+                student, seconds = self.train_kd(teacher, seed, query, unlabelled=unlabelled)
+                record(f"{protocol}: KD baseline{label} → {teacher.name}", kind, student.name, teacher.name,
+                       evaluate(self.store.get(student, queries), t_part, ks=self.config.ks), train_seconds=seconds)
+        if not self.config.transductive_psi:
+            return
         t1 = time.perf_counter()
         transductive = [self.fit_psi(model, query, seed, unlabelled=gallery_part) for model in models.gallery_models]
         self.timings[f"seed{seed}/fit_psi_transductive"] = time.perf_counter() - t1
