@@ -80,7 +80,7 @@ def extra_characters(run_config, count: int):
     if first is None:
         return None  # the config uses every character: none is left outside it
     extra = load_glyphs(size=options.get("size", 64), characters=gb2312_level1()[first:first + count])
-    return extra.subset(np.arange(len(extra)), name=f"glyphs-outside-{first}-{first + count}")
+    return replace(extra, name=f"glyphs-outside-{first}-{first + count}")
 
 
 def recall_at_1(queries, gallery) -> float:
@@ -123,6 +123,11 @@ def main() -> None:
                                               "measured_on": f"validation classes ({len(np.unique(validation.labels))} classes, {len(validation)} images)"},
                                      "summary (mean over seeds; ψ: mean over gallery models)": summary, "runs": results})
     val_queries, val_gallery = heldout_split(validation, base.transductive_query_fraction, seed=TEST_SAMPLE_SEED)
+    data_variants = {"training images only (the preset's student)": None,
+                     "+ the indexed validation gallery, unlabelled (held-out queries never seen)": val_gallery}
+    extra = extra_characters(run_config, args.extra_characters) if "kd-data" in groups else None
+    if extra is not None:
+        data_variants[f"+ {args.extra_characters} characters outside the config, unlabelled"] = extra
     for position, seed in enumerate(seeds):
         models = experiment.models(seed)
         query = models.query
@@ -171,15 +176,10 @@ def main() -> None:
                 print(f"seed {seed} ψ {name}: {results['psi'][name][-1]}", flush=True)
                 write()
         if "kd-data" in groups:
-            variants = {"training images only (the preset's student)": None,
-                        "+ the indexed validation gallery, unlabelled (held-out queries never seen)": val_gallery}
-            extra = extra_characters(run_config, args.extra_characters)
-            if extra is not None:
-                variants[f"+ {args.extra_characters} characters outside the config, unlabelled"] = extra
-            for name, unlabelled in variants.items():
+            for name, unlabelled in data_variants.items():
                 if ("kd-data", name, position) in done:
                     continue
-                student, seconds = experiment.train_kd(teacher, seed, query if base.kd_init == "query" else None, unlabelled=unlabelled)
+                student, seconds = experiment.train_kd(teacher, seed, query, unlabelled=unlabelled)
                 s_val = experiment.store.get(student, validation)
                 results["kd-data"].setdefault(name, []).append({
                     "symmetric": recall_at_1(s_val, s_val), "asymmetric": recall_at_1(s_val, t_val),

@@ -337,11 +337,16 @@ class ConcatSource(ImageSource):
         return source.load(inner)
 
     def stamps(self, keys: Sequence[str | int], content: bool = False) -> list[str] | None:
-        stamps = []
-        for key in keys:
-            source, inner = self._split(key)
-            stamp = source.stamps([inner], content)
-            stamps.append("" if stamp is None else stamp[0])
+        # one call per part (a file source stats its files in one pass), answers put back in the keys' order
+        by_part: dict[int, list[int]] = {}
+        split = [str(key).split("|", 1) for key in keys]
+        for position, (part, _) in enumerate(split):
+            by_part.setdefault(int(part), []).append(position)
+        stamps = [""] * len(split)
+        for part, positions in by_part.items():
+            inner = [int(split[p][1]) if self.integer_keys[part] else split[p][1] for p in positions]
+            for position, stamp in zip(positions, self.parts[part].stamps(inner, content) or [""] * len(positions)):
+                stamps[position] = stamp
         return stamps if any(stamps) else None
 
     def describe(self) -> dict:

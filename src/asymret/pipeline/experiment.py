@@ -91,7 +91,7 @@ class Experiment(ExperimentArtifacts):
         if cfg.robust_ensemble:
             self._record_robust(record, models, query, transforms, g_tests, seed)
         if cfg.transductive_psi or cfg.transductive_kd:
-            self._record_transductive(record, models, query, transforms, seed)
+            self._record_transductive(record, models, query, transforms, seed, kd_model, kd_seconds)
         if cfg.gallery_compat:
             record_compatible_gallery(self, record, models, query, seed)
         self.timings[f"seed{seed}/total"] = time.perf_counter() - t0
@@ -179,7 +179,7 @@ class Experiment(ExperimentArtifacts):
                    self.measure_query_model(query, gallery, index=index, reject_fraction=self.config.reject_fraction))
 
     def _record_transductive(self, record: RowRecorder, models: SeedModels, query: Encoder, transforms: list[CMCETransform],
-                             seed: int) -> None:
+                             seed: int, kd_model: Encoder, kd_seconds: float) -> None:
         """The transductive rows under the protocol that never sees a query: ψ fitted (``transductive_psi``) and the
         KD student distilled (``transductive_kd``) label-free on the training images plus the *held-out gallery*
         (part of each test class), searched with the held-out queries; beside them the usual ψ's and student and the
@@ -197,8 +197,9 @@ class Experiment(ExperimentArtifacts):
         if self.config.transductive_kd:
             teacher = models.gallery_model(self.config.kd_teacher_name)
             t_part = g_parts[models.gallery_models.index(teacher)]
-            for label, kind, unlabelled in (("", "baseline", None), (", distilled also on the indexed gallery", "baseline-transductive", gallery_part)):
-                student, seconds = self.train_kd(teacher, seed, query, unlabelled=unlabelled)
+            transductive_kd = self.train_kd(teacher, seed, query, unlabelled=gallery_part)
+            for label, kind, (student, seconds) in (("", "baseline", (kd_model, kd_seconds)),
+                                                    (", distilled also on the indexed gallery", "baseline-transductive", transductive_kd)):
                 record(f"{protocol}: KD baseline{label} → {teacher.name}", kind, student.name, teacher.name,
                        evaluate(self.store.get(student, queries), t_part, ks=self.config.ks), train_seconds=seconds)
         if not self.config.transductive_psi:
@@ -220,9 +221,7 @@ class Experiment(ExperimentArtifacts):
         compares incompatible spaces on purpose (the "no compatibility" baselines)."""
         cfg = self.config
         queries = self.store.get(query_model, self.test_queries)
-        views = None
-        if cfg.instance_ks and self.test_query_views is not None:
-            views = self.store.get(query_model, self.test_query_views)
+        views = self._instance_views(query_model)
         if mixed:
             if views is not None:
                 views = mixed_spaces(views, gallery)[0]
@@ -230,12 +229,18 @@ class Experiment(ExperimentArtifacts):
         return evaluate(queries, gallery, index=index, ks=cfg.ks, instance_ks=cfg.instance_ks, reject_fraction=reject_fraction,
                        exclude=exclude, instance_queries=views)
 
+    def _instance_views(self, model: Encoder) -> Embeddings | None:
+        """``model``'s embeddings of the new views of the test queries (the instance queries), when the config has them."""
+        if self.config.instance_ks and self.test_query_views is not None:
+            return self.store.get(model, self.test_query_views)
+        return None
+
     def _record_symmetric(self, record: RowRecorder, model: Encoder, queries: Embeddings, gallery: Embeddings, seconds: float,
                           validation: float | None = None, label: str = "") -> None:
         info = self.complexity.setdefault(model.name, model.complexity())
         cfg = self.config
         # the model finding its own image from a new view: the ceiling every asymmetric row's instance recall is read against
-        views = self.store.get(model, self.test_query_views) if cfg.instance_ks and self.test_query_views is not None else None
+        views = self._instance_views(model)
         metrics = evaluate(queries, gallery, ks=cfg.ks, instance_ks=cfg.instance_ks if views is not None else (), instance_queries=views)
         if validation is not None:
             metrics["validation_recall@1"] = validation
