@@ -20,7 +20,7 @@ from ..core.manifest import SpaceMismatchError
 from ..core.registry import Registry
 from ..core.space import Embeddings
 from ..store.embeddings import EmbeddingStore
-from ..training import TrainConfig, TrainHistory, epoch_batches, train
+from ..training import TrainConfig, TrainHistory, epoch_batches, seeded, train
 from .losses.base import CompatLoss
 
 
@@ -196,7 +196,8 @@ def train_compatible_query(
         kwargs.update(num_classes=int(dataset.labels.max()) + 1, dim=query.embedding_dim)
     if views > 1:
         dataset = view_bank(dataset, augmentation, views, seed=0)  # one bank for every method and seed: cached once
-    loss = create_loss(spec["loss"], **kwargs)
+    with seeded(config.seed):  # heads owned by the loss (own class weights, mappings): reproducible from the seed
+        loss = create_loss(spec["loss"], **kwargs)
     if store is None:
         import tempfile
 

@@ -212,6 +212,7 @@ class ExperimentArtifacts:
         tail_blocks = spec.tail_blocks if not student_resolution else 0
         recipe = {"method": method, "query": recipe_of(spec), "teacher": teacher.fingerprint(), "epochs": epochs, "seed": student_seed,
                   "data": data.fingerprint(), "student_resolution": student_resolution,
+                  "loss_init": "seeded",  # the loss's own weights drawn from the seed (before: unseeded, not reproducible)
                   **({"views": cfg_all.kd_views, "view_augment": cfg_all.view_augment} if cfg_all.kd_views > 1 else {}),
                   **({"init": init.fingerprint()} if init is not None else {})}
 
