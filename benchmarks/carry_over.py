@@ -10,8 +10,9 @@ here, so nothing below can be tuned on them.  Models, views and ψ's come from t
 - KD students: the query spec's start (pretrained weights, last blocks fine-tuned) vs the teacher's own weights at
   the query's resolution (RAML's student; needs one architecture) vs a copy of the trained query model; regression
   alone (distill-cos) vs regression + the student's own metric loss (distill-metric); more fine-tuned blocks;
-  more views; the student at 48 px and at the teacher's own 72 px (how much of the gap is the resolution); and the
-  untrained teacher at the query's resolution as the reference.
+  more views; the student at 48 px and at the teacher's own 72 px (how much of the gap is the resolution); a
+  student sharing the teacher's first blocks at its resolution for a quarter of its cost (Lite0 cut after stage 2);
+  and the untrained teacher at the query's resolution as the reference.
 - ψ: its capacity (Procrustes, linear, the 2-layer MLP, with weight decay), its data (1 view vs a bank of views) and
   its input (the gallery model's embedding vs its pooled backbone features).
 - KD data (``--groups kd-data``): the preset's student regressing the teacher on the training images alone vs also on
@@ -51,6 +52,15 @@ KD_VARIANTS = {
     # the resolution gap: the same student at 48 px, and at the teacher's own 72 px (no gap at all, only unseen classes)
     "spec init, distill-metric, student at 48 px": ({"kd_init": "spec", "kd_method": "distill-metric"}, {"input_size": 48}),
     "spec init, distill-metric, student at 72 px": ({"kd_init": "spec", "kd_method": "distill-metric"}, {"input_size": 72}),
+    # a student that sees like its teacher for less: Lite0's own first 3 blocks at the teacher's 72 px + a light head
+    # (efficientnet_lite0_s2, 17.1 MFLOPs); the head alone trained, or the head and the last kept block; more epochs
+    "Lite0 cut after stage 2 at 72 px, distill-metric, head only": (
+        {"kd_init": "spec", "kd_method": "distill-metric"}, {"arch": "efficientnet_lite0_s2", "input_size": 72, "tail_blocks": 1}),
+    "Lite0 cut after stage 2 at 72 px, distill-metric, head + last block": (
+        {"kd_init": "spec", "kd_method": "distill-metric"}, {"arch": "efficientnet_lite0_s2", "input_size": 72, "tail_blocks": 2}),
+    "Lite0 cut after stage 2 at 72 px, distill-metric, head + last block, 20 epochs": (
+        {"kd_init": "spec", "kd_method": "distill-metric", "kd_epochs": 20},
+        {"arch": "efficientnet_lite0_s2", "input_size": 72, "tail_blocks": 2}),
 }
 
 #: name → ψ settings overrides (PsiConfig fields), the number of views ψ is fitted on, and its input: the gallery

@@ -243,6 +243,29 @@ def test_efficientnet_lite0_save_load_round_trip(tmp_path):
         torch.testing.assert_close(loaded(x), encoder(x), rtol=0, atol=0)
 
 
+
+def test_lite0_cut_after_stage_2_sees_like_lite0_at_a_quarter_of_its_cost(tmp_path):
+    """``efficientnet_lite0_s2``: Lite0's own first three blocks (the very activations a Lite0 gallery model at the
+    same resolution computes) + a light head; ≥ 4× fewer FLOPs than Lite0 at 72 px; the head counts as the last
+    block for partial fine-tuning; it saves and loads like any encoder."""
+    cut = create_encoder("efficientnet_lite0_s2", pretrained=True, input_size=72, embedding_dim=16, neck="mlp").eval()
+    full = create_encoder("efficientnet_lite0", pretrained=True, input_size=72, embedding_dim=16, neck="mlp").eval()
+    x = torch.randn(2, 3, 72, 72, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(cut.backbone.forward_prefix(x, 1), full.backbone.forward_prefix(x, 13), rtol=0, atol=0)
+        two = cut.backbone.forward_tail(cut.backbone.forward_prefix(x, 2), 2)
+        torch.testing.assert_close(two, cut.backbone(x), rtol=0, atol=1e-6)
+    assert cut.complexity()["flops"] * 4 <= full.complexity()["flops"]
+    head, = cut.backbone.tail_modules(1)
+    assert head is cut.backbone.head and len(cut.backbone.tail_modules(4)) == 4
+    with pytest.raises(ValueError, match="the head counts as one"):
+        cut.backbone.tail_modules(5)
+    cut.save(tmp_path / "enc")
+    loaded = load_encoder(tmp_path / "enc")
+    assert loaded.fingerprint() == cut.fingerprint()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), cut(x), rtol=0, atol=0)
+
 # ------------------------------------------------------------------------------------------ training
 def _accuracy(encoder, dataset) -> float:
     images = [dataset.load(i) for i in range(len(dataset))]

@@ -204,6 +204,66 @@ for _variant in (0, 1, 2):
     register_backbone(f"efficientnet_lite{_variant}")(_efficientnet_lite(_variant))
 
 
+class _EfficientNetLitePrefix(nn.Module):
+    """EfficientNet-Lite0's stem and first ``blocks`` MBConv blocks (ImageNet weights) + a light new head.
+
+    A query model that *sees like* a Lite0 gallery model at the same resolution: its early feature maps are the
+    gallery model's own (frozen prefix, shared weights), at a fraction of the cost — the expensive part of a CNN at
+    a high resolution is its late, wide stages, cut here.  The head: two depthwise-separable convolutions of
+    stride 2 (ReLU6, as Lite) widening to ``width`` channels.  For partial fine-tuning the head counts as the
+    last block: ``tail_blocks`` = 1 trains the head alone on the frozen prefix's activations, 2 also the last kept
+    MBConv block, and so on.
+    """
+
+    def __init__(self, net: nn.Module, blocks: int, width: int) -> None:
+        super().__init__()
+        self.stem, self.bn0, self.act = net._conv_stem, net._bn0, net._swish
+        self.blocks = nn.ModuleList(net._blocks[:blocks])
+        channels = net._blocks[blocks - 1]._block_args.output_filters
+        wide = 4 * channels
+
+        def separable(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU6(inplace=True),
+                    nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6(inplace=True)]
+
+        self.head = nn.Sequential(*separable(channels, wide), *separable(wide, width))
+
+    def _check(self, tail_blocks: int) -> int:
+        if not 0 < tail_blocks <= len(self.blocks) + 1:
+            raise ValueError(f"tail_blocks must be in 1..{len(self.blocks) + 1} for this backbone (the head counts as one; got {tail_blocks})")
+        return len(self.blocks) - (tail_blocks - 1)  # the kept blocks in the frozen prefix
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tail(self.forward_prefix(x, 1), 1)
+
+    def tail_modules(self, tail_blocks: int) -> list[nn.Module]:
+        return [*self.blocks[self._check(tail_blocks):], self.head]
+
+    def forward_prefix(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
+        x = self.act(self.bn0(self.stem(x)))
+        for block in self.blocks[: self._check(tail_blocks)]:
+            x = block(x)
+        return x
+
+    def forward_tail(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
+        for block in self.blocks[self._check(tail_blocks):]:
+            x = block(x)
+        return self.head(x)
+
+
+def _efficientnet_lite0_prefix(blocks: int, width: int):
+    def factory(input_size: int | None = None, pretrained: bool = True, weights: str | None = None, in_chans: int = 3) -> BackboneSpec:
+        full = _efficientnet_lite(0)(input_size=input_size, pretrained=pretrained, weights=weights, in_chans=in_chans)
+        return BackboneSpec(_EfficientNetLitePrefix(full.module.net, blocks, width), width, full.preprocess, weights_id=full.weights_id)
+
+    return factory
+
+
+#: Lite0 cut after stage 2 (3 blocks, 24 channels at 1/4 of the input) and after stage 3 (5 blocks, 40 at 1/8)
+register_backbone("efficientnet_lite0_s2")(_efficientnet_lite0_prefix(3, 192))
+register_backbone("efficientnet_lite0_s3")(_efficientnet_lite0_prefix(5, 256))
+
+
 # --------------------------------------------------------------------------- any timm model + a local weights file
 class _TimmFeatures(nn.Module):
     def __init__(self, model: nn.Module) -> None:
