@@ -29,7 +29,7 @@ from torch import nn
 from ..core.device import autocast, module_device, on_device
 from ..core.manifest import SpaceMismatchError
 from ..core.settings import strict_settings
-from ..training import TrainConfig, train
+from ..training import TrainConfig, seeded, train
 from .base import LearnedReranker, PairSide, Reranker
 from .blocks import add_maxsim_prior, attention_block, maxsim
 
@@ -165,8 +165,8 @@ class AMESReranker(LearnedReranker):
         cfg = self.config
         if queries.labels is None or database.labels is None:
             raise ValueError("training pairs need labels on both sides")
-        torch.manual_seed(cfg.seed)
-        self.model = self._build_model({"query_dim": queries.vectors.shape[2], "database_dim": database.vectors.shape[2]})
+        with seeded(cfg.seed):  # the model's initialisation; the caller's random streams are left alone
+            self.model = self._build_model({"query_dim": queries.vectors.shape[2], "database_dim": database.vectors.shape[2]})
         self.query_space, self.database_space = queries.space, database.space
         if cfg.random_pairs:
             extra = np.random.default_rng(cfg.seed).integers(0, len(database.ids), size=(len(candidates), cfg.random_pairs))

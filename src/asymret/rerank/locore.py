@@ -31,7 +31,7 @@ from torch import nn
 
 from ..core.device import autocast, module_device, on_device
 from ..core.settings import strict_settings
-from ..training import TrainConfig, train
+from ..training import TrainConfig, seeded, train
 from .base import LearnedReranker, PairSide
 from .blocks import add_maxsim_prior, attention_block, maxsim
 from .shortlist import Shortlist
@@ -187,10 +187,10 @@ class LOCOREReranker(LearnedReranker):
         positive_share = float(targets.mean())
         if positive_share in (0.0, 1.0):
             raise ValueError(f"the training lists hold {'no' if positive_share == 0 else 'only'} positives: nothing to learn")
-        torch.manual_seed(cfg.seed)
-        self.model = self._build_model({"query_dim": queries.vectors.shape[2], "database_dim": database.vectors.shape[2],
-                                        "query_global_dim": queries.global_rows(np.arange(1)).shape[1],
-                                        "database_global_dim": database.global_rows(np.arange(1)).shape[1]})
+        with seeded(cfg.seed):  # the model's initialisation; the caller's random streams are left alone
+            self.model = self._build_model({"query_dim": queries.vectors.shape[2], "database_dim": database.vectors.shape[2],
+                                            "query_global_dim": queries.global_rows(np.arange(1)).shape[1],
+                                            "database_global_dim": database.global_rows(np.arange(1)).shape[1]})
         self.query_space, self.database_space = queries.space, database.space
         device, precision = self.compute()
         pos_weight = torch.tensor((1.0 - positive_share) / positive_share, device=device)
