@@ -20,6 +20,9 @@ here, so nothing below can be tuned on them.  Models, views and ψ's come from t
   part, as the transductive protocol does on test classes; the student never sees a query), or, for glyph configs,
   ``--extra-characters`` characters outside every split of the config.  Measured on validation: every validation
   image against the rest (``asymmetric``) and the held-out queries against the indexed part (``held-out``).
+- Query models (``--groups query``): the preset's query model vs a query model that sees like the gallery (Lite0 cut
+  after stage 2 at the teacher's resolution), each trained with the preset's query recipe: its own R@1 and the CMCE
+  ensemble's (query → mean ψ(gallery models)), ψ fitted to it as to the preset's.
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import open_run, run_meta  # noqa: E402
 
 from asymret.core.manifest import atomic_write_json  # noqa: E402
-from asymret.eval.metrics import evaluate
+from asymret.eval.metrics import evaluate  # noqa: E402
+from asymret.gallery import CMCEEnsemble  # noqa: E402
 from asymret.pipeline.artifacts import TEST_SAMPLE_SEED, heldout_split  # noqa: E402
 from asymret.pipeline.experiment import mixed_spaces  # noqa: E402
 
@@ -61,6 +65,18 @@ KD_VARIANTS = {
     "Lite0 cut after stage 2 at 72 px, distill-metric, head + last block, 20 epochs": (
         {"kd_init": "spec", "kd_method": "distill-metric", "kd_epochs": 20},
         {"arch": "efficientnet_lite0_s2", "input_size": 72, "tail_blocks": 2}),
+    "Lite0 cut after stage 2 at 72 px, distill-metric, head + last block, 60 epochs": (
+        {"kd_init": "spec", "kd_method": "distill-metric", "kd_epochs": 60},
+        {"arch": "efficientnet_lite0_s2", "input_size": 72, "tail_blocks": 2}),
+    # the control for the epochs: the preset's student (Lite0 at 32 px) trained as long
+    "spec init, distill-metric, 20 epochs": ({"kd_init": "spec", "kd_method": "distill-metric", "kd_epochs": 20}, {}),
+}
+
+#: name → query-spec overrides of a query model (trained as the preset's query model: labels, its recipe)
+QUERY_VARIANTS = {
+    "Lite0 at 32 px (the preset's query model)": {},
+    "Lite0 cut after stage 2 at the teacher's 72 px, head + last block": {
+        "name": "query:lite0-s2@72", "arch": "efficientnet_lite0_s2", "input_size": 72, "tail_blocks": 2},
 }
 
 #: name → ψ settings overrides (PsiConfig fields), the number of views ψ is fitted on, and its input: the gallery
@@ -102,7 +118,7 @@ def main() -> None:
     parser.add_argument("--config", default="glyphs-pretrained-quick")
     parser.add_argument("--workdir", type=Path, default=Path("runs/glyphs-pretrained-quick"))
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--groups", default="kd,psi", help="any of kd, psi, kd-data")
+    parser.add_argument("--groups", default="kd,psi", help="any of kd, psi, kd-data, query")
     parser.add_argument("--extra-characters", type=int, default=1000,
                         help="kd-data, glyph configs: unlabelled characters from outside the config's character set")
     parser.add_argument("--out", type=Path, required=True)
@@ -115,10 +131,10 @@ def main() -> None:
     validation = experiment.validation
     if validation is None:
         raise SystemExit("the config has no validation classes (validation_classes = 0)")
-    results: dict = {"kd": {}, "psi": {}, "kd-data": {}, "reference": {}}
+    results: dict = {"kd": {}, "psi": {}, "kd-data": {}, "query": {}, "reference": {}}
     if args.out.is_file():  # resume: variants measured by an interrupted run of the same command are kept
         results = {**results, **json.loads(args.out.read_text())["runs"]}
-    done = {(group, name, seed) for group in ("kd", "psi", "kd-data") for name, runs in results[group].items() for seed, _ in enumerate(runs)}
+    done = {(group, name, seed) for group in ("kd", "psi", "kd-data", "query") for name, runs in results[group].items() for seed, _ in enumerate(runs)}
 
     def write() -> None:
         summary = {
@@ -127,6 +143,8 @@ def main() -> None:
             "psi": {name: float(np.mean([np.mean(list(r.values())) for r in runs])) for name, runs in results["psi"].items()},
             "kd-data": {name: {key: float(np.mean([r[key] for r in runs])) for key in ("symmetric", "asymmetric", "held-out")}
                         for name, runs in results["kd-data"].items()},
+            "query": {name: {key: float(np.mean([r[key] for r in runs])) for key in ("symmetric", "psi_ensemble", "flops")}
+                      for name, runs in results["query"].items()},
             "reference": {name: float(np.mean(values)) for name, values in results["reference"].items()},
         }
         atomic_write_json(args.out, {"meta": {**run_meta(args, seeds, start), "config": run_config.name,
@@ -196,6 +214,22 @@ def main() -> None:
                     "held-out": recall_at_1(experiment.store.get(student, val_queries), experiment.store.get(teacher, val_gallery)),
                     "train_seconds": seconds, "unlabelled_images": 0 if unlabelled is None else len(unlabelled)})
                 print(f"seed {seed} KD data {name}: {results['kd-data'][name][-1]}", flush=True)
+                write()
+        if "query" in groups:
+            for name, overrides in QUERY_VARIANTS.items():
+                if ("query", name, position) in done:
+                    continue
+                spec = replace(base.query, **overrides)
+                candidate = experiment.train_model(spec, seed)[0] if overrides else query
+                c_val = experiment.store.get(candidate, validation)
+                transforms = [experiment.fit_psi(model, candidate, seed) for model in models.gallery_models]
+                mapped = CMCEEnsemble(transforms).transform([experiment.store.get(model, validation) for model in models.gallery_models])[0]
+                results["query"].setdefault(name, []).append({
+                    "symmetric": recall_at_1(c_val, c_val), "psi_ensemble": recall_at_1(c_val, mapped),
+                    "psi": [recall_at_1(c_val, psi.transform(experiment.store.get(model, validation)))
+                            for psi, model in zip(transforms, models.gallery_models)],
+                    "flops": candidate.complexity()["flops"]})
+                print(f"seed {seed} query {name}: {results['query'][name][-1]}", flush=True)
                 write()
     write()
     print(json.dumps(json.loads(args.out.read_text())["summary (mean over seeds; ψ: mean over gallery models)"], indent=1))
