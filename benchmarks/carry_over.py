@@ -121,6 +121,10 @@ def main() -> None:
     parser.add_argument("--groups", default="kd,psi", help="any of kd, psi, kd-data, query")
     parser.add_argument("--extra-characters", type=int, default=1000,
                         help="kd-data, glyph configs: unlabelled characters from outside the config's character set")
+    parser.add_argument("--kd-data-student", default="", choices=["", *KD_VARIANTS],
+                        help="kd-data group: this KD variant's student instead of the preset's (its name joins the rows')")
+    parser.add_argument("--kd-data-variants", default="",
+                        help="kd-data group: only the data variants whose name starts with one of these (comma-separated)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     start = time.perf_counter()
@@ -153,9 +157,11 @@ def main() -> None:
     val_queries, val_gallery = heldout_split(validation, base.transductive_query_fraction, seed=TEST_SAMPLE_SEED)
     data_variants = {"training images only (the preset's student)": None,
                      "+ the indexed validation gallery, unlabelled (held-out queries never seen)": val_gallery}
-    extra = extra_characters(run_config, args.extra_characters) if "kd-data" in groups else None
+    extra_name = f"+ {args.extra_characters} characters outside the config, unlabelled"
+    wanted = tuple(p.strip() for p in args.kd_data_variants.split(",") if p.strip())
+    extra = extra_characters(run_config, args.extra_characters) if "kd-data" in groups and (not wanted or extra_name.startswith(wanted)) else None
     if extra is not None:
-        data_variants[f"+ {args.extra_characters} characters outside the config, unlabelled"] = extra
+        data_variants[extra_name] = extra
     for position, seed in enumerate(seeds):
         models = experiment.models(seed)
         query = models.query
@@ -204,10 +210,16 @@ def main() -> None:
                 print(f"seed {seed} ψ {name}: {results['psi'][name][-1]}", flush=True)
                 write()
         if "kd-data" in groups:
-            for name, unlabelled in data_variants.items():
-                if ("kd-data", name, position) in done:
+            overrides, query_overrides = KD_VARIANTS.get(args.kd_data_student, ({}, {}))
+            for data_name, unlabelled in data_variants.items():
+                name = data_name + (f" [student: {args.kd_data_student}]" if args.kd_data_student else "")
+                if ("kd-data", name, position) in done or (wanted and not data_name.startswith(wanted)):
                     continue
-                student, seconds = experiment.train_kd(teacher, seed, query, unlabelled=unlabelled)
+                experiment.config = replace(base, **overrides, query=replace(base.query, **query_overrides))
+                try:
+                    student, seconds = experiment.train_kd(teacher, seed, query, unlabelled=unlabelled)
+                finally:
+                    experiment.config = base
                 s_val = experiment.store.get(student, validation)
                 results["kd-data"].setdefault(name, []).append({
                     "symmetric": recall_at_1(s_val, s_val), "asymmetric": recall_at_1(s_val, t_val),
