@@ -212,7 +212,8 @@ def main() -> None:
         if "kd-data" in groups:
             overrides, query_overrides = KD_VARIANTS.get(args.kd_data_student, ({}, {}))
             for data_name, unlabelled in data_variants.items():
-                name = data_name + (f" [student: {args.kd_data_student}]" if args.kd_data_student else "")
+                name = (data_name.replace(" (the preset's student)", "") + f" [student: {args.kd_data_student}]"
+                        if args.kd_data_student else data_name)
                 if ("kd-data", name, position) in done or (wanted and not data_name.startswith(wanted)):
                     continue
                 experiment.config = replace(base, **overrides, query=replace(base.query, **query_overrides))
