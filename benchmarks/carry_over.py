@@ -30,8 +30,10 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -109,6 +111,17 @@ def extra_characters(run_config, count: int):
     return replace(extra, name=f"glyphs-outside-{first}-{first + count}")
 
 
+@contextmanager
+def configured(experiment, **overrides) -> Iterator[None]:
+    """The experiment's config with ``overrides`` for the block (a variant's students and ψ's cache by their recipe)."""
+    base = experiment.config
+    experiment.config = replace(base, **overrides)
+    try:
+        yield
+    finally:
+        experiment.config = base
+
+
 def recall_at_1(queries, gallery) -> float:
     return float(evaluate(queries, gallery, ks=(1,))["recall@1"])
 
@@ -184,11 +197,8 @@ def main() -> None:
             for name, (overrides, query_overrides) in KD_VARIANTS.items():
                 if ("kd", name, position) in done:
                     continue
-                experiment.config = replace(base, **overrides, query=replace(base.query, **query_overrides))
-                try:
+                with configured(experiment, **overrides, query=replace(base.query, **query_overrides)):
                     student, seconds = experiment.train_kd(teacher, seed, query)
-                finally:
-                    experiment.config = base
                 s_val = experiment.store.get(student, validation)
                 results["kd"].setdefault(name, []).append({"symmetric": recall_at_1(s_val, s_val), "asymmetric": recall_at_1(s_val, t_val),
                                                           "train_seconds": seconds, "flops": student.complexity()["flops"]})
@@ -198,14 +208,11 @@ def main() -> None:
             for name, (psi_overrides, views, source) in PSI_VARIANTS.items():
                 if ("psi", name, position) in done:
                     continue
-                experiment.config = replace(base, psi_views=views, psi=replace(base.psi, **psi_overrides))
-                try:
+                with configured(experiment, psi_views=views, psi=replace(base.psi, **psi_overrides)):
                     scores = []
                     for model in models.gallery_models:
                         psi = experiment.fit_psi(model, query, seed, source=source)
                         scores.append(recall_at_1(q_val, psi.transform(experiment.store.get(model, validation, output=source))))
-                finally:
-                    experiment.config = base
                 results["psi"].setdefault(name, []).append(dict(zip([m.name for m in models.gallery_models], scores)))
                 print(f"seed {seed} ψ {name}: {results['psi'][name][-1]}", flush=True)
                 write()
@@ -216,11 +223,8 @@ def main() -> None:
                         if args.kd_data_student else data_name)
                 if ("kd-data", name, position) in done or (wanted and not data_name.startswith(wanted)):
                     continue
-                experiment.config = replace(base, **overrides, query=replace(base.query, **query_overrides))
-                try:
+                with configured(experiment, **overrides, query=replace(base.query, **query_overrides)):
                     student, seconds = experiment.train_kd(teacher, seed, query, unlabelled=unlabelled)
-                finally:
-                    experiment.config = base
                 s_val = experiment.store.get(student, validation)
                 results["kd-data"].setdefault(name, []).append({
                     "symmetric": recall_at_1(s_val, s_val), "asymmetric": recall_at_1(s_val, t_val),
