@@ -239,12 +239,11 @@ def main() -> None:
                 spec = replace(base.query, **overrides)
                 candidate = experiment.train_model(spec, seed)[0] if overrides else query
                 c_val = experiment.store.get(candidate, validation)
-                transforms = [experiment.fit_psi(model, candidate, seed) for model in models.gallery_models]
-                mapped = CMCEEnsemble(transforms).transform([experiment.store.get(model, validation) for model in models.gallery_models])[0]
+                ensemble = CMCEEnsemble([experiment.fit_psi(model, candidate, seed) for model in models.gallery_models])
+                g_vals = [experiment.store.get(model, validation) for model in models.gallery_models]  # read once
                 results["query"].setdefault(name, []).append({
-                    "symmetric": recall_at_1(c_val, c_val), "psi_ensemble": recall_at_1(c_val, mapped),
-                    "psi": [recall_at_1(c_val, psi.transform(experiment.store.get(model, validation)))
-                            for psi, model in zip(transforms, models.gallery_models)],
+                    "symmetric": recall_at_1(c_val, c_val), "psi_ensemble": recall_at_1(c_val, ensemble.transform(g_vals)[0]),
+                    "psi": [recall_at_1(c_val, mapped) for mapped in ensemble.transform_each(g_vals)],
                     "flops": candidate.complexity()["flops"]})
                 print(f"seed {seed} query {name}: {results['query'][name][-1]}", flush=True)
                 write()
