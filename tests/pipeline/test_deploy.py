@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from asymret.core.space import Embeddings
@@ -67,8 +68,9 @@ def test_the_deployment_folder_serves_the_same_top_k_as_the_experiments_index(de
     from asymret.service.state import png_bytes
 
     experiment, _, choice, folder = deployed
-    index_dir, query_dir = deployment_paths(folder)
-    query_model, gallery, _ = experiment.deployables[choice["setting"]]()
+    index_dir, query_dir, _ = deployment_paths(folder)
+    deployable = experiment.deployables[choice["setting"]]()
+    query_model, gallery = deployable.query_model, deployable.gallery
     expected_index = ExactIndex.from_embeddings(gallery)
     with TestClient(create_app(ServiceConfig(index=str(index_dir), query_model=str(query_dir)))) as client:
         for row in (0, 7, 23):
@@ -86,3 +88,75 @@ def test_a_folder_that_is_not_a_deployment_is_refused(tmp_path, deployed):
         deployment_paths(tmp_path)
     with pytest.raises(ValueError, match="'deployment'"):
         deployment_paths(folder / "index")
+
+
+RERANK = {"methods": ["maxsim", "ames"], "modes": ["symmetric", "asymmetric"], "storages": ["float16"], "budget": 8, "codec_dim": 16,
+          "shortlist": 10, "ames": {"dim": 16, "layers": 1, "heads": 2, "ffn": 32, "query_budget": 8, "database_budget": 4,
+                                    "shortlist": 8, "pairs_per_epoch": 512, "epochs": 1, "batch_size": 64}}
+
+
+@pytest.fixture(scope="module")
+def reranked(deployed, tmp_path_factory):
+    from asymret.pipeline.rerank import RerankConfig, run_rerank
+
+    experiment, rows, _, _ = deployed
+    rerank_rows, _ = run_rerank(experiment, RerankConfig.from_dict(RERANK), tmp_path_factory.mktemp("rerank-results"))
+    return experiment, rows, rerank_rows
+
+
+def test_rerank_rows_are_deployment_candidates_scored_on_validation(reranked):
+    _, rows, rerank_rows = reranked
+    candidates = [row for row in rerank_rows if VALIDATION_METRIC in row.metrics]
+    assert {row.setting.split(":")[0] for row in candidates} == {"symmetric", "asymmetric"}
+    assert not any(VALIDATION_METRIC in row.metrics for row in rerank_rows if "global only" in row.setting)
+    choice = choose_deployment([*rows, *rerank_rows])
+    assert choice["candidates"].keys() >= {row.setting for row in candidates}
+    chosen = next(row for row in [*rows, *rerank_rows] if row.setting == choice["setting"])
+    assert ("rerank" in choice) == (chosen in rerank_rows)
+    only_rerank = choose_deployment(candidates)
+    assert only_rerank["rerank"]["shortlist"] == 10 and only_rerank["rerank"]["bytes_per_image"] > 0
+
+
+@pytest.mark.parametrize("prefix", ["symmetric: + MaxSim", "asymmetric: + AMES"])
+def test_a_reranking_deployment_serves_the_experiments_reranked_top_k(reranked, tmp_path, prefix):
+    """The folder's re-ranking (codec, database descriptors, the query side's local layer in ONNX) answers an
+    uploaded image as the experiment's re-ranker answers it from the torch model's descriptors."""
+    from fastapi.testclient import TestClient
+
+    from asymret.encoders.local import local_descriptors, local_space
+    from asymret.rerank import LocalDescriptors, PairSide, Reranking
+    from asymret.service import ServiceConfig, create_app
+    from asymret.service.state import png_bytes
+
+    experiment, _, rerank_rows = reranked
+    row = next(row for row in rerank_rows if row.setting.startswith(prefix))
+    folder = write_deployment(experiment, choose_deployment([row]), tmp_path / "deployment")
+    paths = deployment_paths(folder)
+    assert paths.rerank is not None
+    deployable = experiment.deployables[row.setting]()
+    query_model, spec, plan = deployable.query_model, deployable.rerank.query_spec, deployable.rerank
+    database = PairSide.from_local(plan.gallery_local, plan.database_budget, codec=plan.codec, embeddings=plan.gallery_embeddings)
+    expected_index = Reranking(plan.reranker, database, database).over(ExactIndex.from_embeddings(deployable.gallery), plan.shortlist)
+    moved = 0
+    with TestClient(create_app(ServiceConfig(index=str(paths.index), query_model=str(paths.query), rerank=str(paths.rerank)))) as client:
+        assert client.get("/info").json()["rerank"]["method"] == plan.reranker.kind
+        for position in (0, 5, 11, 17):
+            pixels = experiment.test_queries.load(position)
+            answer = client.post("/search", files={"image": ("q.png", png_bytes(pixels), "image/png")}, data={"k": "5"})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["reranked"] is True
+            vector = query_model.embed_images([pixels])
+            queries = Embeddings(vector, np.array(["q"]), deployable.gallery.space)
+            with torch.no_grad():
+                rows = local_descriptors(query_model.eval(), query_model.preprocess([pixels]), spec).numpy()
+            local = LocalDescriptors.from_embeddings(Embeddings(rows, np.array(["q"]), local_space(query_model, spec)), spec)
+            side = PairSide.from_local(local, plan.query_budget, codec=plan.codec if plan.project_queries else None, stored=False,
+                                       embeddings=queries)
+            expected = expected_index.reranking.with_queries(side).over(expected_index.index, plan.shortlist).search(queries, k=5)
+            served = [hit["id"] for hit in answer.json()["queries"][0]["results"]]
+            assert served == expected.ids[0].tolist()
+            moved += served != ExactIndex.from_embeddings(deployable.gallery).search(queries, k=5).ids[0].tolist()
+        # an embedding query has no local descriptors: the global search alone, and the answer says so
+        body = {"embedding": vector[0].tolist(), "fingerprint": deployable.gallery.space.fingerprint, "k": 5}
+        assert client.post("/search", json=body).json()["reranked"] is False
+    assert moved > 0  # the re-ranking changed some top-5: the comparison above is not the global search twice

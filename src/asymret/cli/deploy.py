@@ -48,7 +48,7 @@ def export_query_cmd(
 def serve_cmd(
     index_dir: Optional[Path] = typer.Option(None, "--index", "-i", help="index folder to serve (hot-swappable through /admin/index)"),
     query_model: Optional[Path] = typer.Option(None, "--query-model", "-q", help="query model folder (torch, or exported by export-query: run by onnxruntime)"),
-    deploy: Optional[Path] = typer.Option(None, "--deploy", help="a deployment folder written by asymret run --deploy (its index and query model)"),
+    deploy: Optional[Path] = typer.Option(None, "--deploy", help="a deployment folder written by asymret run --deploy (its index, query model and re-ranking, if it re-ranks)"),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="the gallery's dataset (as for build-index): thumbnails on the page; default none"),
     root: Optional[str] = RootOpt, split: str = typer.Option("test", "--split", help="the gallery's split"),
     results: Optional[Path] = typer.Option(None, "--results", help="an evaluation run's folder (results.json, plots) for /results"),
@@ -78,11 +78,13 @@ def serve_cmd(
         if index_dir or query_model:
             fail("--deploy names the index and the query model: drop --index/--query-model")
         try:
-            index_dir, query_model = deployment_paths(deploy)
+            index_dir, query_model, rerank = deployment_paths(deploy)
         except (FileNotFoundError, ValueError) as error:
             fail(f"cannot serve {deploy}: {error}")
     elif index_dir is None or query_model is None:
         fail("asymret serve needs --index and --query-model, or --deploy DIR")
+    else:
+        rerank = None
     try:  # the port first: a busy one is one line, before anything loads or is announced
         listener = bind_listener(host, port)
     except OSError as error:
@@ -95,10 +97,12 @@ def serve_cmd(
     config = ServiceConfig(index=str(index_dir), query_model=str(query_model), gallery=gallery, queries=queries,
                            results=str(results) if results else None, admin_token=os.environ.get("ASYMRET_ADMIN_TOKEN") or None,
                            max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_k=max_k, max_queries=max_queries,
-                           max_results=max_results, max_image_pixels=max_image_pixels, device=device)
+                           max_results=max_results, max_image_pixels=max_image_pixels, device=device,
+                           rerank=str(rerank) if rerank else None)
     try:
         application = create_app(config)
     except (FileNotFoundError, ValueError) as error:  # SpaceMismatchError is a ValueError: a foreign index
         fail(f"cannot serve: {error}")
-    out.print(f"serving {index_dir} at http://{host}:{port}/ (admin endpoints {'on' if config.admin_token else 'off: set ASYMRET_ADMIN_TOKEN'})")
+    reranks = f", image queries re-ranked ({rerank})" if rerank else ""
+    out.print(f"serving {index_dir}{reranks} at http://{host}:{port}/ (admin endpoints {'on' if config.admin_token else 'off: set ASYMRET_ADMIN_TOKEN'})")
     run_service(application, listener, ServerLimits(request_timeout=request_timeout, max_connections=max_connections))

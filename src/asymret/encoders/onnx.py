@@ -29,7 +29,8 @@ from ..core.space import Space
 from .encoder import Encoder
 from .preprocess import Preprocess
 
-__all__ = ["export_onnx", "quantize_int8", "OnnxEncoder", "load_query_model", "onnx_forward", "onnx_providers", "RUNTIMES"]
+__all__ = ["export_onnx", "export_local_onnx", "quantize_int8", "OnnxEncoder", "OnnxLocalDescriptors", "load_query_model", "onnx_forward",
+           "onnx_providers", "RUNTIMES"]
 
 #: inference engines for embedding (``--runtime``): torch eager, or the model exported to ONNX and run by onnxruntime
 RUNTIMES = ("torch", "onnx")
@@ -90,6 +91,69 @@ def export_onnx(encoder: Encoder, directory: str | os.PathLike, verify_images: S
         fields["parity"] = {"images": len(verify_images), "max_abs_diff": float(np.abs(exported - reference).max())}
     write_manifest(directory, "onnx-encoder", fields)
     return directory
+
+
+def export_local_onnx(encoder: Encoder, spec: Any, directory: str | os.PathLike, verify_images: Sequence[np.ndarray] | None = None) -> Path:
+    """``encoder``'s local descriptors under ``spec`` (a :class:`~asymret.encoders.local.LocalSpec`) →
+    ``directory/model.onnx``: input ``pixels`` (the encoder's preprocessing, as :func:`export_onnx`), output ``local``
+    (B, budget · (4 + C)), the rows :func:`~asymret.encoders.local.local_descriptors` computes.  Only the layers up to
+    ``spec.layer`` are in the graph (the exporter drops the rest).  With ``verify_images`` the parity against torch
+    is measured and stored.  What a deployed re-ranking runs on the query side beside the global model."""
+    import io
+
+    import torch
+
+    from .local import local_descriptors, local_space
+
+    class _LocalRows(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            return local_descriptors(self.encoder, pixels, spec)
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    encoder = encoder.eval()
+    p = encoder.preprocess
+    dummy = torch.zeros(2, p.channels, p.input_size, p.input_size, device=module_device(encoder))
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(_LocalRows(), (dummy,), buffer, input_names=["pixels"], output_names=["local"],
+                          dynamic_axes={"pixels": {0: "batch"}, "local": {0: "batch"}}, opset_version=OPSET, dynamo=False)
+    atomic_write_bytes(directory / ONNX_FILE, buffer.getvalue())
+    fields: dict[str, Any] = {"space": local_space(encoder, spec).to_dict(), "name": encoder.name, "budget": spec.budget,
+                              "layer": spec.layer, "preprocess": p.config(), "source_fingerprint": encoder.fingerprint(),
+                              "opset": OPSET, "onnx_sha": hash_file(directory / ONNX_FILE)}
+    if verify_images is not None and len(verify_images):
+        pixels = p(list(verify_images))
+        with torch.no_grad():
+            reference = local_descriptors(encoder, pixels.to(module_device(encoder)), spec).float().cpu().numpy()
+        session = _session(directory / ONNX_FILE, [CPU_PROVIDER])
+        exported = session.run(["local"], {"pixels": pixels.numpy()})[0]
+        fields["parity"] = {"images": len(verify_images), "max_abs_diff": float(np.abs(exported - reference).max())}
+    write_manifest(directory, "onnx-local", fields)
+    return directory
+
+
+class OnnxLocalDescriptors:
+    """An exported local-descriptor extractor (:func:`export_local_onnx`) run by onnxruntime."""
+
+    def __init__(self, directory: str | os.PathLike, device: Any = "auto") -> None:
+        directory = Path(directory)
+        self.manifest = read_manifest(directory, kind="onnx-local")
+        if hash_file(directory / ONNX_FILE) != self.manifest["onnx_sha"]:
+            raise ValueError(f"{directory}: {ONNX_FILE} does not match its manifest (corrupt or edited)")
+        self.preprocess = Preprocess.from_config(self.manifest["preprocess"])
+        self._session = _session(directory / ONNX_FILE, onnx_providers(device))
+
+    def space(self) -> Space:
+        return Space.from_dict(self.manifest["space"])
+
+    def rows(self, pixels: np.ndarray) -> np.ndarray:
+        """Preprocessed (B, C, S, S) pixels → (B, budget · (4 + C)) float32 rows."""
+        return self._session.run(["local"], {"pixels": np.ascontiguousarray(pixels, dtype=np.float32)})[0].astype(np.float32)
 
 
 def quantize_int8(source: str | os.PathLike, directory: str | os.PathLike, calibration_images: Sequence[np.ndarray],

@@ -28,6 +28,7 @@ from ..eval.report import ResultRow, RowRecorder, run_metadata, write_report
 from ..gallery.ensemble import CMCEEnsemble
 from ..index import GalleryIndex, GalleryIndexBase
 from .compatible_gallery import record_compatible_gallery
+from .deploy import Deployable
 
 __all__ = ["ModelSpec", "ExperimentConfig", "PROFILES", "Experiment", "SeedModels", "heldout_split", "mixed_spaces", "psi_seconds",
            "run_each_seed"]
@@ -49,7 +50,7 @@ class Experiment(ExperimentArtifacts):
     def __init__(self, config: ExperimentConfig, dataset: ImageDataset, workdir: str | os.PathLike, device: str = "auto",
                  precision: str = "fp32", workers: int | None = None) -> None:
         super().__init__(config, dataset, workdir, device=device, precision=precision, workers=workers)
-        self.deployables: dict[str, Callable[[], tuple[Encoder, Embeddings, np.ndarray | None, Any]]] = {}
+        self.deployables: dict[str, Callable[[], Deployable]] = {}
         self.validation_metrics: dict[str, list[dict[str, float]]] = {}
 
     # ------------------------------------------------------------------ one seed
@@ -70,7 +71,7 @@ class Experiment(ExperimentArtifacts):
         self._record_symmetric(record, query, q_test, q_gallery, models.query_seconds,
                                validation=self._validation_recall(query, lambda part: self.store.get(query, part)))
         if first_seed:
-            self.deployables[f"symmetric: {query.name}"] = lambda: (query, q_gallery, None)
+            self.deployables[f"symmetric: {query.name}"] = lambda: Deployable(query, q_gallery)
         for (model, seconds), g_test in zip(models.gallery, g_tests):
             self._record_symmetric(record, model, self.store.get(model, self.test_queries), g_test, seconds)
 
@@ -116,7 +117,7 @@ class Experiment(ExperimentArtifacts):
             metrics["validation_recall@1"] = validation
         record(key, kind, query_model.name, gallery_name, metrics, **extra)
         if seed == self.config.seeds[0]:
-            self.deployables[key] = lambda: (query_model, gallery, uncertainty)
+            self.deployables[key] = lambda: Deployable(query_model, gallery, uncertainty)
 
     def _record_cmce(self, record: RowRecorder, models: SeedModels, query: Encoder, g_tests: list[Embeddings], seed: int
                      ) -> tuple[Embeddings, np.ndarray | None, GalleryIndexBase, str, list[CMCETransform]]:

@@ -32,10 +32,12 @@ from ..data.dataset import ImageDataset
 from ..eval.report import ResultRow, RowRecorder
 from ..gallery.ensemble import CMCEEnsemble
 from ..eval.rerank import choose_fusion, shortlist_metrics
+from ..rerank.deployed import RerankDeployable
 from ..rerank.mapping import DescriptorMap
 from ..rerank import (AMESConfig, AMESReranker, DescriptorCodec, LocalSpec, LOCOREConfig, LOCOREReranker, MaxSimReranker, PairSide,
                       global_shortlist, stored_local)
 from .artifacts import SeedModels
+from .deploy import Deployable
 from .experiment import Experiment, run_each_seed
 
 __all__ = ["RerankConfig", "run_rerank"]
@@ -194,8 +196,17 @@ class _SeedRerank:
             order, _ = reranker.rerank(test_q, test_db, test_short)
             seconds = time.perf_counter() - start
             measured = shortlist_metrics(test_short, order, ks=exp.config.ks)
+            # where a deployment is chosen (pipeline.deploy): R@1 on the validation classes the fusion was chosen on
+            measured["validation_recall@1"] = shortlist_metrics(val_short, reranker.rerank(val_q, val_db, val_short)[0], ks=(1,))["recall@1"]
             extra = {"window": settings.window, "stride": settings.stride} if method == "locore" else {}
-            self.record(f"{mode}: + {label}, database {settings.database_budget} × {bits}", f"rerank-{mode}", self.models.query.name,
+            setting = f"{mode}: + {label}, database {settings.database_budget} × {bits}"
+            if self.seed == exp.config.seeds[0]:
+                exp.deployables[setting] = lambda reranker=reranker, codec=codec, settings=settings, test=test, mode=mode: Deployable(
+                    self.models.query, test.global_gallery, None, RerankDeployable(
+                        reranker, codec, gallery_local=test.local_gallery, gallery_embeddings=test.global_gallery,
+                        database_budget=settings.database_budget, query_spec=self.query_spec, query_budget=settings.query_budget,
+                        project_queries=mode != "asymmetric", shortlist=self.cfg.shortlist))
+            self.record(setting, f"rerank-{mode}", self.models.query.name,
                         db_name, measured, bytes_per_image=codec.bytes_per_image(settings.database_budget),
                         descriptor_bytes_per_image=codec.bytes_per_image(settings.database_budget, metadata=False),
                         rerank_ms_per_query=1000.0 * seconds / len(test_short.candidates), shortlist=cfg.shortlist,

@@ -135,21 +135,17 @@ def run_rerank_only(config: RunConfig, workdir: str | os.PathLike, out_dir: str 
 
 def run(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLike, root: str | None = None, command: str = "",
         deploy_dir: str | os.PathLike | None = None, execution: Mapping[str, Any] | None = None) -> dict:
-    """Run the experiment (and the comparison, if configured); returns the results' metadata.  With validation
-    classes the metadata's ``deployment`` names the configuration to deploy, chosen on them alone
-    (``out_dir/deployment.json``); ``deploy_dir`` also writes it ready to serve (:mod:`.deploy`)."""
+    """Run the experiment (and the comparison and the re-ranking rows, if configured); returns the results'
+    metadata.  With validation classes the metadata's ``deployment`` names the configuration to deploy — a row of
+    the experiment or a re-ranking row — chosen on them alone (``out_dir/deployment.json``); ``deploy_dir`` also
+    writes it ready to serve (:mod:`.deploy`)."""
     from ..core.manifest import atomic_write_json
     from .compare import run_comparison
     from .deploy import choose_deployment, write_deployment
 
     experiment = experiment_of(config, workdir, root, execution)
     rows, meta = experiment.run(Path(out_dir) / "experiment", command=command)
-    if experiment.validation is not None:
-        meta["deployment"] = choose_deployment(rows, experiment.complexity)
-        atomic_write_json(Path(out_dir) / "deployment.json", meta["deployment"])
-        if deploy_dir is not None:
-            meta["deployment"]["folder"] = str(write_deployment(experiment, meta["deployment"], deploy_dir))
-    elif deploy_dir is not None:
+    if experiment.validation is None and deploy_dir is not None:
         raise ValueError("--deploy chooses the configuration on validation classes: the run config needs validation_classes")
     if config.compare is not None:
         _, compare_meta = run_comparison(experiment, config.compare, Path(out_dir) / "compare", command=command)
@@ -157,6 +153,12 @@ def run(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLik
     if config.rerank is not None:
         from .rerank import run_rerank
 
-        _, rerank_meta = run_rerank(experiment, config.rerank, Path(out_dir) / "rerank", command=command)
+        rerank_rows, rerank_meta = run_rerank(experiment, config.rerank, Path(out_dir) / "rerank", command=command)
+        rows = [*rows, *rerank_rows]  # a re-ranked search is a deployment candidate like the others
         meta = {**meta, "rerank_wall_seconds": rerank_meta["wall_seconds"]}
+    if experiment.validation is not None:
+        meta["deployment"] = choose_deployment(rows, experiment.complexity)
+        atomic_write_json(Path(out_dir) / "deployment.json", meta["deployment"])
+        if deploy_dir is not None:
+            meta["deployment"]["folder"] = str(write_deployment(experiment, meta["deployment"], deploy_dir))
     return meta

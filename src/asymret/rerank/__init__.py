@@ -13,6 +13,7 @@
 - :mod:`.blocks`: the building blocks the learned re-rankers share (transformer block, MaxSim and its prior);
 - :mod:`.ames`: the AMES-style pair-wise transformer re-ranker, and the training-free MaxSim baseline;
 - :mod:`.locore`: the LOCORE-style list-wise re-ranker with sliding windows;
+- :mod:`.deployed`: a re-ranking written ready to serve and loaded by the service (``asymret run --deploy``);
 - :mod:`.search`: re-ranking a search: ``RerankedIndex(index, Reranking(...), shortlist=N).search(queries, k)``
   (also ``index.search(..., rerank=Reranking(...), shortlist=N)``).
 """
@@ -25,8 +26,9 @@ from ..encoders.local import LocalSpec, feature_map, local_descriptors, local_sp
 from .local import LocalDescriptors, stored_local
 from .mapping import DescriptorMap
 from .search import RerankedIndex, Reranking
+from .deployed import DeployedReranking, RerankDeployable, write_rerank_deployment
 from .shortlist import Shortlist, fuse, global_shortlist
 
-__all__ = ["Reranking", "RerankedIndex", "Reranker", "LearnedReranker", "RERANKERS", "load_reranker", "LOCOREConfig", "LOCOREReranker", "ListTransformer", "sliding_windows",
+__all__ = ["DeployedReranking", "RerankDeployable", "write_rerank_deployment", "Reranking", "RerankedIndex", "Reranker", "LearnedReranker", "RERANKERS", "load_reranker", "LOCOREConfig", "LOCOREReranker", "ListTransformer", "sliding_windows",
            "DescriptorMap", "AMESConfig", "AMESReranker", "MaxSimReranker", "maxsim", "PairSide", "PairTransformer", "DescriptorCodec", "EncodedDescriptors", "LocalDescriptors",
            "LocalSpec", "feature_map", "local_descriptors", "local_space", "stored_local", "Shortlist", "fuse", "global_shortlist"]

@@ -71,6 +71,7 @@ class ServiceConfig:
     max_batch: int = 32
     max_wait: float = 0.002
     device: str = "auto"  # where the query model runs (auto|cpu|cuda|cuda:N); an ONNX one on that device's onnxruntime provider
+    rerank: str | None = None  # a re-ranking folder (asymret.rerank.deployed): image queries' global top-S re-ranked
 
 
 class BadRequest(Exception):
@@ -94,7 +95,8 @@ def create_app(config: ServiceConfig):
     # decoding and preprocessing in bounded pools, only the forward pass micro-batched (see .images)
     workers = ImageWorkers(lambda: model.preprocess, config.max_image_pixels, config.decode_workers, config.heavy_image_pixels,
                            config.max_pending_images)
-    batcher = MicroBatcher(preprocessed_forward(model), config.max_batch, config.max_wait)
+    reranking = _load_reranking(config, model)
+    batcher = MicroBatcher(preprocessed_forward(model, reranking.local_rows if reranking else None), config.max_batch, config.max_wait)
     gallery = GalleryImages(config.gallery) if config.gallery is not None else None
     results_page = ResultsPage(config, model, slot, gallery) if config.results or config.queries is not None else None
 
@@ -126,7 +128,7 @@ def create_app(config: ServiceConfig):
         return {"query_model": model.name, "space": space.to_dict(), "index": current.describe() if current else None,
                 "max_k": config.max_k, "max_upload_bytes": config.max_upload_bytes, "max_queries": config.max_queries,
                 "max_results": config.max_results, "max_image_pixels": workers.limit(), "thumbnails": gallery is not None,
-                "results_page": results_page is not None}
+                "results_page": results_page is not None, "rerank": reranking.describe() if reranking else None}
 
     @app.post("/search")
     async def search(request: Request):
@@ -147,9 +149,9 @@ def create_app(config: ServiceConfig):
                 prepared = await asyncio.wrap_future(workers.submit(data, name))
             except ImageRefused as error:
                 raise BadRequest(error.status, error.detail) from None
-            vector = await asyncio.wrap_future(batcher.submit(prepared))
+            vector, local = await asyncio.wrap_future(batcher.submit(prepared))
             served = slot.current  # one snapshot for the whole request
-            return await run_in_threadpool(_answer, served, np.asarray(vector, np.float32)[None], [name], options)
+            return await run_in_threadpool(_answer, served, np.asarray(vector, np.float32)[None], [name], options, local)
         if kind == "application/json":
             body = await _read_json_body(request, _json_limit(config, slot.current.index.space.dim))
             return await run_in_threadpool(_search_embedding, body)  # parsing JSON is no work for the event loop
@@ -171,10 +173,15 @@ def create_app(config: ServiceConfig):
             raise BadRequest(422, str(error)) from None
         return _answer(served, vectors, _query_names(payload, len(vectors)), options)
 
-    def _answer(served: ServedIndex, vectors: np.ndarray, names: list[str], options: dict[str, Any]) -> dict[str, Any]:
+    def _answer(served: ServedIndex, vectors: np.ndarray, names: list[str], options: dict[str, Any],
+                local: np.ndarray | None = None) -> dict[str, Any]:
+        """The top-k; an image query (``local``: its local-descriptor row) re-ranked when the service re-ranks —
+        an embedding query has no local descriptors and is answered by the global search alone."""
         index = served.index
         try:
             queries = Embeddings(vectors, np.asarray(names, dtype=str), index.space)
+            if reranking is not None and local is not None:
+                index = reranking.over(index, queries, np.asarray(local, np.float32)[None])
             rejection = {"reject_fraction": options["reject_fraction"], "reject_threshold": options["reject_threshold"]}
             if options["mark_rejected"]:
                 result = index.search(queries, k=options["k"])
@@ -197,6 +204,7 @@ def create_app(config: ServiceConfig):
                 hits.append(hit)
             answers.append({"query": name, "results": hits})
         return {"index_version": served.version, "space": index.space.fingerprint, "k": options["k"],
+                "reranked": reranking is not None and local is not None,
                 "n_rejected": int(rejected.sum()) if rejected is not None else int(result.n_rejected), "queries": answers}
 
     @app.get("/gallery/{item:path}")
@@ -256,6 +264,20 @@ def create_app(config: ServiceConfig):
         return {"loading": str(directory), "serving": slot.current.describe()}
 
     return app
+
+
+def _load_reranking(config: ServiceConfig, model: Any):
+    """The re-ranking folder of ``config`` (None without one), checked to belong to ``model``: its query space and
+    preprocessing (the local layer is fed the query model's preprocessed pixels)."""
+    if config.rerank is None:
+        return None
+    from ..rerank.deployed import DeployedReranking
+
+    reranking = DeployedReranking(config.rerank, config.device)
+    reranking.query_space.check_compatible(model.space(), "the query model")
+    if reranking.query_local.preprocess.config() != model.preprocess.config():
+        raise ValueError(f"{config.rerank}: its query-side local layer expects other preprocessing than the query model's")
+    return reranking
 
 
 #: bytes a JSON number may take with its separator and some indentation ("-1.2345678901234567e-05, " is 25)

@@ -115,8 +115,10 @@ def _is_bomb(error: BaseException | None) -> bool:
     return isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning))
 
 
-def preprocessed_forward(model) -> Callable[[list[Any]], np.ndarray]:
-    """``model``'s forward pass on preprocessed (1, C, S, S) inputs, batched: ``function(list) -> (n, d) vectors``.
+def preprocessed_forward(model, local_rows: Callable[[np.ndarray], np.ndarray] | None = None) -> Callable[[list[Any]], list[tuple]]:
+    """``model``'s forward pass on preprocessed (1, C, S, S) inputs, batched: ``function(list)`` → one
+    ``(vector, local row or None)`` per input; ``local_rows`` (a re-ranking's query-side local layer) runs on the
+    same batch.
 
     The same numbers as ``model.embed_images`` (which is preprocess, then this), split so that preprocessing runs in
     the decoding pool and only the forward pass in the micro-batcher."""
@@ -127,14 +129,19 @@ def preprocessed_forward(model) -> Callable[[list[Any]], np.ndarray]:
     if isinstance(model, OnnxEncoder):
         session = model._session  # the exported model's onnxruntime session (its embed_images runs the same call)
 
-        def forward(batch: list[Any]) -> np.ndarray:
-            return _run(session, torch.cat(batch).numpy())
-        return forward
+        def embed(pixels: torch.Tensor) -> np.ndarray:
+            return _run(session, pixels.numpy())
+    else:
+        from ..core.device import module_device, to_device
 
-    from ..core.device import module_device, to_device
+        def embed(pixels: torch.Tensor) -> np.ndarray:
+            model.eval()
+            with torch.inference_mode():
+                return model(to_device(pixels, module_device(model))).float().cpu().numpy().astype(np.float32)
 
-    def forward_torch(batch: list[Any]) -> np.ndarray:
-        model.eval()
-        with torch.inference_mode():
-            return model(to_device(torch.cat(batch), module_device(model))).float().cpu().numpy().astype(np.float32)
-    return forward_torch
+    def forward(batch: list[Any]) -> list[tuple]:
+        pixels = torch.cat(batch)
+        vectors = embed(pixels)
+        local = local_rows(pixels.numpy()) if local_rows is not None else [None] * len(vectors)
+        return list(zip(vectors, local))
+    return forward
