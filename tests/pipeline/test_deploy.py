@@ -62,24 +62,42 @@ def test_the_robust_ensemble_is_one_row_whatever_members_each_seed_keeps(deploye
 
 
 def test_the_deployment_folder_serves_the_same_top_k_as_the_experiments_index(deployed):
+    experiment, _, choice, folder = deployed
+    _served_top_k_equals_the_experiments(experiment, folder, experiment.deployables[choice["setting"]]())
+
+
+def _served_top_k_equals_the_experiments(experiment, folder, deployable, positions=(0, 7, 23)) -> None:
     from fastapi.testclient import TestClient
 
     from asymret.service import ServiceConfig, create_app
     from asymret.service.state import png_bytes
 
-    experiment, _, choice, folder = deployed
     index_dir, query_dir, _ = deployment_paths(folder)
-    deployable = experiment.deployables[choice["setting"]]()
-    query_model, gallery = deployable.query_model, deployable.gallery
-    expected_index = ExactIndex.from_embeddings(gallery)
+    expected_index = ExactIndex.from_embeddings(deployable.gallery)
     with TestClient(create_app(ServiceConfig(index=str(index_dir), query_model=str(query_dir)))) as client:
-        for row in (0, 7, 23):
+        for row in positions:
             pixels = experiment.test_queries.load(row)
             answer = client.post("/search", files={"image": ("q.png", png_bytes(pixels), "image/png")}, data={"k": "5"})
             assert answer.status_code == 200, answer.text
-            vector = query_model.embed_images([pixels])
+            vector = deployable.query_model.embed_images([pixels])
             expected = expected_index.search(Embeddings(vector, np.array(["q"]), expected_index.space), k=5)
             assert [hit["id"] for hit in answer.json()["queries"][0]["results"]] == expected.ids[0].tolist()
+
+
+def test_compare_rows_a_user_could_deploy_are_candidates_and_serve(deployed, tmp_path):
+    """Every trained query model against its gallery and the combinations (CMCE on the distilled query model) carry a
+    validation R@1 and are deployed like the experiment's rows; the symmetric and untrained rows are not candidates."""
+    from asymret.pipeline.compare import CompareConfig, run_comparison
+
+    experiment, _, _, _ = deployed
+    compare = CompareConfig(methods=("distill-cos",), teacher="gallery:convnet-s", raml_gallery="", combination_method="distill-cos")
+    rows, _ = run_comparison(experiment, compare, tmp_path / "compare")
+    scored = {row.setting for row in rows if VALIDATION_METRIC in row.metrics}
+    assert {setting.split(":")[0] for setting in scored} == {"distill-cos", "combination"} and len(scored) == 3
+    combination = next(row for row in rows if row.setting.startswith("combination: CMCE ensemble"))
+    assert len(combination.metrics[VALIDATION_METRIC]) == 2 and combination.extra["query_flops"][0] > 0
+    folder = write_deployment(experiment, choose_deployment([combination]), tmp_path / "deployment")
+    _served_top_k_equals_the_experiments(experiment, folder, experiment.deployables[combination.setting]())
 
 
 def test_a_folder_that_is_not_a_deployment_is_refused(tmp_path, deployed):

@@ -5,7 +5,9 @@ run in the same work directory).  Rows: the symmetric query model and gallery mo
 (query model trained against the frozen gallery model); RAML (the gallery architecture at a lower query
 resolution); CMCE single ψ and ensemble; and two combinations: CMCE ψ fitted on top of a distilled query model, and
 an ensemble gallery in the gallery model's space served to the distilled query model.  Every row is measured by
-searching an index (:func:`~asymret.eval.metrics.evaluate`).
+searching an index (:func:`~asymret.eval.metrics.evaluate`).  The rows a user could deploy — every trained query
+model against its gallery, RAML, the combinations — also record their validation R@1 and are deployment
+candidates of ``asymret run`` (:mod:`.deploy`) like the experiment's rows.
 """
 from __future__ import annotations
 
@@ -60,6 +62,16 @@ class _SeedComparison:
     def flops(self, model: Encoder) -> float:
         return model.complexity()["flops"]
 
+    def deployable_row(self, key: str, kind: str, query_model: Encoder, gallery_name: str, gallery: Embeddings, gallery_of,
+                       **extra: Any) -> None:
+        """A row a user could deploy: measured as the experiment measures its deployable rows (test, and R@1 on the
+        validation classes with ``gallery_of`` building the same gallery for them), and a deployment candidate."""
+        self.experiment.record_asymmetric(self.record, self.seed, key, kind, query_model, gallery_name, gallery, gallery_of,
+                                          query_flops=self.flops(query_model), **extra)
+
+    def gallery_of(self, model: Encoder):
+        return lambda part: self.experiment.store.get(model, part)
+
     def baselines(self) -> None:
         query, teacher = self.models.query, self.teacher
         for model, seconds in ((query, self.models.query_seconds), (teacher, None)):
@@ -74,8 +86,8 @@ class _SeedComparison:
         for method in self.compare.methods:
             student, seconds = self.experiment.train_compatible(method, self.teacher, self.seed, epochs=self.compare.epochs)
             self.students[method] = student
-            self.record(f"{method}: {student.name} → {self.teacher.name}", "query-training", student.name, self.teacher.name,
-                        self.measure(student, self.gallery(self.teacher)), query_flops=self.flops(student), train_seconds=seconds)
+            self.deployable_row(f"{method}: {student.name} → {self.teacher.name}", "query-training", student, self.teacher.name,
+                                self.gallery(self.teacher), self.gallery_of(self.teacher), train_seconds=seconds)
 
     def raml(self) -> None:
         """The same architecture on both sides, the query at a lower resolution, label-free."""
@@ -91,8 +103,8 @@ class _SeedComparison:
                     self.measure(low_res, gallery, mixed=True), query_flops=self.flops(low_res))
         student, seconds = self.experiment.train_compatible("raml", gallery_model, self.seed, epochs=self.compare.epochs,
                                                             student_resolution=self.compare.raml_query_size)
-        self.record(f"raml: {student.name} → {gallery_model.name}", "query-training", student.name, gallery_model.name,
-                    self.measure(student, gallery), query_flops=self.flops(student), train_seconds=seconds)
+        self.deployable_row(f"raml: {student.name} → {gallery_model.name}", "query-training", student, gallery_model.name,
+                            gallery, self.gallery_of(gallery_model), train_seconds=seconds)
 
     def cmce(self) -> None:
         """The query model untouched, one ψ per gallery model, then their ensemble."""
@@ -114,19 +126,24 @@ class _SeedComparison:
         g_tests = [self.gallery(m) for m in gallery_models]
         # 1: CMCE ψ fitted on top of the compatibility-trained query model
         transforms = [self.experiment.fit_psi(m, combo, self.seed) for m in gallery_models]
-        gallery, _ = CMCEEnsemble(transforms).transform(g_tests)
-        self.record(f"combination: CMCE ensemble on the {method} query model", "combination", combo.name, "ensemble → its space",
-                    self.measure(combo, gallery), query_flops=self.flops(combo), train_seconds=psi_seconds(transforms))
+        ensemble = CMCEEnsemble(transforms)
+        gallery, uncertainty = ensemble.transform(g_tests)
+        self.experiment.record_asymmetric(
+            self.record, self.seed, f"combination: CMCE ensemble on the {method} query model", "combination", combo,
+            "ensemble → its space", gallery, lambda part: ensemble.transform([self.experiment.store.get(m, part) for m in gallery_models])[0],
+            uncertainty=uncertainty, query_flops=self.flops(combo), train_seconds=psi_seconds(transforms))
         # 2: an ensemble gallery in the gallery model's own space (ψ_i: other models → teacher), distilled query
-        t_test = self.gallery(teacher)
-        others = [(i, m) for i, m in enumerate(gallery_models) if m is not teacher]
-        to_teacher = [self.experiment.fit_psi(m, teacher, self.seed) for _, m in others]
-        mapped = [psi.transform(g_tests[i].align(t_test.ids)) for psi, (i, _) in zip(to_teacher, others)]
-        stack = np.stack([t_test.vectors] + [m.vectors for m in mapped])
-        in_teacher_space = Embeddings(ensemble_mean(stack), t_test.ids, t_test.space, t_test.labels)
-        self.record(f"combination: {method} query model → ensemble in {teacher.name}'s space", "combination",
-                    combo.name, f"mean({teacher.name}, ψ(others))", self.measure(combo, in_teacher_space),
-                    query_flops=self.flops(combo), train_seconds=psi_seconds(to_teacher))
+        others = [m for m in gallery_models if m is not teacher]
+        to_teacher = [self.experiment.fit_psi(m, teacher, self.seed) for m in others]
+
+        def in_teacher_space(part) -> Embeddings:
+            t_part = self.experiment.store.get(teacher, part)
+            mapped = [psi.transform(self.experiment.store.get(m, part).align(t_part.ids)) for psi, m in zip(to_teacher, others)]
+            return Embeddings(ensemble_mean(np.stack([t_part.vectors] + [m.vectors for m in mapped])), t_part.ids, t_part.space, t_part.labels)
+
+        self.deployable_row(f"combination: {method} query model → ensemble in {teacher.name}'s space", "combination", combo,
+                            f"mean({teacher.name}, ψ(others))", in_teacher_space(self.experiment.test_gallery), in_teacher_space,
+                            train_seconds=psi_seconds(to_teacher))
 
 
 def run_comparison(experiment: Experiment, compare: CompareConfig, out_dir: str | Path, command: str = "") -> tuple[list[ResultRow], dict]:

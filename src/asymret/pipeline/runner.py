@@ -148,7 +148,8 @@ def run(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLik
     if experiment.validation is None and deploy_dir is not None:
         raise ValueError("--deploy chooses the configuration on validation classes: the run config needs validation_classes")
     if config.compare is not None:
-        _, compare_meta = run_comparison(experiment, config.compare, Path(out_dir) / "compare", command=command)
+        compare_rows, compare_meta = run_comparison(experiment, config.compare, Path(out_dir) / "compare", command=command)
+        rows = [*rows, *compare_rows]  # its deployable rows (a validation R@1) are candidates too
         meta = {**meta, "compare_wall_seconds": compare_meta["wall_seconds"]}
     if config.rerank is not None:
         from .rerank import run_rerank
