@@ -62,24 +62,33 @@ def onnx_providers(device: Any = "auto") -> list[Provider]:
                      f"{', '.join(available)}): install onnxruntime-gpu, or use --device cpu or --runtime torch")
 
 
-def export_onnx(encoder: Encoder, directory: str | os.PathLike, verify_images: Sequence[np.ndarray] | None = None) -> Path:
-    """``encoder`` → ``directory/model.onnx`` (input ``pixels`` (B, C, S, S) float32 preprocessed, output
-    ``embedding`` (B, d), dynamic batch) + manifest; with ``verify_images`` (HxWxC uint8), the max |Δ| between
-    onnxruntime's and torch's embeddings of them is measured and stored in the manifest."""
+def _export_graph(module: Any, encoder: Encoder, directory: Path, output: str) -> None:
+    """``module`` (preprocessed pixels of ``encoder``'s input size → ``output``) → ``directory/model.onnx``, with a
+    dynamic batch, written atomically."""
     import io
 
     import torch
 
-    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    encoder = encoder.eval()
     p = encoder.preprocess
     dummy = torch.zeros(2, p.channels, p.input_size, p.input_size, device=module_device(encoder))
     buffer = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(encoder, (dummy,), buffer, input_names=["pixels"], output_names=["embedding"],
-                          dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=OPSET, dynamo=False)
+        torch.onnx.export(module, (dummy,), buffer, input_names=["pixels"], output_names=[output],
+                          dynamic_axes={"pixels": {0: "batch"}, output: {0: "batch"}}, opset_version=OPSET, dynamo=False)
     atomic_write_bytes(directory / ONNX_FILE, buffer.getvalue())
+
+
+def export_onnx(encoder: Encoder, directory: str | os.PathLike, verify_images: Sequence[np.ndarray] | None = None) -> Path:
+    """``encoder`` → ``directory/model.onnx`` (input ``pixels`` (B, C, S, S) float32 preprocessed, output
+    ``embedding`` (B, d), dynamic batch) + manifest; with ``verify_images`` (HxWxC uint8), the max |Δ| between
+    onnxruntime's and torch's embeddings of them is measured and stored in the manifest."""
+    import torch
+
+    directory = Path(directory)
+    encoder = encoder.eval()
+    p = encoder.preprocess
+    _export_graph(encoder, encoder, directory, "embedding")
     fields: dict[str, Any] = {"space": encoder.space().to_dict(), "name": encoder.name, "embedding_dim": encoder.embedding_dim,
                               "preprocess": p.config(), "source_fingerprint": encoder.fingerprint(), "precision": "float32",
                               "opset": OPSET, "onnx_sha": hash_file(directory / ONNX_FILE)}
@@ -99,8 +108,6 @@ def export_local_onnx(encoder: Encoder, spec: Any, directory: str | os.PathLike,
     (B, budget · (4 + C)), the rows :func:`~asymret.encoders.local.local_descriptors` computes.  Only the layers up to
     ``spec.layer`` are in the graph (the exporter drops the rest).  With ``verify_images`` the parity against torch
     is measured and stored.  What a deployed re-ranking runs on the query side beside the global model."""
-    import io
-
     import torch
 
     from .local import local_descriptors, local_space
@@ -114,15 +121,9 @@ def export_local_onnx(encoder: Encoder, spec: Any, directory: str | os.PathLike,
             return local_descriptors(self.encoder, pixels, spec)
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     encoder = encoder.eval()
     p = encoder.preprocess
-    dummy = torch.zeros(2, p.channels, p.input_size, p.input_size, device=module_device(encoder))
-    buffer = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(_LocalRows(), (dummy,), buffer, input_names=["pixels"], output_names=["local"],
-                          dynamic_axes={"pixels": {0: "batch"}, "local": {0: "batch"}}, opset_version=OPSET, dynamo=False)
-    atomic_write_bytes(directory / ONNX_FILE, buffer.getvalue())
+    _export_graph(_LocalRows(), encoder, directory, "local")
     fields: dict[str, Any] = {"space": local_space(encoder, spec).to_dict(), "name": encoder.name, "budget": spec.budget,
                               "layer": spec.layer, "preprocess": p.config(), "source_fingerprint": encoder.fingerprint(),
                               "opset": OPSET, "onnx_sha": hash_file(directory / ONNX_FILE)}
