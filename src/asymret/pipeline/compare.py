@@ -128,10 +128,9 @@ class _SeedComparison:
         transforms = [self.experiment.fit_psi(m, combo, self.seed) for m in gallery_models]
         ensemble = CMCEEnsemble(transforms)
         gallery, uncertainty = ensemble.transform(g_tests)
-        self.experiment.record_asymmetric(
-            self.record, self.seed, f"combination: CMCE ensemble on the {method} query model", "combination", combo,
-            "ensemble → its space", gallery, lambda part: ensemble.transform([self.experiment.store.get(m, part) for m in gallery_models])[0],
-            uncertainty=uncertainty, query_flops=self.flops(combo), train_seconds=psi_seconds(transforms))
+        self.deployable_row(f"combination: CMCE ensemble on the {method} query model", "combination", combo, "ensemble → its space",
+                            gallery, lambda part: ensemble.transform([self.experiment.store.get(m, part) for m in gallery_models])[0],
+                            uncertainty=uncertainty, train_seconds=psi_seconds(transforms))
         # 2: an ensemble gallery in the gallery model's own space (ψ_i: other models → teacher), distilled query
         others = [m for m in gallery_models if m is not teacher]
         to_teacher = [self.experiment.fit_psi(m, teacher, self.seed) for m in others]
