@@ -354,13 +354,55 @@ def test_tail_fine_tuning_trains_only_the_last_blocks(tiny_train):
     assert history.epoch_losses[-1] < history.epoch_losses[0]
     assert encoder.config["training"]["tail_blocks"] == 2 and not encoder.training
     assert not any(p.requires_grad for p in encoder.parameters())
-    (key, cached), = train_module._PREFIX_MEMO.items()
+    (key,) = train_module._PREFIX_MEMO.keys()
+    cached = train_module._PREFIX_MEMO.get(key)
     assert cached.shape[:2] == (2, 96) and cached.dtype == torch.float16
     assert not torch.equal(cached[0], cached[1])  # view 1 is augmented
     with torch.no_grad():  # the trained tail composes with the untouched prefix into the usual forward pass
         x = load_tensors(data.subset(np.arange(4)), encoder.preprocess)[0]
         split = encoder.embed_pooled(encoder.pool(encoder.backbone.forward_tail(encoder.backbone.forward_prefix(x, 2), 2)))
         assert torch.allclose(split, encoder(x), atol=1e-5)
+
+
+def test_the_prefix_memo_keeps_the_recently_used_within_its_byte_budget():
+    """Seeds and students reuse the frozen prefix's activations: the memo drops the least recently used entry
+    when a new one would overflow its budget, and never keeps one larger than the whole budget."""
+    from asymret.encoders.train import ActivationMemo
+
+    memo = ActivationMemo(budget_bytes=250)
+    a, b, c = (torch.full((50,), float(i), dtype=torch.float16) for i in range(3))  # 100 bytes each
+    memo.put("a", a)
+    memo.put("b", b)
+    assert memo.keys() == ["a", "b"] and memo.nbytes() == 200
+    assert memo.get("a") is a  # a hit makes "a" the most recently used
+    memo.put("c", c)
+    assert memo.keys() == ["a", "c"] and memo.get("b") is None
+    memo.put("huge", torch.zeros(200, dtype=torch.float16))  # 400 bytes > the budget: not kept, the others dropped
+    assert memo.get("huge") is None and memo.nbytes() <= 250
+    memo.put("a", a)
+    memo.put("a", a)  # putting a key again replaces it, never counts it twice
+    assert memo.keys() == ["a"] and memo.nbytes() == 100
+
+
+def test_a_second_seed_reuses_the_frozen_prefix_pass(tiny_train, monkeypatch):
+    """The memo's key holds what decides the activations and not the seed: a second training of the same
+    pretrained model on the same data runs no prefix pass."""
+    from asymret.encoders import train as train_module
+
+    data = tiny_train.subset(np.arange(32))
+    train_module._PREFIX_MEMO.clear()
+    passes = []
+    backbone_class = type(create_encoder("efficientnet_lite0", embedding_dim=8, input_size=32).backbone)
+    forward_prefix = backbone_class.forward_prefix
+    monkeypatch.setattr(backbone_class, "forward_prefix", lambda self, x, n: passes.append(len(x)) or forward_prefix(self, x, n))
+    for seed in (0, 1):
+        encoder = create_encoder("efficientnet_lite0", embedding_dim=8, input_size=32, pretrained=True, seed=seed)
+        train_encoder(encoder, data, TrainConfig(epochs=1, batch_size=16, seed=seed), tail_blocks=2, cached_views=2,
+                      augmentation="glyph")
+        if seed == 0:
+            first = len(passes)
+    assert first > 0 and len(passes) == first
+    assert len(train_module._PREFIX_MEMO.keys()) == 1
 
 
 def test_tail_fine_tuning_refuses_what_it_cannot_do(tiny_train):

@@ -13,6 +13,8 @@ Two regimes, one loop (:func:`asymret.training.train`):
 """
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from typing import Protocol
 
 import torch
@@ -206,10 +208,48 @@ def _center(encoder: Encoder, training_embeddings, loss_fn: nn.Module, labels: t
           modules=[], description=f"centre {encoder.name}: refit class weights")
 
 
-# The last prefix activations computed, keyed by everything that decides them: a multi-seed experiment fine-tunes
-# the same pretrained backbone on the same data once per seed, and the frozen prefix's pass is the expensive part.
-_PREFIX_MEMO: dict[str, torch.Tensor] = {}
-_PREFIX_MEMO_SIZE = 3
+class ActivationMemo:
+    """Tensors kept by key within a byte budget, the least recently used dropped first; a tensor larger than the
+    whole budget is not kept."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = int(budget_bytes)
+        self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def get(self, key: str) -> torch.Tensor | None:
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        return None
+
+    def put(self, key: str, value: torch.Tensor) -> None:
+        self._entries.pop(key, None)
+        size = value.numel() * value.element_size()
+        while self._entries and self.nbytes() + size > self.budget_bytes:
+            self._entries.popitem(last=False)
+        if size <= self.budget_bytes:
+            self._entries[key] = value
+
+    def nbytes(self) -> int:
+        return sum(v.numel() * v.element_size() for v in self._entries.values())
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _memo_budget_bytes() -> int:
+    return int(float(os.environ.get("ASYMRET_PREFIX_MEMO_GB", "4")) * 2**30)
+
+
+# Prefix activations keyed by everything that decides them — never the seed: a multi-seed experiment fine-tunes the
+# same pretrained backbones on the same data once per seed (and its students once more), and the frozen prefix's
+# pass is the expensive part. Kept within ASYMRET_PREFIX_MEMO_GB (default 4 GiB of float16 on the CPU), so the
+# pretrained presets' four prefixes (0.02–0.25 GiB each on the full glyph set) are computed once per process, not per
+# seed and per student (a FIFO of three entries used to evict each before it was needed again).
+_PREFIX_MEMO = ActivationMemo(_memo_budget_bytes())
 
 
 @torch.no_grad()
@@ -225,8 +265,9 @@ def cached_prefix_activations(encoder: Encoder, dataset: ImageDataset, tail_bloc
     key = stable_hash({"prefix": _prefix_fingerprint(encoder, tail_blocks), "data": dataset.fingerprint(), "tail": tail_blocks,
                        "views": views, "augmentation": augmentation.to_dict(),
                        **({"precision": precision} if precision != "fp32" else {})})
-    if key in _PREFIX_MEMO:
-        return _PREFIX_MEMO[key]
+    remembered = _PREFIX_MEMO.get(key)
+    if remembered is not None:
+        return remembered
     images, _, _ = load_tensors(dataset, encoder.preprocess, workers=workers)
     backbone = encoder.backbone.eval()
     device = module_device(encoder)
@@ -241,9 +282,7 @@ def cached_prefix_activations(encoder: Encoder, dataset: ImageDataset, tail_bloc
                     chunks[view].append(backbone.forward_prefix(to_device(x, device), tail_blocks).to(torch.float16).cpu())
             advance(len(batch))
     activations = torch.stack([torch.cat(c) for c in chunks])
-    while len(_PREFIX_MEMO) >= _PREFIX_MEMO_SIZE:  # keep a few: they can be hundreds of MB
-        _PREFIX_MEMO.pop(next(iter(_PREFIX_MEMO)))
-    _PREFIX_MEMO[key] = activations
+    _PREFIX_MEMO.put(key, activations)
     return activations
 
 
