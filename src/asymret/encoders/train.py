@@ -246,9 +246,9 @@ def _memo_budget_bytes() -> int:
 
 # Prefix activations keyed by everything that decides them — never the seed: a multi-seed experiment fine-tunes the
 # same pretrained backbones on the same data once per seed (and its students once more), and the frozen prefix's
-# pass is the expensive part. Kept within ASYMRET_PREFIX_MEMO_GB (default 4 GiB of float16 on the CPU), so the
-# pretrained presets' four prefixes (0.02–0.25 GiB each on the full glyph set) are computed once per process, not per
-# seed and per student (a FIFO of three entries used to evict each before it was needed again).
+# pass is the expensive part. Kept within ASYMRET_PREFIX_MEMO_GB (default 4 GiB of float16 on the CPU), so a
+# pretrained preset's four prefixes are computed once per process, not per seed and per student (a FIFO of three
+# entries used to evict each before it was needed again).
 _PREFIX_MEMO = ActivationMemo(_memo_budget_bytes())
 
 
