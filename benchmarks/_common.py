@@ -31,6 +31,31 @@ def command_line(args: argparse.Namespace) -> str:
     return f"python benchmarks/{script} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
 
 
+def source_fingerprint() -> str:
+    """A hash of the installed asymret's source and presets: which code measured a study's stored rows."""
+    import hashlib
+
+    import asymret
+
+    package = Path(asymret.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted([*package.rglob("*.py"), *package.rglob("*.toml")]):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def stale_rows(out: Path, measured_by: dict[str, str], keys: list[str], fingerprint: str) -> set[str]:
+    """The keys among ``keys`` (a study's stored variants) that another asymret source measured; one line says so.
+
+    A study resumes an interrupted run from its output file; rows measured before a change of asymret (a fix of what
+    a model learns, a new recipe) are measured again, never silently kept."""
+    stale = {key for key in keys if measured_by.get(key) != fingerprint}
+    if stale:
+        print(f"{out}: {len(stale)} stored row(s) were measured by another asymret source (now {fingerprint}): "
+              "this run measures again those it covers", flush=True)
+    return stale
+
+
 def run_meta(args: argparse.Namespace, seeds: tuple[int, ...], start: float) -> dict:
     """Command, date, machine, seeds and wall time of a study run."""
     return {"command": command_line(args),

@@ -38,7 +38,7 @@ from typing import Iterator
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import open_run, run_meta  # noqa: E402
+from _common import open_run, run_meta, source_fingerprint, stale_rows  # noqa: E402
 
 from asymret.core.manifest import atomic_write_json  # noqa: E402
 from asymret.eval.metrics import evaluate  # noqa: E402
@@ -149,9 +149,22 @@ def main() -> None:
     if validation is None:
         raise SystemExit("the config has no validation classes (validation_classes = 0)")
     results: dict = {"kd": {}, "psi": {}, "kd-data": {}, "query": {}, "reference": {}}
-    if args.out.is_file():  # resume: variants measured by an interrupted run of the same command are kept
-        results = {**results, **json.loads(args.out.read_text())["runs"]}
-    done = {(group, name, seed) for group in ("kd", "psi", "kd-data", "query") for name, runs in results[group].items() for seed, _ in enumerate(runs)}
+    stored = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}, "meta": {}}
+    results = {**results, **stored["runs"]}  # resume: variants an earlier run measured with the same asymret are kept
+    code = source_fingerprint()
+    measured_by: dict[str, str] = dict(stored["meta"].get("code", {}))  # "group/variant" → source fingerprint
+    stale = stale_rows(args.out, measured_by, [f"{group}/{name}" for group in (*sorted(groups), "reference")
+                                               if group in results for name in results[group]], code)
+    done = {(group, name, seed) for group in ("kd", "psi", "kd-data", "query") for name, runs in results[group].items()
+            if f"{group}/{name}" not in stale for seed, _ in enumerate(runs)}
+
+    def runs_for(group: str, name: str) -> list:
+        """The variant's stored runs, emptied first when another asymret measured them."""
+        if f"{group}/{name}" in stale:
+            stale.discard(f"{group}/{name}")
+            results[group][name] = []
+        measured_by[f"{group}/{name}"] = code
+        return results[group].setdefault(name, [])
 
     def write() -> None:
         summary = {
@@ -165,7 +178,8 @@ def main() -> None:
             "reference": {name: float(np.mean(values)) for name, values in results["reference"].items()},
         }
         atomic_write_json(args.out, {"meta": {**run_meta(args, seeds, start), "config": run_config.name,
-                                              "measured_on": f"validation classes ({len(np.unique(validation.labels))} classes, {len(validation)} images)"},
+                                              "measured_on": f"validation classes ({len(np.unique(validation.labels))} classes, {len(validation)} images)",
+                                              "code": measured_by},
                                      "summary (mean over seeds; ψ: mean over gallery models)": summary, "runs": results})
     val_queries, val_gallery = heldout_split(validation, base.transductive_query_fraction, seed=TEST_SAMPLE_SEED)
     data_variants = {"training images only (the preset's student)": None,
@@ -183,7 +197,7 @@ def main() -> None:
         t_val = experiment.store.get(teacher, validation)
         for name, value in (("query model alone (symmetric)", recall_at_1(q_val, q_val)),
                             (f"teacher {teacher.name} alone (symmetric)", recall_at_1(t_val, t_val))):
-            runs = results["reference"].setdefault(name, [])
+            runs = runs_for("reference", name)
             if len(runs) <= position:
                 runs.append(value)
         if "kd" in groups:
@@ -192,7 +206,7 @@ def main() -> None:
             untrained = teacher.at_resolution(size, name=f"{teacher.name}@{size}")
             u_val = experiment.store.get(untrained, validation)
             if ("kd", name, position) not in done:
-                results["kd"].setdefault(name, []).append(
+                runs_for("kd", name).append(
                     {"symmetric": recall_at_1(u_val, u_val), "asymmetric": recall_at_1(*mixed_spaces(u_val, t_val)), "flops": untrained.complexity()["flops"]})
             for name, (overrides, query_overrides) in KD_VARIANTS.items():
                 if ("kd", name, position) in done:
@@ -200,7 +214,7 @@ def main() -> None:
                 with configured(experiment, **overrides, query=replace(base.query, **query_overrides)):
                     student, seconds = experiment.train_kd(teacher, seed, query)
                 s_val = experiment.store.get(student, validation)
-                results["kd"].setdefault(name, []).append({"symmetric": recall_at_1(s_val, s_val), "asymmetric": recall_at_1(s_val, t_val),
+                runs_for("kd", name).append({"symmetric": recall_at_1(s_val, s_val), "asymmetric": recall_at_1(s_val, t_val),
                                                           "train_seconds": seconds, "flops": student.complexity()["flops"]})
                 print(f"seed {seed} KD {name}: {results['kd'][name][-1]}", flush=True)
                 write()
@@ -213,7 +227,7 @@ def main() -> None:
                     for model in models.gallery_models:
                         psi = experiment.fit_psi(model, query, seed, source=source)
                         scores.append(recall_at_1(q_val, psi.transform(experiment.store.get(model, validation, output=source))))
-                results["psi"].setdefault(name, []).append(dict(zip([m.name for m in models.gallery_models], scores)))
+                runs_for("psi", name).append(dict(zip([m.name for m in models.gallery_models], scores)))
                 print(f"seed {seed} ψ {name}: {results['psi'][name][-1]}", flush=True)
                 write()
         if "kd-data" in groups:
@@ -226,7 +240,7 @@ def main() -> None:
                 with configured(experiment, **overrides, query=replace(base.query, **query_overrides)):
                     student, seconds = experiment.train_kd(teacher, seed, query, unlabelled=unlabelled)
                 s_val = experiment.store.get(student, validation)
-                results["kd-data"].setdefault(name, []).append({
+                runs_for("kd-data", name).append({
                     "symmetric": recall_at_1(s_val, s_val), "asymmetric": recall_at_1(s_val, t_val),
                     "held-out": recall_at_1(experiment.store.get(student, val_queries), experiment.store.get(teacher, val_gallery)),
                     "train_seconds": seconds, "unlabelled_images": 0 if unlabelled is None else len(unlabelled)})
@@ -241,7 +255,7 @@ def main() -> None:
                 c_val = experiment.store.get(candidate, validation)
                 ensemble = CMCEEnsemble([experiment.fit_psi(model, candidate, seed) for model in models.gallery_models])
                 g_vals = [experiment.store.get(model, validation) for model in models.gallery_models]  # read once
-                results["query"].setdefault(name, []).append({
+                runs_for("query", name).append({
                     "symmetric": recall_at_1(c_val, c_val), "psi_ensemble": recall_at_1(c_val, ensemble.transform(g_vals)[0]),
                     "psi": [recall_at_1(c_val, mapped) for mapped in ensemble.transform_each(g_vals)],
                     "flops": candidate.complexity()["flops"]})
