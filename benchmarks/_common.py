@@ -44,16 +44,27 @@ def source_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def stale_rows(out: Path, measured_by: dict[str, str], keys: list[str], fingerprint: str) -> set[str]:
-    """The keys among ``keys`` (a study's stored variants) that another asymret source measured; one line says so.
+class MeasuredBy:
+    """Which asymret source measured each stored row of a study (``meta.code``: row key → source fingerprint).
 
-    A study resumes an interrupted run from its output file; rows measured before a change of asymret (a fix of what
-    a model learns, a new recipe) are measured again, never silently kept."""
-    stale = {key for key in keys if measured_by.get(key) != fingerprint}
-    if stale:
-        print(f"{out}: {len(stale)} stored row(s) were measured by another asymret source (now {fingerprint}): "
-              "this run measures again those it covers", flush=True)
-    return stale
+    A study resumes an interrupted run from its output file; a row another asymret measured (before a fix of what a
+    model learns, a new recipe) is measured again, never silently kept — one line says how many there are."""
+
+    def __init__(self, out: Path, stored: dict[str, str], keys: list[str]) -> None:
+        self.code = source_fingerprint()
+        self.rows = dict(stored)
+        self.stale = {key for key in keys if stored.get(key) != self.code}
+        if self.stale:
+            print(f"{out}: {len(self.stale)} stored row(s) were measured by another asymret source (now {self.code}): "
+                  "this run measures again those it covers", flush=True)
+
+    def measure(self, key: str) -> bool:
+        """Record that this run measures row ``key``; True when its stored runs are another asymret's (empty them)."""
+        self.rows[key] = self.code
+        if key in self.stale:
+            self.stale.discard(key)
+            return True
+        return False
 
 
 def run_meta(args: argparse.Namespace, seeds: tuple[int, ...], start: float) -> dict:

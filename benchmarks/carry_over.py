@@ -38,7 +38,7 @@ from typing import Iterator
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import open_run, run_meta, source_fingerprint, stale_rows  # noqa: E402
+from _common import MeasuredBy, open_run, run_meta  # noqa: E402
 
 from asymret.core.manifest import atomic_write_json  # noqa: E402
 from asymret.eval.metrics import evaluate  # noqa: E402
@@ -151,19 +151,15 @@ def main() -> None:
     results: dict = {"kd": {}, "psi": {}, "kd-data": {}, "query": {}, "reference": {}}
     stored = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}, "meta": {}}
     results = {**results, **stored["runs"]}  # resume: variants an earlier run measured with the same asymret are kept
-    code = source_fingerprint()
-    measured_by: dict[str, str] = dict(stored["meta"].get("code", {}))  # "group/variant" → source fingerprint
-    stale = stale_rows(args.out, measured_by, [f"{group}/{name}" for group in (*sorted(groups), "reference")
-                                               if group in results for name in results[group]], code)
+    measured_by = MeasuredBy(args.out, stored["meta"].get("code", {}), [f"{group}/{name}" for group in (*sorted(groups), "reference")
+                                                                      if group in results for name in results[group]])
     done = {(group, name, seed) for group in ("kd", "psi", "kd-data", "query") for name, runs in results[group].items()
-            if f"{group}/{name}" not in stale for seed, _ in enumerate(runs)}
+            if f"{group}/{name}" not in measured_by.stale for seed, _ in enumerate(runs)}
 
     def runs_for(group: str, name: str) -> list:
         """The variant's stored runs, emptied first when another asymret measured them."""
-        if f"{group}/{name}" in stale:
-            stale.discard(f"{group}/{name}")
+        if measured_by.measure(f"{group}/{name}"):
             results[group][name] = []
-        measured_by[f"{group}/{name}"] = code
         return results[group].setdefault(name, [])
 
     def write() -> None:
@@ -179,7 +175,7 @@ def main() -> None:
         }
         atomic_write_json(args.out, {"meta": {**run_meta(args, seeds, start), "config": run_config.name,
                                               "measured_on": f"validation classes ({len(np.unique(validation.labels))} classes, {len(validation)} images)",
-                                              "code": measured_by},
+                                              "code": measured_by.rows},
                                      "summary (mean over seeds; ψ: mean over gallery models)": summary, "runs": results})
     val_queries, val_gallery = heldout_split(validation, base.transductive_query_fraction, seed=TEST_SAMPLE_SEED)
     data_variants = {"training images only (the preset's student)": None,

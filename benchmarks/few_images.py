@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import open_run, run_meta, source_fingerprint, stale_rows  # noqa: E402
+from _common import MeasuredBy, open_run, run_meta  # noqa: E402
 
 from asymret.core.manifest import atomic_write_json  # noqa: E402
 from asymret.eval.metrics import evaluate  # noqa: E402
@@ -74,9 +74,7 @@ def main() -> None:
     scratch = [spec for spec in (base.query, *base.gallery) if not spec.pretrained]
     stored = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": {}, "meta": {}}
     results: dict = stored["runs"]  # resume: what an earlier run measured with the same asymret is kept
-    code = source_fingerprint()
-    measured_by: dict[str, str] = dict(stored["meta"].get("code", {}))  # "model/recipe" → source fingerprint
-    stale = stale_rows(args.out, measured_by, [f"{model}/{name}" for model, by_recipe in results.items() for name in by_recipe], code)
+    measured_by = MeasuredBy(args.out, stored["meta"].get("code", {}), [f"{model}/{name}" for model, by_recipe in results.items() for name in by_recipe])
     counts = np.unique(validation.labels, return_counts=True)[1]
     chance = float(np.sum(counts * (counts - 1)) / (len(validation) * (len(validation) - 1)))
 
@@ -87,17 +85,15 @@ def main() -> None:
         atomic_write_json(args.out, {"meta": {**run_meta(args, seeds, start), "config": run_config.name,
                                               "measured_on": f"validation classes ({len(counts)} classes, {len(validation)} images)",
                                               "training_images": len(experiment.train),
-                                              "chance_recall@1": chance, "code": measured_by},
+                                              "chance_recall@1": chance, "code": measured_by.rows},
                                      "summary (mean over seeds)": summary, "runs": results})
     for position, seed in enumerate(seeds):
         for spec in scratch:
             budgets = [int(b) for b in args.images_seen.split(",")]
             for name, variant in recipes(spec, len(experiment.train), budgets, args.balanced == "yes",
                                          [a for a in args.augments.split(",") if a]).items():
-                if f"{spec.name}/{name}" in stale:
-                    stale.discard(f"{spec.name}/{name}")
+                if measured_by.measure(f"{spec.name}/{name}"):
                     results[spec.name][name] = []
-                measured_by[f"{spec.name}/{name}"] = code
                 runs = results.setdefault(spec.name, {}).setdefault(name, [])
                 if len(runs) > position:
                     continue

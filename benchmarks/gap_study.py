@@ -34,7 +34,7 @@ from asymret.eval.report import format_mean_std
 from asymret.gallery import CMCEEnsemble
 from asymret.pipeline import Experiment, ExperimentConfig, ModelSpec
 from asymret.pipeline.runner import load_run_config
-from _common import run_meta, source_fingerprint, stale_rows, validation_split
+from _common import MeasuredBy, run_meta, validation_split
 
 BASELINES = {"query": "over the query model alone", "single": "over the best single ψ", "kd": "over KD"}
 
@@ -169,10 +169,9 @@ def main() -> None:
     start = time.perf_counter()
     previous = args.out / "gap_study.json"
     stored = json.loads(previous.read_text()) if previous.exists() else {"results": [], "meta": {}}  # resume after an interruption
-    code = source_fingerprint()
-    stale = stale_rows(previous, stored["meta"].get("code", {}), [cell_key(r) for r in stored["results"]], code)
-    results: list[dict] = [r for r in stored["results"] if cell_key(r) not in stale]
-    earlier_seconds = 0.0 if stale else float(stored["meta"].get("wall_seconds", 0.0))
+    measured_by = MeasuredBy(previous, stored["meta"].get("code", {}), [cell_key(r) for r in stored["results"]])
+    results: list[dict] = [r for r in stored["results"] if cell_key(r) not in measured_by.stale]
+    earlier_seconds = 0.0 if measured_by.stale else float(stored["meta"].get("wall_seconds", 0.0))
     done = {(r["seed"], r["query_fraction"], r["gallery_fraction"]) for r in results}
     for seed in seeds:
         for gf in gallery_fractions:
@@ -181,7 +180,7 @@ def main() -> None:
                     continue
                 experiment = Experiment(cell_config(base, qf, gf), dataset, args.workdir)
                 results.append({"query_fraction": qf, "gallery_fraction": gf, **measure_cell(experiment, validation, seed)})
-        meta = {**run_meta(args, seeds, start), "validation": described, "code": {cell_key(r): code for r in results}}
+        meta = {**run_meta(args, seeds, start), "validation": described, "code": {cell_key(r): measured_by.code for r in results}}
         meta["wall_seconds"] += earlier_seconds  # a resumed run's time includes the interrupted ones
         write_results(args.out, meta, results, query_fractions, gallery_fractions)
         print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
