@@ -170,17 +170,19 @@ def main() -> None:
     previous = args.out / "gap_study.json"
     stored = json.loads(previous.read_text()) if previous.exists() else {"results": [], "meta": {}}  # resume after an interruption
     measured_by = MeasuredBy(previous, stored["meta"].get("code", {}), [cell_key(r) for r in stored["results"]])
-    results: list[dict] = [r for r in stored["results"] if cell_key(r) not in measured_by.stale]
+    results: list[dict] = stored["results"]
     earlier_seconds = 0.0 if measured_by.stale else float(stored["meta"].get("wall_seconds", 0.0))
-    done = {(r["seed"], r["query_fraction"], r["gallery_fraction"]) for r in results}
     for seed in seeds:
         for gf in gallery_fractions:
             for qf in query_fractions:
-                if (seed, qf, gf) in done:
+                key = cell_key({"seed": seed, "query_fraction": qf, "gallery_fraction": gf})
+                if measured_by.measure(key):  # another asymret measured it: drop it, measure it again
+                    results = [r for r in results if cell_key(r) != key]
+                elif any(cell_key(r) == key for r in results):
                     continue
                 experiment = Experiment(cell_config(base, qf, gf), dataset, args.workdir)
                 results.append({"query_fraction": qf, "gallery_fraction": gf, **measure_cell(experiment, validation, seed)})
-        meta = {**run_meta(args, seeds, start), "validation": described, "code": {cell_key(r): measured_by.code for r in results}}
+        meta = {**run_meta(args, seeds, start), "validation": described, "code": measured_by.rows}
         meta["wall_seconds"] += earlier_seconds  # a resumed run's time includes the interrupted ones
         write_results(args.out, meta, results, query_fractions, gallery_fractions)
         print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
