@@ -53,3 +53,51 @@ def test_benchmark_presets_run_end_to_end_on_the_fixtures(kind, tmp_path, writer
     assert meta["test_queries"] > 0 and meta["test_gallery"] > 0
     if kind == "inshop":  # the fixed query/gallery split: queries are not the gallery
         assert meta["test_queries"] != meta["test_gallery"]
+
+
+COMPARE_TOY = """
+name = "compare-toy"
+[dataset]
+kind = "glyphs"
+options = { size = 32, max_classes = 30 }
+[experiment]
+train_size = 0
+test_size = 0
+seeds = [0]
+embedding_dim = 16
+kd_epochs = 1
+validation_classes = 5
+instance_ks = []
+psi = { epochs = 2, hidden_dim = 32 }
+[experiment.query]
+name = "query:convnet-xs"
+arch = "convnet-xs"
+epochs = 1
+[[experiment.gallery]]
+name = "gallery:convnet-s"
+arch = "convnet-s"
+epochs = 1
+[compare]
+methods = ["distill-cos", "bct"]
+teacher = "gallery:convnet-s"
+raml_gallery = ""
+combination_method = "distill-cos"
+"""
+
+
+def test_compare_alone_from_a_config_is_the_table_run_writes(tmp_path):
+    """``asymret compare --config`` (a methods subset): the rows ``asymret run`` writes in its compare folder, from the
+    same models; only the methods asked for are trained."""
+    from asymret.cli.testing import ok
+
+    config_file = tmp_path / "toy.toml"
+    config_file.write_text(COMPARE_TOY)
+    ok("compare", "--config", config_file, "--methods", "distill-cos", "--workdir", tmp_path / "work", "--out", tmp_path / "alone")
+    alone = {row["setting"]: row["metrics"] for row in json.loads((tmp_path / "alone" / "results.json").read_text())["rows"]}
+    assert any(s.startswith("distill-cos: ") for s in alone) and not any(s.startswith("bct: ") for s in alone)
+    assert any(s.startswith("CMCE ensemble: ") for s in alone) and any(s.startswith("combination: ") for s in alone)
+    run(load_run_config(config_file), tmp_path / "work", tmp_path / "full")
+    full = {row["setting"]: row["metrics"] for row in json.loads((tmp_path / "full" / "compare" / "results.json").read_text())["rows"]}
+    assert any(s.startswith("bct: ") for s in full)
+    for setting, metrics in alone.items():
+        assert full[setting]["recall@1"]["values"] == metrics["recall@1"]["values"], setting

@@ -1,5 +1,5 @@
-"""Experiments from configs and profiles: ``rerank-train``, ``compare``, ``run``, ``demo`` (and ``evaluate
---config … --rerank …``'s rows); each takes ``--device``/``--precision``/``--workers`` and passes them to the
+"""Experiments from configs and profiles: ``rerank-train``, ``compare`` (a profile, or a config's [compare] table alone),
+``run``, ``demo`` (and ``evaluate --config … --rerank …``'s rows); each takes ``--device``/``--precision``/``--workers`` and passes them to the
 experiment (where it computes, never what it builds)."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def evaluate_rerank(config: str, rerank: str, shortlist: Optional[int], workdir:
 
 @app.command("rerank-train")
 def rerank_train_cmd(
-    config: str = typer.Option(..., "--config", help="a run config or preset with a [rerank] table (glyphs, glyphs-quick, …)"),
+    config: str = typer.Option(..., "--config", help="a run config or preset with a \\[rerank] table (glyphs, glyphs-quick, …)"),
     method: str = typer.Option(..., "--rerank", help="ames or locore (comma-separated for both)"),
     output: Path = typer.Option(..., "--out", "-o", help="folder for the trained re-rankers: seed*/<mode>-<storage>-<method>/"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="cache of models, embeddings and re-rankers (default runs/<name>)"),
@@ -36,7 +36,7 @@ def rerank_train_cmd(
     root: Optional[str] = RootOpt,
     device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
-    """Train the config's re-rankers (every mode and storage of its [rerank] table, on the training classes, the
+    """Train the config's re-rankers (every mode and storage of its \\[rerank] table, on the training classes, the
     fusion chosen on the validation classes; reused from --workdir's cache when there) and save each with its
     database codec (and descriptor map) in --out; prints their rows as `evaluate --rerank` does."""
     setup()
@@ -50,15 +50,20 @@ def rerank_train_cmd(
 
 @app.command("compare")
 def compare_cmd(
-    profile: str = typer.Option("default", "--profile", help="data/model profile shared with the demo: default, full, tiny"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="data/model profile shared with the demo: default (the default), full, tiny"),
+    config: Optional[str] = typer.Option(None, "--config", help="instead: a run config or preset with a \\[compare] table (glyphs-pretrained, …): "
+                                         "its comparison alone, as `asymret run` writes it"),
     methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated subset of the compatibility methods"),
-    workdir: Path = typer.Option(Path("runs/demo"), "--workdir", help="cache shared with `asymret demo`"),
-    output: Path = typer.Option(Path("runs/compare/results"), "--out", "-o", help="where results.json, results.md and plots go (docs/compare regenerates the committed ones)"),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="override the profile's seeds, e.g. 0,1,2"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="cache of models (default runs/demo, shared with `asymret demo`; "
+                                           "with --config runs/<name>, shared with `asymret run`)"),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", help="where results.json, results.md and plots go (default runs/compare/results; "
+                                          "with --config <workdir>/compare; docs/compare regenerates the committed ones)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="override the profile's or config's seeds, e.g. 0,1,2"),
     root: Optional[str] = RootOpt,
     device: str = DeviceOpt, precision: str = PrecisionOpt, workers: Optional[int] = WorkersOpt,
 ) -> None:
-    """Every query-model compatibility method side by side with CMCE (and their combinations) on Fashion-MNIST."""
+    """Every query-model compatibility method side by side with CMCE (and their combinations): on Fashion-MNIST
+    (--profile), or a run config's \\[compare] table alone (--config)."""
     setup()
     check_device(device, precision)
     import dataclasses
@@ -67,21 +72,44 @@ def compare_cmd(
     from ..pipeline import PROFILES, Experiment
     from ..pipeline.compare import CompareConfig, run_comparison
 
+    if profile and config:
+        fail("--profile and --config name two different experiments: give one")
+    execution = {"device": device, "precision": precision, "workers": workers}
+    # checked before any training starts: a typo should not cost the minutes of training before it is reached
+    chosen = _compatibility_methods(methods)
+    if config:
+        from ..pipeline.runner import load_run_config, run_compare_only
+
+        run_config = load_run_config(config)
+        run_config.experiment = with_seeds(run_config.experiment, seeds)
+        workdir = workdir or Path("runs") / run_config.name
+        output = output or workdir / "compare"
+        rows, meta = run_compare_only(run_config, workdir, output, chosen, root, command_line(), execution)
+        print_results(rows, len(run_config.experiment.seeds), meta["wall_seconds"], output)
+        return
+    profile = profile or "default"
     if profile not in PROFILES:
         fail(f"unknown profile {profile!r}: {', '.join(PROFILES)}")
-    config = with_seeds(PROFILES[profile], seeds)
+    experiment_config = with_seeds(PROFILES[profile], seeds)
     compare = CompareConfig()
-    if methods:
-        from ..compat.query_train import QUERY_METHODS
-
-        # checked before any training starts: a typo should not cost the minutes of training before it is reached
-        compare = dataclasses.replace(compare, methods=tuple(QUERY_METHODS.key(m) for m in methods.split(",") if m.strip()))
+    if chosen:
+        compare = dataclasses.replace(compare, methods=chosen)
     if profile == "tiny":
         compare = dataclasses.replace(compare, raml_gallery="gallery:convnet-m")
+    output = output or Path("runs/compare/results")
     dataset = load_dataset("fashion-mnist", root)
-    experiment = Experiment(config, dataset, workdir / profile, device=device, precision=precision, workers=workers)
+    experiment = Experiment(experiment_config, dataset, (workdir or Path("runs/demo")) / profile, **execution)
     rows, meta = run_comparison(experiment, compare, output, command=command_line())
-    print_results(rows, len(config.seeds), meta["wall_seconds"], output)
+    print_results(rows, len(experiment_config.seeds), meta["wall_seconds"], output)
+
+
+def _compatibility_methods(methods: Optional[str]) -> Optional[tuple[str, ...]]:
+    """``--methods`` as registry keys (an unknown one is the registry's one-line error), or None for every method."""
+    if not methods:
+        return None
+    from ..compat.query_train import QUERY_METHODS
+
+    return tuple(QUERY_METHODS.key(m.strip()) for m in methods.split(",") if m.strip())
 
 
 @app.command("run")

@@ -106,7 +106,7 @@ def evaluate_cmd(
     so an approximate index reports its own recall (asymmetric if the index is).
 
     With --config and --rerank: the config's re-ranking rows for that re-ranker (global only vs re-ranked, every
-    mode and storage of its [rerank] table), from the models cached in --workdir or trained there first — the
+    mode and storage of its \\[rerank] table), from the models cached in --workdir or trained there first — the
     rows of docs/RESULTS.md §5 when run on the same preset and seeds.
     """
     setup()

@@ -33,7 +33,7 @@ from .compare import CompareConfig
 from .rerank import RerankConfig
 from .experiment import PROFILES, ExperimentConfig
 
-__all__ = ["RunConfig", "load_run_config", "PRESETS", "run"]
+__all__ = ["RunConfig", "load_run_config", "PRESETS", "run", "run_compare_only", "run_rerank_only"]
 
 #: preset name → TOML file name in asymret/pipeline/presets
 PRESETS: Registry[str] = Registry("preset")
@@ -117,6 +117,19 @@ def experiment_of(config: RunConfig, workdir: str | os.PathLike, root: str | Non
 
     dataset = load_dataset(config.dataset_kind, root or config.dataset_root, **config.dataset_options)
     return Experiment(config.experiment, dataset, workdir, **(execution or {}))
+
+
+def run_compare_only(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLike, methods: tuple[str, ...] | None = None,
+                     root: str | None = None, command: str = "", execution: Mapping[str, Any] | None = None) -> tuple[list, dict]:
+    """Only the config's comparison table (``methods``: a subset of its compatibility methods), its models from the
+    cache in ``workdir`` when there, trained otherwise: what ``asymret compare --config …`` writes — the same table
+    ``run`` writes in its ``compare`` folder, without the experiment's own rows."""
+    from .compare import run_comparison
+
+    if config.compare is None:
+        raise ValueError(f"run config {config.name!r} has no [compare] table: nothing says which methods to compare")
+    settings = dataclasses.replace(config.compare, methods=tuple(methods)) if methods else config.compare
+    return run_comparison(experiment_of(config, workdir, root, execution), settings, out_dir, command=command)
 
 
 def run_rerank_only(config: RunConfig, workdir: str | os.PathLike, out_dir: str | os.PathLike, methods: tuple[str, ...],
