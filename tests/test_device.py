@@ -116,3 +116,12 @@ def test_parameters_on_another_device_are_refused():
     weight = nn.Parameter(torch.zeros(2, device="meta"))
     with pytest.raises(ValueError, match="parameters are on meta, the run on cpu"):
         train([weight], lambda rows: weight.sum(), lambda epoch, gen: [torch.arange(2)], TrainConfig(epochs=1, device="cpu"))
+
+
+def test_every_result_names_the_cpu_kernels_its_models_were_trained_with():
+    """Models trained on AVX2 and AVX-512 hosts differ slightly (docs/RESULTS.md §6): the results say which ran."""
+    from asymret.core.machine import machine_description
+
+    machine = machine_description()
+    assert machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability() != "unknown"
+    assert machine["torch_threads"] == torch.get_num_threads()

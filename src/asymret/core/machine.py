@@ -29,6 +29,17 @@ def cpu_flags() -> list[str]:
     return []
 
 
+def torch_cpu_capability() -> str:
+    """The SIMD kernel set torch dispatches its CPU operators to (e.g. AVX2, AVX512): hosts with different ones round
+    differently, so one recipe and seed trains slightly different models on them (bit-identical only on one kind)."""
+    import torch
+
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):  # older torch
+        return "unknown"
+
+
 def machine_description() -> dict[str, Any]:
     import torch
 
@@ -38,6 +49,7 @@ def machine_description() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
+        "torch_cpu_capability": torch_cpu_capability(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
