@@ -34,10 +34,7 @@ def torch_cpu_capability() -> str:
     differently, so one recipe and seed trains slightly different models on them (bit-identical only on one kind)."""
     import torch
 
-    try:
-        return str(torch.backends.cpu.get_cpu_capability())
-    except (AttributeError, RuntimeError):  # older torch
-        return "unknown"
+    return str(torch.backends.cpu.get_cpu_capability())
 
 
 def machine_description() -> dict[str, Any]:
